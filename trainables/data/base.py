@@ -1,0 +1,171 @@
+"""Datasets shared by every format: image files or in-memory arrays, with optional boxes.
+
+Every item is ``(image, label, box)``: image a float tensor (3, S, S) normalised with the
+backbone's mean and std after a non-aspect-preserving resize to S x S (as the reference code
+does); box a (4,) tensor (x1, y1, x2, y2) in pixels of that S x S frame, NaN where the dataset
+has no box.
+
+A corrupt or unreadable image raises `CorruptImageError` naming the file: a study should not
+silently train on fewer images than it reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+NO_BOX = (float("nan"),) * 4
+
+# An augmentation takes (image in [0, 1], box) and returns both, transformed alike.
+Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class CorruptImageError(RuntimeError):
+    """An image file that cannot be read or decoded."""
+
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk and its 0-based label.
+
+    Attributes:
+        box: optional (x1, y1, x2, y2): the object's box from the dataset's annotations, in the
+            image's own pixels.
+        crops: optional boxes to centre the local crop on (the reference code's box files), in
+            a `crops_frame` (width, height) frame; training draws one at random, evaluation
+            always takes the first.
+    """
+
+    path: Path
+    label: int
+    box: Box | None = None
+    crops: tuple[Box, ...] = ()
+    crops_frame: tuple[float, float] = (448.0, 448.0)
+
+
+def load_image(path: Path) -> Image.Image:
+    """Opens an image as RGB, or raises CorruptImageError naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise CorruptImageError(f"cannot read image {path}: {err}") from err
+
+
+class _Normalised(Dataset[tuple[Tensor, int, Tensor]]):
+    """Shared tail of every dataset: augmentation, then normalisation."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], augment: Augment | None) -> None:
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.augment = augment
+
+    def _finish(self, image: Tensor, label: int, box: Tensor) -> tuple[Tensor, int, Tensor]:
+        if self.augment is not None:
+            image, box = self.augment(image, box)
+        return (image - self.mean) / self.std, label, box
+
+
+class ImageFileDataset(_Normalised):
+    """Images read from disk and resized to image_size x image_size."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Augment | None = None,
+        random_crop_box: bool = False,
+    ) -> None:
+        super().__init__(mean, std, augment)
+        self.samples = list(samples)
+        self.image_size = image_size
+        self.random_crop_box = random_crop_box
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor]:
+        sample = self.samples[index]
+        img = load_image(sample.path)
+        width, height = img.size
+        img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return self._finish(image, sample.label, self._box(sample, width, height))
+
+    def _box(self, sample: Sample, width: int, height: int) -> Tensor:
+        """The box that centres the crop, in the resized frame: a crop box, else the object's."""
+        if sample.crops:
+            pick = int(torch.randint(len(sample.crops), ())) if self.random_crop_box else 0
+            box, (fw, fh) = sample.crops[pick], sample.crops_frame
+        elif sample.box is not None:
+            box, fw, fh = sample.box, float(width), float(height)
+        else:
+            return torch.tensor(NO_BOX)
+        sx, sy = self.image_size / fw, self.image_size / fh
+        return torch.tensor([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy])
+
+
+class ArrayDataset(_Normalised):
+    """Images held in memory as uint8 (N, H, W, 3) arrays (the synthetic dataset)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        boxes: np.ndarray | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Augment | None = None,
+    ) -> None:
+        super().__init__(mean, std, augment)
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view, no copy
+        self._labels = labels.astype(np.int64)
+        self.boxes = torch.from_numpy(boxes) if boxes is not None else None
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels.tolist()
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor]:
+        image = self.images[index].float() / 255.0
+        box = self.boxes[index].clone() if self.boxes is not None else torch.tensor(NO_BOX)
+        return self._finish(image, int(self._labels[index]), box)
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Splits indices into (train, val), taking `fraction` of each class for val.
+
+    Deterministic for a seed; every class with at least two images keeps one in each part.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng([seed, 104729])
+    arr = np.asarray(labels)
+    train: list[int] = []
+    val: list[int] = []
+    for label in np.unique(arr):
+        idx = rng.permutation(np.flatnonzero(arr == label))
+        k = round(len(idx) * fraction)
+        k = min(max(k, 1), len(idx) - 1) if len(idx) >= 2 else 0
+        val.extend(idx[:k].tolist())
+        train.extend(idx[k:].tolist())
+    return sorted(train), sorted(val)
