@@ -22,6 +22,9 @@ import torch
 import torchvision
 from torch import nn
 
+from trainables.errors import TrialError
+
+Triple = tuple[float, float, float]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -32,8 +35,8 @@ class Backbone:
 
     features: nn.Module
     out_channels: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: Triple
+    std: Triple
 
 
 # A builder takes (weights enum or None, drop_last_pool) and returns (features, out_channels).
@@ -58,8 +61,12 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(TrialError, ValueError):
     """Raised for a backbone name that is not registered."""
+
+
+class WeightsError(TrialError, ValueError):
+    """Weights that do not exist or do not fit the backbone."""
 
 
 def _check_name(name: str) -> None:
@@ -118,18 +125,16 @@ def _resolve_weights(name: str, weights: str) -> tuple[object | None, Path | Non
     if weights.endswith((".pth", ".pt")) or "/" in weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
+            raise WeightsError(f"weights file not found: {path}")
         return None, path
     if enum is None:
-        raise ValueError(
-            f"backbone {name!r} has no torchvision weights; use 'none' or a .pth file"
-        )
+        raise WeightsError(f"backbone {name!r} has no torchvision weights; use 'none' or a .pth file")
     member = "DEFAULT" if weights == "imagenet" else weights
     try:
         return enum[member], None  # type: ignore[index]
     except KeyError:
         known = ", ".join(["imagenet", *(m.name for m in enum)])  # type: ignore[attr-defined]
-        raise ValueError(
+        raise WeightsError(
             f"unknown weights {weights!r} for backbone {name!r}; known: {known}, none, or a .pth"
         ) from None
 
@@ -150,7 +155,7 @@ def _load_local(features: nn.Module, path: Path) -> None:
         return
     candidates = [v for k, v in state.items() if not k.startswith(("fc.", "classifier."))]
     if len(candidates) != len(own):
-        raise ValueError(f"weights file {path} does not match this backbone's layers")
+        raise WeightsError(f"weights file {path} does not match this backbone's layers")
     features.load_state_dict(dict(zip(own, candidates, strict=True)))
 
 
@@ -168,17 +173,16 @@ def create_backbone(name: str, weights: str = "none", drop_last_pool: bool = Fal
     features, channels = builder(enum_member, drop_last_pool)
     if path is not None:
         _load_local(features, path)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if enum_member is not None:
-        transforms = enum_member.transforms()  # type: ignore[attr-defined]
-        mean, std = tuple(transforms.mean), tuple(transforms.std)
-    return Backbone(features, channels, mean, std)  # type: ignore[arg-type]
+    return Backbone(features, channels, *_mean_std(enum_member))
 
 
-def normalisation(name: str, weights: str = "none") -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalisation(name: str, weights: str = "none") -> tuple[Triple, Triple]:
     """Mean and std the backbone's weights expect, without building the network."""
     _check_name(name)
-    enum_member, _ = _resolve_weights(name, weights)
+    return _mean_std(_resolve_weights(name, weights)[0])
+
+
+def _mean_std(enum_member: object | None) -> tuple[Triple, Triple]:
     if enum_member is None:
         return IMAGENET_MEAN, IMAGENET_STD
     transforms = enum_member.transforms()  # type: ignore[attr-defined]

@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from trainables.backbones import list_backbones
+from trainables.data.formats import READERS
+from trainables.errors import TrialError
 from trainables.model import RRAConfig
 
 Optimizer = Literal["sgd", "adamw"]
@@ -28,7 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(TrialError, ValueError):
     """A trial config with an unknown key or an invalid value."""
 
 
@@ -99,18 +102,31 @@ class TrialConfig:
             raise ConfigError(f"val_fraction: expected a value in (0, 1), got {self.val_fraction!r}")
         if self.num_workers < 0 or self.threads < 0 or self.weight_decay < 0:
             raise ConfigError("num_workers, threads and weight_decay must be >= 0")
+        datasets = ("synthetic", *READERS)
+        if self.dataset not in datasets:
+            raise ConfigError(f"dataset: expected one of {', '.join(datasets)}, got {self.dataset!r}")
         if self.dataset != "synthetic" and not self.data_dir:
             raise ConfigError(f"data_dir: dataset {self.dataset!r} needs a data_dir")
+        for key in ("backbone", "local_backbone"):
+            name = getattr(self, key)
+            if name is not None and name not in list_backbones():
+                raise ConfigError(f"{key}: unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+        self.model_config(num_classes=2)  # validates the model fields now, not after loading data
 
     @classmethod
-    def keys(cls) -> list[str]:
+    def field_names(cls) -> list[str]:
         """Names of the settable fields."""
         return [f.name for f in dataclasses.fields(cls) if f.init]
 
     @classmethod
+    def text_keys(cls) -> set[str]:
+        """Fields whose values are free text (names, paths)."""
+        return {f.name for f in dataclasses.fields(cls) if str(f.type) in ("str", "str | None")}
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
         """Builds a config; unknown keys and wrong types raise ConfigError naming the key."""
-        known = set(cls.keys())
+        known = set(cls.field_names())
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown trial config key(s): {', '.join(unknown)}")
@@ -121,9 +137,14 @@ class TrialConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
+    def differences(self, other: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+        """Keys whose values differ from `other` (a `to_dict()` result), except `ignore`d ones."""
+        mine = self.to_dict()
+        return sorted(k for k in mine if k not in ignore and other.get(k) != mine[k])
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain values (for logging)."""
-        out = {k: getattr(self, k) for k in self.keys()}
+        out = {k: getattr(self, k) for k in self.field_names()}
         out["milestones"] = list(self.milestones)
         return out
 

@@ -22,14 +22,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from trainables.config import ConfigError, TrialConfig
-from trainables.data import DataSplits, build_datasets
+from trainables.data.build import DataSplits, build_datasets
+from trainables.errors import TrialError
 from trainables.model import RRA, RRAOutput, build_model
 
 Progress = Callable[[int, int], None]
+# Settings that change where and how fast a trial runs, not what it computes.
+RESUME_MAY_CHANGE = ("device", "num_workers", "threads", "data_dir")
 OnEpoch = Callable[[dict[str, float], dict[str, Any]], None]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrialError, RuntimeError):
     """The loss became NaN or infinite: the trial stops rather than train on garbage."""
 
 
@@ -265,6 +268,10 @@ def run_epoch(trial: Trial, progress: Progress | None = None) -> dict[str, float
 def fit(cfg: TrialConfig, on_epoch: OnEpoch, resume: dict[str, Any] | None = None,
         progress: Progress | None = None, data: DataSplits | None = None) -> Trial:
     """Runs the trial to cfg.epochs, resuming from a checkpoint state when one is given."""
+    if resume is not None:
+        changed = cfg.differences(resume["config"], ignore=RESUME_MAY_CHANGE)
+        if changed:
+            raise ConfigError(f"cannot resume with a different config; changed: {', '.join(changed)}")
     trial = setup_trial(cfg, data)
     if resume is not None:
         trial.load_state(resume)

@@ -21,13 +21,15 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from trainables.errors import TrialError
+
 NO_BOX = (float("nan"),) * 4
 
 # An augmentation takes (image in [0, 1], box) and returns both, transformed alike.
 Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
 
 

@@ -17,11 +17,12 @@ import numpy as np
 from PIL import Image
 
 from trainables.data.base import Sample
+from trainables.errors import TrialError
 
 REFERENCE_FRAME = 448.0
 
 
-class BoxFileError(ValueError):
+class BoxFileError(TrialError, ValueError):
     """A box file that does not match the images it is meant for."""
 
 

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.data.base import Sample
+from trainables.data.base import Box, Sample
+from trainables.errors import TrialError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(TrialError, ValueError):
     """A dataset folder that does not hold the expected files."""
 
 
@@ -39,6 +40,12 @@ def _need(path: Path, what: str) -> Path:
 
 def _order(samples: list[Sample], root: Path) -> list[Sample]:
     return sorted(samples, key=lambda s: s.path.relative_to(root).as_posix())
+
+
+def _box4(values: list[float]) -> Box:
+    if len(values) != 4:
+        raise DatasetFormatError(f"expected a box of 4 numbers, got {values}")
+    return (values[0], values[1], values[2], values[3])
 
 
 def _read_table(path: Path) -> dict[str, list[str]]:
@@ -64,7 +71,8 @@ def read_cub(root: Path) -> SplitSamples:
     box_file = root / "bounding_boxes.txt"
     boxes = _read_table(box_file) if box_file.exists() else {}
     images = _need(root / "images", "CUB images folder")
-    train, test = [], []
+    train: list[Sample] = []
+    test: list[Sample] = []
     for image_id, (name,) in names.items():
         try:
             label = int(labels[image_id][0]) - 1
@@ -99,7 +107,7 @@ def read_stanford_cars(root: Path) -> SplitSamples:
         classes = [str(c) for c in ds.classes]
         annos = scipy.io.loadmat(str(mat), squeeze_me=True)["annotations"]
         annos = annos.reshape(-1)
-        box = {str(a["fname"]): tuple(float(a[k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+        box = {str(a["fname"]): _box4([float(a[k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")])
                for a in annos}
         # torchvision keeps (path, label) pairs in _samples; it has no public accessor.
         out[split] = [Sample(Path(p), int(y), box.get(Path(p).name)) for p, y in ds._samples]
@@ -118,7 +126,7 @@ def read_fgvc_aircraft(root: Path) -> SplitSamples:
     top = root.parent if root.name == "fgvc-aircraft-2013b" else root
     data = top / "fgvc-aircraft-2013b" / "data"
     box_file = data / "images_box.txt"
-    boxes = {k: tuple(float(x) for x in v) for k, v in _read_table(box_file).items()} if box_file.exists() else {}
+    boxes = {k: _box4([float(x) for x in v]) for k, v in _read_table(box_file).items()} if box_file.exists() else {}
     out: dict[str, list[Sample]] = {}
     classes: list[str] = []
     for split in ("trainval", "test"):
@@ -128,7 +136,7 @@ def read_fgvc_aircraft(root: Path) -> SplitSamples:
             raise DatasetFormatError(f"FGVC-Aircraft not found under {top}: {err}") from None
         classes = list(ds.classes)
         # torchvision keeps the file list in _image_files/_labels; it has no public accessor.
-        out[split] = [Sample(Path(p), int(y), boxes.get(Path(p).stem))  # type: ignore[misc]
+        out[split] = [Sample(Path(p), int(y), boxes.get(Path(p).stem))
                       for p, y in zip(ds._image_files, ds._labels, strict=True)]
     key = lambda s: (s.label, s.path.name)  # noqa: E731
     return SplitSamples(sorted(out["trainval"], key=key), sorted(out["test"], key=key), classes)
@@ -141,7 +149,7 @@ def _dogs_box(annotations: Path, rel: str) -> tuple[float, float, float, float] 
     node = ET.parse(xml).getroot().find("object/bndbox")
     if node is None:
         return None
-    return tuple(float(node.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[return-value]
+    return _box4([float(node.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")])
 
 
 def read_stanford_dogs(root: Path) -> SplitSamples:

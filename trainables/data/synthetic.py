@@ -74,7 +74,9 @@ def _paint_part(img: np.ndarray, code: np.ndarray, x0: int, y0: int, side: int, 
     img[y0 : y0 + side, x0 : x0 + side] = (0.5 + contrast * (patch - 0.5))[..., None]
 
 
-def _render(label: int, codes: np.ndarray, spec: SyntheticSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _render(
+    label: int, codes: np.ndarray, spec: SyntheticSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     size = spec.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     # Background: a colour gradient, then clutter.

@@ -1,0 +1,33 @@
+# Two entry points: `make study` (set up, then run the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: study train test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Until the study command exists (next issue), the main job is one training run on the
+# embedded default: synthetic data, tiny backbone, CPU.
+study: $(STAMP)
+	$(BIN)/python -m trainables.train --out runs/train $(ARGS)
+
+train: $(STAMP)
+	$(BIN)/python -m trainables.train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.synthetic_gain
+
+clean:
+	rm -rf runs benchmarks/out .pytest_cache .mypy_cache .ruff_cache

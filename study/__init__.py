@@ -1,0 +1,1 @@
+"""Driver side of a study: search spaces, searcher, scheduler, tracking, reports, CLI."""
