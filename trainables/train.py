@@ -28,6 +28,7 @@ class UsageError(TrialError, ValueError):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trainables.train",
+        usage="%(prog)s [--config FILE] [--out DIR] [--resume] [--json] [--KEY VALUE ...]",
         description="Train one RRA model (no Ray). Every trial config key is a flag; values are YAML.",
     )
     parser.add_argument("--config", type=Path, help="YAML file of trial config keys")

@@ -69,8 +69,7 @@ def _blobs(img: np.ndarray, rng: np.random.Generator, yy: np.ndarray, xx: np.nda
 
 
 def _paint_part(img: np.ndarray, code: np.ndarray, x0: int, y0: int, side: int, contrast: float) -> None:
-    cells = np.kron(code, np.ones((side // _GRID + 1, side // _GRID + 1), dtype=np.float32))
-    patch = cells[:side, :side]
+    patch = np.kron(code, np.ones((side // _GRID, side // _GRID), dtype=np.float32))
     img[y0 : y0 + side, x0 : x0 + side] = (0.5 + contrast * (patch - 0.5))[..., None]
 
 
@@ -86,7 +85,8 @@ def _render(
     _blobs(img, rng, yy, xx, 8)
     img += rng.normal(0, 0.03, img.shape).astype(np.float32)
 
-    side = max(_GRID * 2, round(size * np.sqrt(spec.part_fraction)))
+    # a whole number of pixels per code cell
+    side = _GRID * max(2, round(size * np.sqrt(spec.part_fraction) / _GRID))
     # Object: an ellipse body and a head disc; the part sits on the head.
     length = rng.uniform(0.22, 0.3) * size
     angle = rng.uniform(0, 2 * np.pi)

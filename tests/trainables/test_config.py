@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainables.config import ConfigError, TrialConfig
+
+
+def test_defaults_are_the_embedded_cpu_default() -> None:
+    cfg = TrialConfig()
+    assert (cfg.dataset, cfg.backbone, cfg.device) == ("synthetic", "tiny", "auto")
+
+
+def test_from_dict_accepts_sampler_types_and_round_trips() -> None:
+    cfg = TrialConfig.from_dict({"recursion_steps": np.int64(5), "crop_scale": np.float64(0.3),
+                                 "lr": 1, "milestones": [3, 6]})
+    assert cfg.recursion_steps == 5 and isinstance(cfg.recursion_steps, int)
+    assert cfg.lr == 1.0 and cfg.milestones == (3, 6)
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"recursion_step": 3}, "unknown trial config key.*recursion_step"),
+        ({"recursion_steps": 2.5}, "recursion_steps: expected an integer"),
+        ({"local_stream": "yes"}, "local_stream: expected true or false"),
+        ({"crop_scale": 0}, "crop_scale"),
+        ({"optimizer": "lion"}, "optimizer: expected one of sgd, adamw"),
+        ({"backbone": "vit"}, "backbone: unknown backbone 'vit'; known: .*tiny"),
+        ({"dataset": "cub"}, "data_dir: dataset 'cub' needs a data_dir"),
+        ({"dataset": "imagenet"}, "dataset: expected one of synthetic, cub"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"epochs": None}, "epochs: expected a value"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig.from_dict(values)
+
+
+def test_differences_lists_changed_keys() -> None:
+    cfg = TrialConfig()
+    other = TrialConfig(recursion_steps=7, threads=2).to_dict()
+    assert cfg.differences(other, ignore=("threads",)) == ["recursion_steps"]
