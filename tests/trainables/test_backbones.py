@@ -25,7 +25,7 @@ def test_every_backbone_maps_images_to_a_feature_map(name: str) -> None:
 
 
 def test_unknown_backbone_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownBackboneError, match="known backbones: .*resnet18.*tiny.*vgg19"):
+    with pytest.raises(UnknownBackboneError, match=r"known backbones: .*resnet18.*tiny.*vgg19"):
         create_backbone("resnet1000")
 
 
@@ -53,7 +53,7 @@ def test_bad_weights_are_clear_errors(tmp_path: Path) -> None:
         create_backbone("tiny", str(tmp_path / "missing.pth"))
     with pytest.raises(WeightsError, match="no torchvision weights"):
         create_backbone("tiny", "imagenet")
-    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+    with pytest.raises(WeightsError, match=r"unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"):
         create_backbone("resnet18", "IMAGENET9K")
     other = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), other)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ray import tune
+
+from tests.conftest import TINY
+from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from trainables.trainable import train_rra
+
+
+class _FakeTune:
+    """Records what the trainable reports, and hands it a checkpoint to resume from."""
+
+    def __init__(self, start: tune.Checkpoint | None = None) -> None:
+        self.start = start
+        self.reports: list[tuple[dict[str, float], dict[str, Any]]] = []
+
+    def get_checkpoint(self) -> tune.Checkpoint | None:
+        return self.start
+
+    def report(self, metrics: dict[str, float], checkpoint: tune.Checkpoint) -> None:
+        with checkpoint.as_directory() as folder:
+            self.reports.append((metrics, load_checkpoint(Path(folder) / CHECKPOINT_NAME)))
+
+
+def test_reports_every_epoch_with_a_checkpoint_and_resumes_from_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = _FakeTune()
+    monkeypatch.setattr(tune, "get_checkpoint", fake.get_checkpoint)
+    monkeypatch.setattr(tune, "report", fake.report)
+    train_rra({**TINY, "epochs": 3})
+    assert [m["epoch"] for m, _ in fake.reports] == [1, 2, 3]
+    assert [s["epoch"] for _, s in fake.reports] == [1, 2, 3]
+
+    # A retried trial gets its epoch-2 checkpoint back and reports only epoch 3, with the
+    # same numbers as the uninterrupted run.
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, fake.reports[1][1])
+    retry = _FakeTune(tune.Checkpoint.from_directory(str(tmp_path)))
+    monkeypatch.setattr(tune, "get_checkpoint", retry.get_checkpoint)
+    monkeypatch.setattr(tune, "report", retry.report)
+    torch.manual_seed(99)
+    train_rra({**TINY, "epochs": 3})
+    assert [m["epoch"] for m, _ in retry.reports] == [3]
+    timing = ("epoch_seconds", "images_per_second")
+    same = {k: v for k, v in retry.reports[0][0].items() if k not in timing}
+    assert same == {k: v for k, v in fake.reports[2][0].items() if k not in timing}
+
+
+@pytest.mark.slow
+def test_runs_under_a_real_ray_tune(tmp_path: Path) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(train_rra, {"cpu": 1}),
+            param_space={**TINY, "epochs": 2, "recursion_steps": tune.choice([1, 2])},
+            tune_config=tune.TuneConfig(num_samples=2, metric="val_acc", mode="max"),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="t", verbose=0),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert not results.errors
+    for result in results:
+        assert result.metrics["epoch"] == 2 and result.metrics["training_iteration"] == 2
+        assert result.checkpoint is not None
+        with result.checkpoint.as_directory() as folder:
+            assert load_checkpoint(Path(folder) / CHECKPOINT_NAME)["epoch"] == 2
