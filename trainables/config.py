@@ -52,6 +52,8 @@ class TrialConfig:
     synthetic_images_per_class: int = 120
     synthetic_test_images_per_class: int = 40
     synthetic_seed: int = 0
+    synthetic_distractors: int = 3
+    synthetic_distractor_contrast: float = 0.7
     num_workers: int = 0
     # model
     backbone: str = "tiny"

@@ -43,3 +43,17 @@ def test_differences_lists_changed_keys() -> None:
     cfg = TrialConfig()
     other = TrialConfig(recursion_steps=7, threads=2).to_dict()
     assert cfg.differences(other, ignore=("threads",)) == ["recursion_steps"]
+
+
+def test_the_paper_example_config_builds_the_reference_architecture() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from trainables.model import build_model, count_parameters
+
+    values = yaml.safe_load((Path(__file__).parents[2] / "docs/examples/paper_cub.yaml").read_text())
+    cfg = TrialConfig.from_dict(values)
+    model_cfg = dataclasses.replace(cfg.model_config(num_classes=200), weights="none")  # no download in tests
+    assert count_parameters(build_model(model_cfg)) == 46_134_289

@@ -91,3 +91,28 @@ def test_a_short_run_beats_chance_by_a_wide_margin() -> None:
     best = max(m["val_acc"] for m in metrics)
     assert best > 0.25 + 0.3, metrics
     assert all(math.isfinite(m["train_loss"]) for m in metrics)
+
+
+def test_bf16_autocast_trains_on_the_cpu() -> None:
+    metrics, _ = _run(tiny_config(epochs=1, amp="bf16", device="cpu", channels_last=True))
+    assert math.isfinite(metrics[0]["train_loss"])
+
+
+def test_fp16_needs_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the CUDA test below covers fp16")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        _run(tiny_config(epochs=1, amp="fp16", device="cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_and_channels_last(amp: str, tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=2, amp=amp, device="cuda", channels_last=True, num_workers=2)
+    metrics, states = _run(cfg)
+    assert all(math.isfinite(m["train_loss"]) for m in metrics)
+    assert states[-1]["model"]["global_classifier.weight"].is_cuda
+    _, early = _run_until(cfg, 1)
+    save_checkpoint(tmp_path / "c.pt", early[-1])
+    resumed, _ = _run(cfg, resume=load_checkpoint(tmp_path / "c.pt"))
+    assert resumed[0]["epoch"] == 2

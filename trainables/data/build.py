@@ -39,6 +39,8 @@ def _synthetic(cfg: TrialConfig) -> tuple[list[Dataset], list[int], int]:
         test_images_per_class=cfg.synthetic_test_images_per_class,
         image_size=cfg.image_size,
         seed=cfg.synthetic_seed,
+        distractors=cfg.synthetic_distractors,
+        distractor_contrast=cfg.synthetic_distractor_contrast,
     )
     mean, std = normalisation(cfg.backbone, cfg.weights)
     train_arrays, test_arrays = generate(spec, "train"), generate(spec, "test")
