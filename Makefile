@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# Until the study command exists (next issue), the main job is one training run on the
-# embedded default: synthetic data, tiny backbone, CPU.
+# The main job: the ablation study on the embedded default (local Ray, CPU, synthetic data,
+# SQLite MLflow store in the working directory).
 study: $(STAMP)
-	$(BIN)/python -m trainables.train --out runs/train $(ARGS)
+	$(BIN)/python -m study.run --space ablation $(ARGS)
 
 train: $(STAMP)
 	$(BIN)/python -m trainables.train $(ARGS)

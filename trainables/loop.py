@@ -254,7 +254,9 @@ def run_epoch(trial: Trial, progress: Progress | None = None) -> dict[str, float
     lr = trial.optimizer.param_groups[-1]["lr"]
     train_loader = make_loader(trial.data.train, cfg, trial.device, True, trial.generator)
     metrics = train_one_epoch(trial.model, train_loader, trial.optimizer, cfg, trial.device, trial.scaler, progress)
+    val_start = time.perf_counter()
     val = evaluate(trial.model, make_loader(trial.data.val, cfg, trial.device, False), cfg, trial.device)
+    metrics["val_seconds"] = time.perf_counter() - val_start
     trial.scheduler.step()  # after the epoch (the reference stepped first: milestones one early)
     trial.epoch = epoch
     trial.best_val_acc = max(trial.best_val_acc, val["acc"])

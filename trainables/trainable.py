@@ -8,6 +8,7 @@ worker dies continues from its last epoch.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ def train_rra(config: dict[str, Any]) -> None:
     """Runs one trial under Ray Tune (call it through tune.Tuner, not directly)."""
     from ray import tune
 
-    cfg = TrialConfig.from_dict(config)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint otherwise
+    # Keys starting with "_" are the study's bookkeeping (trial kind, run name), not settings.
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
     start = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -34,3 +37,25 @@ def train_rra(config: dict[str, Any]) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(cfg, report, resume=start)
+
+
+def evaluate_checkpoint(config: dict[str, Any], checkpoint_dir: str, split: str = "test") -> dict[str, float]:
+    """Evaluates a trial's checkpoint on a split ("test" or "val"): the study's final test.
+
+    Runs wherever it is called (the driver sends it to a worker as a Ray task with the
+    trial's resources); the model selection that chose the checkpoint used validation only.
+    """
+    from trainables.loop import evaluate, make_loader, setup_trial
+
+    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
+    trial = setup_trial(cfg)
+    trial.model.load_state_dict(load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
+    dataset = trial.data.test if split == "test" else trial.data.val
+    metrics = evaluate(trial.model, make_loader(dataset, cfg, trial.device, False), cfg, trial.device)
+    return {f"{split}_{k}": v for k, v in metrics.items()}
+
+
+def evaluate_tune_checkpoint(config: dict[str, Any], checkpoint: Any, split: str = "test") -> dict[str, float]:
+    """`evaluate_checkpoint` on a Tune checkpoint (local or remote storage)."""
+    with checkpoint.as_directory() as folder:
+        return evaluate_checkpoint(config, folder, split)

@@ -14,7 +14,7 @@ from trainables.config import ConfigError
 from trainables.data.build import DataSplits
 from trainables.loop import NonFiniteLossError, fit
 
-TIMING = ("epoch_seconds", "images_per_second")
+TIMING = ("epoch_seconds", "images_per_second", "val_seconds")
 
 
 def _run(cfg: Any, resume: dict[str, Any] | None = None) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:

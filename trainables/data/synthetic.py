@@ -14,6 +14,7 @@ Each image's part box is recorded (x1, y1, x2, y2 in pixels), so crops from boxe
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,8 +122,12 @@ def _render(
     return np.clip(img, 0, 1), box
 
 
+@functools.lru_cache(maxsize=4)
 def generate(spec: SyntheticSpec, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generates one split ("train" or "test") of the dataset.
+
+    Cached per process (a reused Ray actor runs many trials on the same data): callers must
+    not modify the arrays.
 
     Returns:
         images (N, H, W, 3) uint8, labels (N,) int64, part boxes (N, 4) float32, in class order.

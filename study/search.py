@@ -1,0 +1,160 @@
+"""Searchers: Optuna ask-and-tell behind Ray Tune, with a fidelity-honest Optuna study.
+
+Stock OptunaSearch tells Optuna that a trial ASHA stopped after one epoch is COMPLETE with its
+epoch-1 value, so the Optuna study (its best trial, importance, any dashboard on it) compares
+an epoch-1 value with an epoch-max_t one. Here every epoch's value is reported to the Optuna
+trial as an intermediate value, a trial stopped early is told PRUNED, and only a trial that
+reached max_t is told COMPLETE with its final value. TPE then ranks pruned trials below
+complete ones, by how far they got and their last value.
+
+The Optuna study lives in an RDB storage (SQLite in the study folder by default), so it
+survives a driver crash, optuna-dashboard can open it and reports can compute importance.
+Baselines (e.g. global-only) are run first, outside the sampler: they are not points of the
+space and do not enter the Optuna study.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from ray.tune.search import Searcher
+
+from study.spaces import SearchSpace
+
+# Keys the searcher adds to a trial's config; the trainable drops every key starting with "_".
+KIND, NAME, OPTUNA_NUMBER = "_kind", "_name", "_optuna_trial"
+SHORT_NAMES = {"recursion_steps": "T", "crop_scale": "s", "attention_temperature": "tau"}
+
+
+def run_name(values: dict[str, Any]) -> str:
+    """A readable name from searched values: T4-s0.35-tau0.7 (other keys as key=value)."""
+    parts = []
+    for key, value in values.items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{SHORT_NAMES[key]}{text}" if key in SHORT_NAMES else f"{key}={text}")
+    return "-".join(parts) or "fixed"
+
+
+def _sampler(kind: str, seed: int) -> Any:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        # Multivariate TPE models the parameters jointly; group handles conditional ones;
+        # constant_liar keeps parallel workers from asking for the same point.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+class FidelitySearcher(Searcher):
+    """Optuna ask-and-tell for Tune: ASHA-stopped trials are PRUNED, full ones COMPLETE."""
+
+    def __init__(self, space: SearchSpace, storage: str, study_name: str, sampler: str = "tpe",
+                 seed: int = 0, baselines: bool = True) -> None:
+        super().__init__(metric=space.study.metric, mode=space.study.mode)
+        self.space = space
+        self.storage = storage
+        self.study_name = study_name
+        self.sampler_kind = sampler
+        self.seed = seed
+        self.pending_baselines = list(space.baselines) if baselines else []
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self._study: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_study"] = None  # reconnect to the storage after unpickling
+        return state
+
+    @property
+    def study(self) -> Any:
+        """The Optuna study, created (with the enqueued points) on first use, else loaded."""
+        if self._study is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            direction: Literal["maximize", "minimize"] = "maximize" if self.space.study.mode == "max" else "minimize"
+            self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
+                                              direction=direction, sampler=_sampler(self.sampler_kind, self.seed),
+                                              load_if_exists=True)
+            if not self._study.trials:
+                for point in self.space.enqueue:
+                    self._study.enqueue_trial(point, skip_if_exists=True)
+        return self._study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.pending_baselines:
+            name = self.pending_baselines.pop(0)
+            overrides = self.space.baselines[name]
+            return {**self.space.trial_config(overrides), KIND: "baseline", NAME: f"baseline-{name}"}
+        trial = self.study.ask()
+        values = self.space.suggest(trial)
+        trial.set_user_attr("tune_trial_id", trial_id)
+        self.numbers[trial_id] = trial.number
+        return {**self.space.trial_config(values), KIND: "search", NAME: run_name(values), OPTUNA_NUMBER: trial.number}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        number = self.numbers.get(trial_id)
+        if number is None or self.metric not in result:
+            return
+        import optuna
+
+        frozen = self.study.trials[number]
+        if frozen.state != optuna.trial.TrialState.RUNNING:
+            return
+        step = int(result["epoch"])
+        if step not in frozen.intermediate_values:  # a resumed trial re-reports nothing twice
+            optuna.trial.Trial(self.study, frozen._trial_id).report(float(result[self.metric]), step)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        number = self.numbers.pop(trial_id, None)
+        if number is None:
+            return
+        import optuna
+
+        state = optuna.trial.TrialState
+        if self.study.trials[number].state != state.RUNNING:
+            return
+        if error or result is None or self.metric not in result:
+            self.study.tell(number, state=state.FAIL)
+        elif int(result["epoch"]) >= self.space.study.max_epochs:
+            self.study.tell(number, float(result[self.metric]))
+        else:  # stopped early: its per-epoch values are already on the Optuna trial
+            self.study.tell(number, state=state.PRUNED)
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(
+            {"numbers": self.numbers, "pending_baselines": self.pending_baselines}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.numbers = {k: int(v) for k, v in state["numbers"].items()}
+        self.pending_baselines = list(state["pending_baselines"])
+
+
+def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed: int) -> Any:
+    """Ray's stock OptunaSearch over the same space (for comparison in benchmarks)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    def define_by_run(trial: Any) -> dict[str, Any]:
+        space.suggest(trial)  # OptunaSearch reads the sampled values off the trial itself
+        return {**space.constants, "epochs": space.study.max_epochs, KIND: "search"}
+
+    import optuna
+
+    storage_obj = optuna.storages.RDBStorage(storage)
+    return OptunaSearch(space=define_by_run, metric=space.study.metric, mode=space.study.mode,
+                        sampler=_sampler("tpe", seed), study_name=study_name, storage=storage_obj,
+                        points_to_evaluate=list(space.enqueue) or None)
+
+
+SEARCHERS: dict[str, Callable[[SearchSpace, str, str, int], Any]] = {
+    "optuna": lambda space, storage, name, seed: FidelitySearcher(space, storage, name, "tpe", seed),
+    "random": lambda space, storage, name, seed: FidelitySearcher(space, storage, name, "random", seed),
+    "optuna-stock": stock_optuna_search,
+}

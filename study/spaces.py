@@ -1,0 +1,340 @@
+"""Search spaces: YAML files in search_spaces/, validated on load.
+
+A space file has five blocks:
+
+    description: one line
+    study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples}
+    constants:    trial config keys fixed for every trial
+    parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
+    baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
+    enqueue:      [{parameter values}, ...]        # the sampler's first points
+
+`when: "recursion_steps > 1"` makes a parameter conditional on an earlier one (Optuna's
+define-by-run: an inactive parameter is not sampled and keeps its constant or default).
+`max_epochs` is ASHA's max_t and every trial's epoch count. Every error names the file, the
+key and what was expected, as one line.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    import optuna
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+}
+_WHEN = re.compile(r"^\s*([A-Za-z_]\w*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+
+
+class SpaceError(ValueError):
+    """A search space file that does not follow the schema (one line: file, key, expected)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`param op value`: when a conditional parameter is active."""
+
+    param: str
+    op: str
+    value: Any
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        return self.param in values and _OPS[self.op](values[self.param], self.value)
+
+    def __str__(self) -> str:
+        return f"{self.param} {self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched hyperparameter."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: Condition | None = None
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution this parameter samples from."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "int":
+            assert self.low is not None and self.high is not None
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        if self.type == "float":
+            assert self.low is not None and self.high is not None
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        return CategoricalDistribution(self.choices)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """Samples this parameter on an Optuna trial."""
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        assert self.low is not None and self.high is not None
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a point of this parameter's range."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.type == "int" and not float(value).is_integer():
+            return False
+        assert self.low is not None and self.high is not None
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Constants of a study, named once: the metric and ASHA's budget."""
+
+    metric: str = "val_acc"
+    mode: str = "max"
+    max_epochs: int = 10
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    num_samples: int = 20
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space file."""
+
+    name: str
+    path: Path
+    description: str
+    study: StudySettings
+    constants: dict[str, Any]
+    parameters: dict[str, Parameter]
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    enqueue: tuple[dict[str, Any], ...] = ()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Samples the active parameters, define-by-run (conditions see earlier values)."""
+        values: dict[str, Any] = {}
+        for p in self.parameters.values():
+            if p.when is None or p.when.holds(values):
+                values[p.name] = p.suggest(trial)
+        return values
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Every parameter's Optuna distribution."""
+        return {name: p.distribution() for name, p in self.parameters.items()}
+
+    def trial_config(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The config dict of one trial: constants, then the sampled values, then the budget."""
+        return {**self.constants, **values, "epochs": self.study.max_epochs}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as it was loaded (for logging)."""
+        return yaml.safe_load(self.path.read_text())
+
+
+def resolve(name_or_path: str) -> Path:
+    """A space name (search_spaces/NAME.yaml) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpaceError(f"{path}: search space file not found")
+        return path
+    candidate = SPACES_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+        raise SpaceError(f"unknown search space {name_or_path!r}; known: {known} (or a path to a .yaml file)")
+    return candidate
+
+
+def list_spaces() -> list[str]:
+    """Names of the spaces shipped in search_spaces/."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str, trial_keys: list[str] | None = None) -> SearchSpace:
+    """Loads and validates a space.
+
+    Args:
+        name_or_path: a name from search_spaces/ or a YAML path.
+        trial_keys: the trial config keys constants, parameters and baselines may set;
+            defaults to TrialConfig's fields.
+
+    Raises:
+        SpaceError: one line naming the file, the key and what was expected.
+    """
+    path = resolve(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SpaceError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    return _Loader(path, trial_keys).space(raw)
+
+
+class _Loader:
+    def __init__(self, path: Path, trial_keys: list[str] | None) -> None:
+        self.path = path
+        if trial_keys is None:
+            from trainables.config import TrialConfig
+
+            trial_keys = TrialConfig.field_names()
+        self.trial_keys = set(trial_keys)
+
+    def fail(self, key: str, expected: str, got: Any = None) -> SpaceError:
+        tail = f", got {got!r}" if got is not None else ""
+        return SpaceError(f"{self.path}: {key}: expected {expected}{tail}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "a mapping", value)
+        return value
+
+    def space(self, raw: Any) -> SearchSpace:
+        top = self.mapping(raw, "(top level)")
+        allowed = {"description", "study", "constants", "parameters", "baselines", "enqueue"}
+        for key in top:
+            if key not in allowed:
+                raise self.fail(str(key), f"one of {', '.join(sorted(allowed))} (unknown block)")
+        constants = self.trial_values(self.mapping(top.get("constants"), "constants"), "constants")
+        parameters = self.parameters(self.mapping(top.get("parameters"), "parameters"))
+        clash = sorted(set(constants) & set(parameters))
+        if clash:
+            raise self.fail(f"constants.{clash[0]}", "a key that is not also a parameter")
+        if "epochs" in constants or "epochs" in parameters:
+            raise self.fail("constants.epochs", "no epochs key: study.max_epochs sets every trial's epochs")
+        baselines = {
+            str(name): self.trial_values(self.mapping(v, f"baselines.{name}"), f"baselines.{name}")
+            for name, v in self.mapping(top.get("baselines"), "baselines").items()
+        }
+        return SearchSpace(
+            name=self.path.stem,
+            path=self.path,
+            description=str(top.get("description", "")),
+            study=self.study(self.mapping(top.get("study"), "study")),
+            constants=constants,
+            parameters=parameters,
+            baselines=baselines,
+            enqueue=self.enqueue(top.get("enqueue"), parameters),
+        )
+
+    def trial_values(self, values: dict[str, Any], block: str) -> dict[str, Any]:
+        for key in values:
+            if key not in self.trial_keys:
+                raise self.fail(f"{block}.{key}", "a trial config key (see python -m trainables.train --help)")
+        return dict(values)
+
+    def study(self, raw: dict[str, Any]) -> StudySettings:
+        defaults = StudySettings()
+        checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+            "metric": (lambda v: isinstance(v, str) and bool(v), "a metric name"),
+            "mode": (lambda v: v in ("min", "max"), "min or max"),
+            "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "grace_period": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "reduction_factor": (lambda v: _is_number(v) and v > 1, "a number > 1"),
+            "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        }
+        for key, value in raw.items():
+            if key not in checks:
+                raise self.fail(f"study.{key}", f"one of {', '.join(checks)}")
+            ok, expected = checks[key]
+            if not ok(value):
+                raise self.fail(f"study.{key}", expected, value)
+        settings = StudySettings(**{**defaults.__dict__, **raw})
+        if settings.grace_period > settings.max_epochs:
+            raise self.fail("study.grace_period", f"at most max_epochs ({settings.max_epochs})", settings.grace_period)
+        return settings
+
+    def parameters(self, raw: dict[str, Any]) -> dict[str, Parameter]:
+        out: dict[str, Parameter] = {}
+        for name, spec in raw.items():
+            key = f"parameters.{name}"
+            if name not in self.trial_keys:
+                raise self.fail(key, "a trial config key (see python -m trainables.train --help)")
+            out[name] = self.parameter(name, self.mapping(spec, key), key, out)
+        return out
+
+    def parameter(self, name: str, spec: dict[str, Any], key: str, earlier: dict[str, Parameter]) -> Parameter:
+        kind = spec.get("type")
+        allowed = {"int": {"low", "high", "log", "step"}, "float": {"low", "high", "log", "step"},
+                   "categorical": {"choices"}}
+        if kind not in allowed:
+            raise self.fail(f"{key}.type", "int, float or categorical", kind)
+        for k in spec:
+            if k not in allowed[kind] | {"type", "when"}:
+                raise self.fail(f"{key}.{k}", f"one of type, when, {', '.join(sorted(allowed[kind]))} for {kind}")
+        when = self.condition(spec.get("when"), f"{key}.when", earlier)
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise self.fail(f"{key}.choices", "a non-empty list", choices)
+            return Parameter(name, kind, choices=tuple(choices), when=when)
+        low: Any = spec.get("low")
+        high: Any = spec.get("high")
+        log, step = spec.get("log", False), spec.get("step")
+        number = _is_int if kind == "int" else _is_number
+        for k, v in (("low", low), ("high", high)):
+            if not number(v):
+                raise self.fail(f"{key}.{k}", "an integer" if kind == "int" else "a number", v)
+        if not low < high:
+            raise self.fail(f"{key}.high", f"a value above low ({low})", high)
+        if not isinstance(log, bool):
+            raise self.fail(f"{key}.log", "true or false", log)
+        if log and low <= 0:
+            raise self.fail(f"{key}.low", "a positive value with log: true", low)
+        if step is not None and (not number(step) or step <= 0 or log):
+            raise self.fail(f"{key}.step", "a positive number, and no step with log: true", step)
+        return Parameter(name, kind, float(low), float(high), log, None if step is None else float(step), when=when)
+
+    def condition(self, raw: Any, key: str, earlier: dict[str, Parameter]) -> Condition | None:
+        if raw is None:
+            return None
+        match = _WHEN.match(str(raw))
+        if match is None:
+            raise self.fail(key, "'<earlier parameter> <op> <value>' with op one of > >= < <= == !=", raw)
+        param, op, text = match.groups()
+        if param not in earlier:
+            raise self.fail(key, f"a parameter defined above this one, got {param!r}")
+        return Condition(param, op, yaml.safe_load(text))
+
+    def enqueue(self, raw: Any, parameters: dict[str, Parameter]) -> tuple[dict[str, Any], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail("enqueue", "a list of parameter mappings", raw)
+        points = []
+        for i, point in enumerate(raw):
+            point = self.mapping(point, f"enqueue[{i}]")
+            for name, value in point.items():
+                if name not in parameters:
+                    raise self.fail(f"enqueue[{i}].{name}", "a parameter of this space (use baselines for others)")
+                if not parameters[name].contains(value):
+                    raise self.fail(f"enqueue[{i}].{name}", "a value in the parameter's range", value)
+            points.append(dict(point))
+        return tuple(points)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
