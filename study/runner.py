@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from study.run import StudyOptions
-from study.search import KIND, NAME
+from study.search import KIND, NAME, PARAMS, SHORT_NAMES
 from study.spaces import SearchSpace, SpaceError, load_space
 
 STATE_FILE = "study.json"
@@ -198,7 +198,8 @@ def _reporter(space: SearchSpace) -> Any:
     from ray.tune import CLIReporter
 
     metrics = {"epoch": "epoch", space.study.metric: space.study.metric, "train_loss": "loss"}
-    return CLIReporter(metric_columns=metrics, parameter_columns=list(space.parameters), max_report_frequency=20,
+    params = {f"{PARAMS}/{name}": SHORT_NAMES.get(name, name) for name in space.parameters}
+    return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
                        max_progress_rows=12, sort_by_metric=True)
 
 
@@ -253,7 +254,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     from trainables.trainable import train_rra
 
     trainable = tune.with_resources(train_rra, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
-    callback = TrialRunsCallback(tracker, space.study.max_epochs, list(space.parameters))
+    callback = TrialRunsCallback(tracker, space.study.max_epochs)
     try:
         if opts.resume:
             tuner = tune.Tuner.restore(paths.tune_path, trainable, resume_unfinished=True, resume_errored=True)
@@ -331,7 +332,7 @@ def _row(trial: Any, space: SearchSpace, how: str) -> dict[str, Any]:
         "outcome": how,
         "epochs": int(last.get("epoch", 0)),
         space.study.metric: last.get(space.study.metric),
-        **{k: trial.config.get(k) for k in space.parameters},
+        **{k: trial.config.get(PARAMS, {}).get(k) for k in space.parameters},
     }
 
 

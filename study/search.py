@@ -26,7 +26,9 @@ from ray.tune.search import Searcher
 from study.spaces import SearchSpace
 
 # Keys the searcher adds to a trial's config; the trainable drops every key starting with "_".
-KIND, NAME, OPTUNA_NUMBER = "_kind", "_name", "_optuna_trial"
+# PARAMS holds every parameter of the space, None where inactive (a baseline, a condition not
+# met), so tables and reports have the same columns for every trial.
+KIND, NAME, OPTUNA_NUMBER, PARAMS = "_kind", "_name", "_optuna_trial", "_params"
 SHORT_NAMES = {"recursion_steps": "T", "crop_scale": "s", "attention_temperature": "tau"}
 
 
@@ -37,6 +39,11 @@ def run_name(values: dict[str, Any]) -> str:
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(f"{SHORT_NAMES[key]}{text}" if key in SHORT_NAMES else f"{key}={text}")
     return "-".join(parts) or "fixed"
+
+
+def searched_values(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of the space with its sampled value, None where it was not sampled."""
+    return {name: values.get(name) for name in space.parameters}
 
 
 def _sampler(kind: str, seed: int) -> Any:
@@ -91,19 +98,25 @@ class FidelitySearcher(Searcher):
         if self.pending_baselines:
             name = self.pending_baselines.pop(0)
             overrides = self.space.baselines[name]
-            return {**self.space.trial_config(overrides), KIND: "baseline", NAME: f"baseline-{name}"}
+            return {**self.space.trial_config(overrides), KIND: "baseline", NAME: f"baseline-{name}",
+                    PARAMS: searched_values(self.space, {})}
         trial = self.study.ask()
         values = self.space.suggest(trial)
         trial.set_user_attr("tune_trial_id", trial_id)
         self.numbers[trial_id] = trial.number
-        return {**self.space.trial_config(values), KIND: "search", NAME: run_name(values), OPTUNA_NUMBER: trial.number}
+        return {**self.space.trial_config(values), KIND: "search", NAME: run_name(values), OPTUNA_NUMBER: trial.number,
+                PARAMS: searched_values(self.space, values)}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         number = self.numbers.get(trial_id)
-        if number is None or self.metric not in result:
-            return
+        if number is not None:
+            self._report(number, result)
+
+    def _report(self, number: int, result: dict[str, Any]) -> None:
         import optuna
 
+        if self.metric not in result or "epoch" not in result:
+            return
         frozen = self.study.trials[number]
         if frozen.state != optuna.trial.TrialState.RUNNING:
             return
@@ -122,9 +135,11 @@ class FidelitySearcher(Searcher):
             return
         if error or result is None or self.metric not in result:
             self.study.tell(number, state=state.FAIL)
-        elif int(result["epoch"]) >= self.space.study.max_epochs:
+            return
+        self._report(number, result)  # Tune hands a trial's final result only to this method
+        if int(result["epoch"]) >= self.space.study.max_epochs:
             self.study.tell(number, float(result[self.metric]))
-        else:  # stopped early: its per-epoch values are already on the Optuna trial
+        else:  # stopped early: its per-epoch values are on the Optuna trial
             self.study.tell(number, state=state.PRUNED)
 
     def save(self, checkpoint_path: str) -> None:
@@ -142,8 +157,9 @@ def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed:
     from ray.tune.search.optuna import OptunaSearch
 
     def define_by_run(trial: Any) -> dict[str, Any]:
-        space.suggest(trial)  # OptunaSearch reads the sampled values off the trial itself
-        return {**space.constants, "epochs": space.study.max_epochs, KIND: "search"}
+        values = space.suggest(trial)  # OptunaSearch puts these values in the config itself
+        return {**space.constants, "epochs": space.study.max_epochs, KIND: "search", NAME: run_name(values),
+                PARAMS: searched_values(space, values)}
 
     import optuna
 

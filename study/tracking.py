@@ -20,7 +20,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study.search import KIND, NAME
+from study.search import KIND, NAME, PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,9 @@ def _params(values: dict[str, Any]) -> list[Any]:
 class TrialRunsCallback(Callback):
     """Tune callback: one nested MLflow run per trial, per-epoch metrics, how it ended."""
 
-    def __init__(self, tracker: Tracker, max_epochs: int, space_params: list[str]) -> None:
+    def __init__(self, tracker: Tracker, max_epochs: int) -> None:
         self.tracker = tracker
         self.max_epochs = max_epochs
-        self.space_params = space_params
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.last_step: dict[str, int] = {}
         self.nodes: dict[str, list[str]] = {}
@@ -184,7 +183,7 @@ class TrialRunsCallback(Callback):
             run = client.create_run(self.tracker.experiment_id, run_name=str(config.get(NAME, trial.trial_id)),
                                     tags=tags)
             run_id = run.info.run_id
-            searched = {f"searched.{k}": config[k] for k in self.space_params if k in config}
+            searched = {f"searched.{k}": v for k, v in config.get(PARAMS, {}).items() if v is not None}
             client.log_batch(run_id, params=_params({**trial_params(config), **searched}))
             self.last_step[trial.trial_id] = 0
         self.runs[trial.trial_id] = run_id

@@ -1,0 +1,122 @@
+"""The pruned-versus-complete contract: what reaches Optuna is honest about fidelity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.search import KIND, NAME, OPTUNA_NUMBER, PARAMS, FidelitySearcher, run_name
+from study.spaces import load_space
+
+MAX_T = 4
+
+
+def _searcher(tmp_path: Path, **kw: Any) -> FidelitySearcher:
+    space = load_space("smoke")
+    return FidelitySearcher(space, f"sqlite:///{tmp_path / 'optuna.db'}", "contract", **kw)
+
+
+def test_baselines_come_first_and_stay_out_of_optuna(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    first = searcher.suggest("b0")
+    assert first is not None and first[KIND] == "baseline" and first["local_stream"] is False
+    assert first[PARAMS] == {"recursion_steps": None, "crop_scale": None, "attention_temperature": None}
+    second = searcher.suggest("t1")
+    assert second is not None and second[KIND] == "search"
+    # the enqueued point is the first one the sampler evaluates
+    assert {k: second[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")} == \
+        {"recursion_steps": 3, "crop_scale": 0.5, "attention_temperature": 1.0}
+    assert second[NAME] == "T3-s0.5-tau1" and second["epochs"] == 3
+    assert len(searcher.study.trials) == 1 and second[OPTUNA_NUMBER] == 0
+
+
+def test_stopped_trials_are_pruned_with_every_epoch_and_full_ones_complete(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path, baselines=False)
+    max_t = searcher.space.study.max_epochs
+    for trial_id, epochs in (("full", max_t), ("stopped", 1), ("broken", 2)):
+        assert searcher.suggest(trial_id) is not None
+        for epoch in range(1, epochs + 1):
+            searcher.on_trial_result(trial_id, {"epoch": epoch, "val_acc": 0.1 * epoch})
+        last = {"epoch": epochs, "val_acc": 0.1 * epochs}
+        searcher.on_trial_complete(trial_id, result=last, error=trial_id == "broken")
+    trials = {t.user_attrs["tune_trial_id"]: t for t in searcher.study.trials}
+    assert trials["full"].state == TrialState.COMPLETE
+    assert trials["full"].value == pytest.approx(0.1 * max_t)
+    assert trials["full"].intermediate_values == {e: pytest.approx(0.1 * e) for e in range(1, max_t + 1)}
+    assert trials["stopped"].state == TrialState.PRUNED
+    assert trials["stopped"].intermediate_values == {1: pytest.approx(0.1)}
+    assert trials["broken"].state == TrialState.FAIL
+    # only trials that ran to max_t count for Optuna's best trial
+    assert searcher.study.best_trial.number == trials["full"].number
+
+
+def test_a_resumed_searcher_keeps_reporting_to_the_same_optuna_trial(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path, baselines=False)
+    searcher.suggest("t")
+    searcher.on_trial_result("t", {"epoch": 1, "val_acc": 0.2})
+    searcher.save(str(tmp_path / "searcher.json"))
+    # as Tuner.restore does: unpickle a copy, then restore its saved state
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "searcher.json"))
+    restored.on_trial_result("t", {"epoch": 1, "val_acc": 0.9})  # a re-reported epoch is ignored
+    restored.on_trial_result("t", {"epoch": 2, "val_acc": 0.3})
+    restored.on_trial_complete("t", {"epoch": 2, "val_acc": 0.3})
+    (trial,) = restored.study.trials
+    assert trial.state == TrialState.PRUNED
+    assert trial.intermediate_values == {1: pytest.approx(0.2), 2: pytest.approx(0.3)}
+
+
+def test_run_names_come_from_the_searched_values() -> None:
+    assert run_name({"recursion_steps": 4, "crop_scale": 0.35, "attention_temperature": 0.7}) == "T4-s0.35-tau0.7"
+    assert run_name({"refine": "zoom", "lr": 0.00123}) == "refine=zoom-lr=0.00123"
+
+
+def _curve(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    for epoch in range(1, config["epochs"] + 1):
+        quality = config.get("crop_scale") or 0.5
+        tune.report({"epoch": epoch, "val_acc": quality * (1 - 0.5**epoch)})
+
+
+@pytest.mark.slow
+def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
+    """A fake learning curve on a real local Ray: ASHA stops some trials, and in the Optuna
+    study exactly those are PRUNED, the rest COMPLETE, with one value per epoch run."""
+    import ray
+    from ray import tune
+
+    from study.scheduling import SCHEDULERS
+
+    space = load_space("smoke")
+    space = type(space)(**{**space.__dict__, "study": type(space.study)(**{
+        **space.study.__dict__, "max_epochs": MAX_T, "grace_period": 1, "reduction_factor": 2, "num_samples": 10})})
+    searcher = FidelitySearcher(space, f"sqlite:///{tmp_path / 'optuna.db'}", "asha", seed=3)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = tune.Tuner(
+            _curve,
+            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher,
+                                        scheduler=SCHEDULERS["asha"](space.study),
+                                        num_samples=space.study.num_samples + 1, max_concurrent_trials=2),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    epochs = {r.metrics["trial_id"]: r.metrics["epoch"] for r in results}
+    baseline = [r for r in results if r.config[KIND] == "baseline"]
+    assert len(baseline) == 1 and baseline[0].metrics["epoch"] == MAX_T  # ASHA never stops it
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == space.study.num_samples
+    states = {t.state for t in study.trials}
+    assert states == {TrialState.COMPLETE, TrialState.PRUNED}, states
+    for t in study.trials:
+        ran = epochs[t.user_attrs["tune_trial_id"]]
+        assert sorted(t.intermediate_values) == list(range(1, ran + 1))
+        assert (t.state == TrialState.COMPLETE) == (ran == MAX_T)

@@ -1,0 +1,146 @@
+"""`python -m study.run --space smoke` end to end: real local Ray, the real trainable, MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOWER_SMOKE = """
+description: smoke, slowed down enough to be interrupted mid-study
+study: {metric: val_acc, mode: max, max_epochs: 4, grace_period: 4, reduction_factor: 2, num_samples: 4}
+constants:
+  synthetic_classes: 4
+  synthetic_images_per_class: 200
+  synthetic_test_images_per_class: 4
+  val_fraction: 0.25
+  image_size: 32
+  patch_size: 32
+  lstm_hidden: 16
+  batch_size: 16
+parameters:
+  recursion_steps: {type: int, low: 1, high: 4}
+  crop_scale: {type: float, low: 0.3, high: 1.0}
+baselines:
+  global_only: {local_stream: false}
+"""
+
+
+def _study(cwd: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "study.run", "--quiet", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _runs(cwd: Path, name: str) -> tuple[MlflowClient, Any, list[Any]]:
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1
+    return client, parents[0], children
+
+
+def test_smoke_study_end_to_end(tmp_path: Path) -> None:
+    proc = _study(tmp_path, "--space", "smoke", "--name", "e2e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Best configurations" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "optuna-dashboard sqlite:///" in proc.stdout
+    summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
+    client, parent, children = _runs(tmp_path, "e2e")
+    # one child per trial (4 sampled + 1 baseline), all ended, named from their values
+    assert len(children) == 5 == len(summary["trials"])
+    assert {c.data.tags["tune_trial_id"] for c in children} == {t["trial_id"] for t in summary["trials"]}
+    assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
+    names = {c.info.run_name for c in children}
+    assert "baseline-global_only" in names and "T3-s0.5-tau1" in names
+    outcomes = {c.data.tags["outcome"] for c in children}
+    assert outcomes <= {"completed", "stopped_early"} and "completed" in outcomes
+    for child in children:
+        params = child.data.params
+        assert params["epochs"] == "3" and params["backbone"] == "tiny" and "crop_scale" in params
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        steps = sorted(m.step for m in history)
+        expected = 3 if child.data.tags["outcome"] == "completed" else steps[-1]
+        assert steps == list(range(1, expected + 1))
+        assert child.data.tags["node_ip"]
+    # the parent: flags, git revision, versions; at the end the best config and its test accuracy
+    assert parent.data.tags["space"] == "smoke" and parent.data.tags["git_revision"]
+    assert parent.data.tags["version.ray"]
+    assert parent.data.params["flag.searcher"] == "optuna"
+    best = summary["best"]
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(best["val_acc"])
+    assert parent.data.metrics["best_test_acc"] == pytest.approx(best["test_acc"])
+    assert parent.data.tags["best_trial"] == best["name"]
+    best_run = next(c for c in children if c.data.tags["tune_trial_id"] == best["trial_id"])
+    artifacts = [a.path for a in client.list_artifacts(best_run.info.run_id, "checkpoint")]
+    assert artifacts == ["checkpoint/checkpoint.pt"]
+    # the Optuna study holds the sampled trials only, with the contract's states
+    import optuna
+
+    study = optuna.load_study(study_name="e2e", storage=summary["optuna_storage"])
+    assert len(study.trials) == 4
+    by_id = {t["trial_id"]: t for t in summary["trials"]}
+    for t in study.trials:
+        row = by_id[t.user_attrs["tune_trial_id"]]
+        assert t.state.name == {"completed": "COMPLETE", "stopped_early": "PRUNED"}[row["outcome"]]
+    # the same command again refuses to overwrite
+    again = _study(tmp_path, "--space", "smoke", "--name", "e2e")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOWER_SMOKE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "study.run", "--quiet", "--space", str(space), "--name", "killed",
+            "--scheduler", "fifo", "--no-test"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    folder = tmp_path / "runs" / "killed"
+    deadline = time.time() + 300
+    # wait until at least one trial has written a checkpoint past its first epoch
+    while time.time() < deadline and not list(folder.glob("*/checkpoint_000001")):
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    proc.wait()
+    checkpointed = {p.parent.name.rsplit("_", 1)[-1] for p in folder.glob("*/checkpoint_000001")}
+    assert checkpointed
+    _, parent, children = _runs(tmp_path, "killed")
+    assert parent.info.status == "RUNNING"  # SIGKILL left no chance to end it
+
+    resumed = _study(tmp_path, "--space", str(space), "--name", "killed", "--resume", "--scheduler", "fifo",
+                     "--no-test")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, parent, children = _runs(tmp_path, "killed")
+    assert parent.info.status == "FINISHED"
+    ids = [c.data.tags["tune_trial_id"] for c in children]
+    assert len(ids) == len(set(ids)) == 5  # one run per trial, no duplicates
+    assert all(c.info.status == "FINISHED" and c.data.tags["outcome"] == "completed" for c in children)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
+        assert sorted(steps) == [1, 2, 3, 4]  # each epoch logged once
+    # trials with a checkpoint continued from it: their epoch-1 row was not written again
+    for trial_dir in folder.iterdir():
+        trial_id = trial_dir.name.rsplit("_", 1)[-1]
+        if trial_id in checkpointed:
+            rows = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines()]
+            assert [r["epoch"] for r in rows].count(1) == 1
+    import optuna
+
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
