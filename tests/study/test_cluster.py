@@ -1,0 +1,119 @@
+"""A worker node dies mid-trial on a real two-node Ray cluster (loopback: head 127.0.0.2,
+worker 127.0.0.3, token authentication on): the trial continues from its checkpoint on the
+other node and the study completes with one MLflow run per trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+PORT = 6391
+SPACE = """
+study: {metric: val_acc, mode: max, max_epochs: 6, grace_period: 6, reduction_factor: 2, num_samples: 2}
+constants:
+  synthetic_classes: 4
+  synthetic_images_per_class: 300
+  synthetic_test_images_per_class: 4
+  val_fraction: 0.25
+  image_size: 32
+  patch_size: 32
+  lstm_hidden: 16
+  batch_size: 16
+parameters:
+  crop_scale: {type: float, low: 0.3, high: 1.0}
+"""
+
+
+def _env(tmpdir: str) -> dict[str, str]:
+    # `ray start --head` turns token authentication on; every client must use it too.
+    return {**os.environ, "RAY_TMPDIR": tmpdir, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)}
+
+
+def _raylet_pid(node_ip: str) -> int:
+    """The raylet of one node, found by its exact command line (never by a broad name)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/raylet") and f"--node_ip_address={node_ip}".encode() in argv:
+            return int(proc.name)
+    raise AssertionError(f"no raylet for {node_ip}")
+
+
+@pytest.fixture
+def two_nodes() -> Iterator[dict[str, str]]:
+    tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = _env(tmpdir)
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.2", "--port", str(PORT),
+                        "--include-dashboard", "false", *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", "--address", f"127.0.0.2:{PORT}", "--node-ip-address", "127.0.0.3", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:
+    out = {}
+    for result in folder.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        out[result.parent.name.rsplit("_", 1)[-1]] = [json.loads(x) for x in lines if x.strip()]
+    return out
+
+
+def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
+            "--address", f"127.0.0.2:{PORT}", "--scheduler", "fifo", "--max-failures", "3", "--concurrency", "2",
+            "--no-test"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    folder = tmp_path / "runs" / "nodes"
+    victim = None
+    deadline = time.time() + 300
+    while victim is None and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        for trial_id, rows in _rows(folder).items():
+            on_worker = [r for r in rows if r["node_ip"] == "127.0.0.3"]
+            if on_worker and int(on_worker[-1]["epoch"]) >= 2:  # it has a checkpoint to resume from
+                victim = trial_id
+        time.sleep(0.2)
+    assert victim is not None, "no trial checkpointed on the worker node in time"
+    os.kill(_raylet_pid("127.0.0.3"), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    rows = _rows(folder)[victim]
+    epochs = [int(r["epoch"]) for r in rows]
+    assert epochs[-1] == 6 and epochs.count(1) == 1  # continued, not restarted from epoch 1
+    assert rows[-1]["node_ip"] == "127.0.0.2"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nodes")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    run = next(c for c in children if c.data.tags["tune_trial_id"] == victim)
+    assert run.data.tags["nodes"] == "127.0.0.3,127.0.0.2"
+    assert run.data.tags["outcome"] == "completed" and int(run.data.tags["retries"]) >= 1
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
+    assert steps == [1, 2, 3, 4, 5, 6]
