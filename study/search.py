@@ -150,21 +150,38 @@ class FidelitySearcher(Searcher):
         state = json.loads(Path(checkpoint_path).read_text())
         self.numbers = {k: int(v) for k, v in state["numbers"].items()}
         self.pending_baselines = list(state["pending_baselines"])
+        self._fail_orphans()
+
+    def _fail_orphans(self) -> None:
+        """Ends Optuna trials asked after Tune's last saved state (the driver died in between):
+        Tune will not run them, so they would stay RUNNING in the Optuna study forever."""
+        import optuna
+
+        known = set(self.numbers.values())
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number not in known:
+                self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+class _DefineByRun:
+    """The space as OptunaSearch's define-by-run function (a class: Tune pickles it)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        values = self.space.suggest(trial)  # OptunaSearch puts these values in the config itself
+        return {**self.space.constants, "epochs": self.space.study.max_epochs, KIND: "search",
+                NAME: run_name(values), PARAMS: searched_values(self.space, values)}
 
 
 def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed: int) -> Any:
     """Ray's stock OptunaSearch over the same space (for comparison in benchmarks)."""
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    def define_by_run(trial: Any) -> dict[str, Any]:
-        values = space.suggest(trial)  # OptunaSearch puts these values in the config itself
-        return {**space.constants, "epochs": space.study.max_epochs, KIND: "search", NAME: run_name(values),
-                PARAMS: searched_values(space, values)}
-
-    import optuna
-
     storage_obj = optuna.storages.RDBStorage(storage)
-    return OptunaSearch(space=define_by_run, metric=space.study.metric, mode=space.study.mode,
+    return OptunaSearch(space=_DefineByRun(space), metric=space.study.metric, mode=space.study.mode,
                         sampler=_sampler("tpe", seed), study_name=study_name, storage=storage_obj,
                         points_to_evaluate=list(space.enqueue) or None)
 

@@ -120,3 +120,16 @@ def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
         ran = epochs[t.user_attrs["tune_trial_id"]]
         assert sorted(t.intermediate_values) == list(range(1, ran + 1))
         assert (t.state == TrialState.COMPLETE) == (ran == MAX_T)
+
+
+def test_restore_fails_optuna_trials_that_tune_never_saved(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path, baselines=False)
+    searcher.suggest("kept")
+    searcher.save(str(tmp_path / "searcher.json"))
+    searcher.suggest("lost")  # asked after the last save, then the driver died
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "searcher.json"))
+    states = {t.user_attrs["tune_trial_id"]: t.state for t in restored.study.trials}
+    assert states == {"kept": TrialState.RUNNING, "lost": TrialState.FAIL}

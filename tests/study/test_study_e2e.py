@@ -102,7 +102,8 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigkill", "sigint"])
+def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(SLOWER_SMOKE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -116,12 +117,20 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     while time.time() < deadline and not list(folder.glob("*/checkpoint_000001")):
         assert proc.poll() is None, "the study ended before it could be interrupted"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    proc.wait()
+    if how == "sigkill":
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    else:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops the trials and saves its state
+        assert proc.wait(timeout=120) == 130
     checkpointed = {p.parent.name.rsplit("_", 1)[-1] for p in folder.glob("*/checkpoint_000001")}
     assert checkpointed
     _, parent, children = _runs(tmp_path, "killed")
-    assert parent.info.status == "RUNNING"  # SIGKILL left no chance to end it
+    if how == "sigkill":
+        assert parent.info.status == "RUNNING"  # SIGKILL left no chance to end it
+    else:
+        assert parent.info.status == "KILLED"
+        assert not [c for c in children if c.info.status == "RUNNING"]
 
     resumed = _study(tmp_path, "--space", str(space), "--name", "killed", "--resume", "--scheduler", "fifo",
                      "--no-test")
@@ -144,3 +153,48 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
 
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{folder / 'optuna.db'}")
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.time() < deadline, "the MLflow server did not start"
+                time.sleep(0.5)
+        proc = _study(tmp_path, "--space", "smoke", "--name", "remote", "--tracking-uri", uri)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"open {uri}/#/experiments/" in proc.stdout
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("remote")
+        runs = client.search_runs([exp.experiment_id])
+        parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 5 and all(r.info.status == "FINISHED" for r in runs)
+        assert "best_test_acc" in parent.data.metrics
+        best = next(c for c in children if c.data.tags.get("best") == "true")
+        assert [a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
