@@ -165,11 +165,12 @@ def _tune_config(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, conc
 
     from study.scheduling import SCHEDULERS
 
+    searcher = _searcher(opts, space, paths)
     return tune.TuneConfig(
         metric=space.study.metric,
         mode=space.study.mode,
-        search_alg=_searcher(opts, space, paths),
-        scheduler=SCHEDULERS[opts.scheduler](space.study),
+        search_alg=searcher,
+        scheduler=SCHEDULERS[opts.scheduler](space.study, getattr(searcher, "mark_stopped", None)),
         num_samples=space.study.num_samples + len(space.baselines),
         max_concurrent_trials=concurrency,
         reuse_actors=opts.reuse_actors,
@@ -306,15 +307,25 @@ def _tune_trials(results: Any) -> list[Any]:
     return list(results._experiment_analysis.trials)
 
 
+def _saved_trials(paths: StudyPaths) -> list[Any]:
+    """Tune's trials as saved for a resume. After Ctrl-C, Tune reports the trials it stopped as
+    terminated but saves them as pending: the saved state says whether the study is done."""
+    from ray.tune import ExperimentAnalysis
+
+    return list(ExperimentAnalysis(paths.tune_path).trials)
+
+
 def _finish(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: Any, results: Any) -> dict[str, Any]:
     from study.tracking import outcome, reconcile
 
-    trials = _tune_trials(results)
-    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-    reconcile(tracker, trials, space.study.max_epochs, interrupted=bool(unfinished))
-    if unfinished:
+    saved = _saved_trials(paths)
+    expected = space.study.num_samples + len(space.baselines)
+    interrupted = len(saved) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in saved)
+    reconcile(tracker, saved, space.study.max_epochs, interrupted=interrupted)
+    if interrupted:
         tracker.finish("KILLED")
         raise KeyboardInterrupt
+    trials = _tune_trials(results)
     rows = [_row(t, space, outcome(t.last_result, space.study.max_epochs, t.status == "ERROR")) for t in trials]
     summary = _summary(opts, space, paths, tracker, results, rows)
     (paths.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -14,27 +14,38 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from study.search import KIND
 from study.spaces import StudySettings
 
+OnStop = Callable[[str], None]
+
 
 class BaselineExemptASHA(AsyncHyperBandScheduler):
-    """Ray's ASHA, except that trials marked as baselines always continue."""
+    """Ray's ASHA, except that trials marked as baselines always continue, and that every
+    early stop is told to `on_stop` (the searcher: a trial that ends early without being
+    stopped was interrupted, not pruned)."""
+
+    def __init__(self, on_stop: OnStop | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_stop = on_stop
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if trial.config.get(KIND) == "baseline":
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and self.on_stop is not None:
+            self.on_stop(trial.trial_id)
+        return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         if trial.config.get(KIND) != "baseline":
             super().on_trial_complete(tune_controller, trial, result)
 
 
-def _asha(settings: StudySettings) -> TrialScheduler:
+def _asha(settings: StudySettings, on_stop: OnStop | None) -> TrialScheduler:
     # metric and mode come from TuneConfig, named once.
-    return BaselineExemptASHA(time_attr="epoch", max_t=settings.max_epochs, grace_period=settings.grace_period,
-                              reduction_factor=settings.reduction_factor)
+    return BaselineExemptASHA(on_stop=on_stop, time_attr="epoch", max_t=settings.max_epochs,
+                              grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
 
 
-SCHEDULERS: dict[str, Callable[[StudySettings], TrialScheduler]] = {
+SCHEDULERS: dict[str, Callable[[StudySettings, OnStop | None], TrialScheduler]] = {
     "asha": _asha,
-    "fifo": lambda settings: FIFOScheduler(),
+    "fifo": lambda settings, on_stop: FIFOScheduler(),
 }

@@ -71,6 +71,7 @@ class FidelitySearcher(Searcher):
         self.seed = seed
         self.pending_baselines = list(space.baselines) if baselines else []
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.stopped: set[str] = set()  # trials the scheduler stopped early in this session
         self._study: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -89,9 +90,14 @@ class FidelitySearcher(Searcher):
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
                                               direction=direction, sampler=_sampler(self.sampler_kind, self.seed),
                                               load_if_exists=True)
-            if not self._study.trials:
+            done = len(self._study.trials)
+            if done == 0:
                 for point in self.space.enqueue:
                     self._study.enqueue_trial(point, skip_if_exists=True)
+            else:
+                # A resumed study: a sampler seeded as at the start would propose the points of
+                # the first trials again; seed it past them instead (still deterministic).
+                self._study.sampler = _sampler(self.sampler_kind, self.seed + done)
         return self._study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -124,23 +130,34 @@ class FidelitySearcher(Searcher):
         if step not in frozen.intermediate_values:  # a resumed trial re-reports nothing twice
             optuna.trial.Trial(self.study, frozen._trial_id).report(float(result[self.metric]), step)
 
+    def mark_stopped(self, trial_id: str) -> None:
+        """Called by the scheduler when it stops a trial early (see study.scheduling)."""
+        self.stopped.add(trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        number = self.numbers.pop(trial_id, None)
+        number = self.numbers.get(trial_id)
         if number is None:
             return
         import optuna
 
         state = optuna.trial.TrialState
         if self.study.trials[number].state != state.RUNNING:
+            del self.numbers[trial_id]
             return
         if error or result is None or self.metric not in result:
             self.study.tell(number, state=state.FAIL)
+            del self.numbers[trial_id]
             return
         self._report(number, result)  # Tune hands a trial's final result only to this method
         if int(result["epoch"]) >= self.space.study.max_epochs:
             self.study.tell(number, float(result[self.metric]))
-        else:  # stopped early: its per-epoch values are on the Optuna trial
+        elif trial_id in self.stopped:  # stopped early: its per-epoch values are on the Optuna trial
             self.study.tell(number, state=state.PRUNED)
+        else:
+            # Neither finished nor stopped: the study was interrupted (Ctrl-C) and Tune will
+            # continue this trial on resume. It stays RUNNING in Optuna until then.
+            return
+        del self.numbers[trial_id]
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(json.dumps(

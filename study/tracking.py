@@ -230,18 +230,23 @@ class TrialRunsCallback(Callback):
 
 
 def reconcile(tracker: Tracker, trials: list[Any], max_epochs: int, interrupted: bool) -> None:
-    """Leaves no child run RUNNING: ends each with its Tune trial's outcome (or KILLED when the
-    study was interrupted and the trial will continue on resume)."""
+    """Leaves no child run RUNNING and every run's outcome true to Tune's saved state.
+
+    Args:
+        trials: Tune's trials as saved for a resume (a trial Ctrl-C stopped is saved PENDING,
+            to be continued, even though Tune reported it complete).
+        interrupted: the study stopped before its end; unfinished trials' runs become KILLED
+            with outcome "interrupted" until a resume continues them.
+    """
     by_trial = {t.trial_id: t for t in trials}
     for run in tracker.child_runs():
-        if run.info.status != "RUNNING":
-            continue
         trial = by_trial.get(run.data.tags.get("tune_trial_id", ""))
-        status = getattr(trial, "status", "")
+        status = getattr(trial, "status", None)
         if trial is not None and status in ("TERMINATED", "ERROR"):
-            errored = status == "ERROR"
-            tracker.client.set_tag(run.info.run_id, "outcome", outcome(trial.last_result, max_epochs, errored))
-            tracker.client.set_terminated(run.info.run_id, status="FAILED" if errored else "FINISHED")
-        elif interrupted:
+            if run.info.status == "RUNNING":
+                errored = status == "ERROR"
+                tracker.client.set_tag(run.info.run_id, "outcome", outcome(trial.last_result, max_epochs, errored))
+                tracker.client.set_terminated(run.info.run_id, status="FAILED" if errored else "FINISHED")
+        elif interrupted and (trial is not None or run.info.status == "RUNNING"):
             tracker.client.set_tag(run.info.run_id, "outcome", "interrupted")
             tracker.client.set_terminated(run.info.run_id, status="KILLED")

@@ -41,6 +41,8 @@ def test_stopped_trials_are_pruned_with_every_epoch_and_full_ones_complete(tmp_p
         assert searcher.suggest(trial_id) is not None
         for epoch in range(1, epochs + 1):
             searcher.on_trial_result(trial_id, {"epoch": epoch, "val_acc": 0.1 * epoch})
+        if trial_id == "stopped":
+            searcher.mark_stopped(trial_id)  # as ASHA does
         last = {"epoch": epochs, "val_acc": 0.1 * epochs}
         searcher.on_trial_complete(trial_id, result=last, error=trial_id == "broken")
     trials = {t.user_attrs["tune_trial_id"]: t for t in searcher.study.trials}
@@ -66,10 +68,27 @@ def test_a_resumed_searcher_keeps_reporting_to_the_same_optuna_trial(tmp_path: P
     restored.restore(str(tmp_path / "searcher.json"))
     restored.on_trial_result("t", {"epoch": 1, "val_acc": 0.9})  # a re-reported epoch is ignored
     restored.on_trial_result("t", {"epoch": 2, "val_acc": 0.3})
+    restored.mark_stopped("t")
     restored.on_trial_complete("t", {"epoch": 2, "val_acc": 0.3})
     (trial,) = restored.study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.intermediate_values == {1: pytest.approx(0.2), 2: pytest.approx(0.3)}
+
+
+def test_an_interrupted_trial_stays_running_until_it_is_resumed(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path, baselines=False)
+    searcher.suggest("t")
+    searcher.on_trial_result("t", {"epoch": 1, "val_acc": 0.2})
+    # Ctrl-C: Tune ends the trial early although no scheduler stopped it
+    searcher.on_trial_complete("t", {"epoch": 1, "val_acc": 0.2})
+    (trial,) = searcher.study.trials
+    assert trial.state == TrialState.RUNNING and searcher.numbers == {"t": 0}
+    # resumed, it runs to the end and completes
+    for epoch in (2, 3):
+        searcher.on_trial_result("t", {"epoch": epoch, "val_acc": 0.1 * epoch})
+    searcher.on_trial_complete("t", {"epoch": 3, "val_acc": 0.3})
+    (trial,) = searcher.study.trials
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 3]
 
 
 def test_run_names_come_from_the_searched_values() -> None:
@@ -103,7 +122,7 @@ def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
         results = tune.Tuner(
             _curve,
             tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher,
-                                        scheduler=SCHEDULERS["asha"](space.study),
+                                        scheduler=SCHEDULERS["asha"](space.study, searcher.mark_stopped),
                                         num_samples=space.study.num_samples + 1, max_concurrent_trials=2),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0),
         ).fit()
@@ -133,3 +152,18 @@ def test_restore_fails_optuna_trials_that_tune_never_saved(tmp_path: Path) -> No
     restored.restore(str(tmp_path / "searcher.json"))
     states = {t.user_attrs["tune_trial_id"]: t.state for t in restored.study.trials}
     assert states == {"kept": TrialState.RUNNING, "lost": TrialState.FAIL}
+
+
+def test_a_resumed_study_does_not_propose_its_first_points_again(tmp_path: Path) -> None:
+    import pickle
+
+    searcher = _searcher(tmp_path, baselines=False, sampler="random")
+    first = [searcher.suggest(f"t{i}") for i in range(3)]
+    for i in range(3):
+        searcher.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.5})
+    searcher.save(str(tmp_path / "s.json"))
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "s.json"))
+    again = [restored.suggest(f"r{i}") for i in range(3)]
+    key = ("recursion_steps", "crop_scale")
+    assert {tuple(c[k] for k in key) for c in first if c} & {tuple(c[k] for k in key) for c in again if c} == set()
