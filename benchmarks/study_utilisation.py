@@ -76,7 +76,10 @@ def run(space: str, cpus: int, reuse: bool, work: Path) -> dict[str, Any]:
     figures["command_utilisation"] = round(figures["compute_seconds"] / (command_wall * cpus), 3)
     figures["reuse_actors"] = reuse
     figures["counts"] = summary["counts"]
-    figures["best_val_acc"] = summary["best"]["val_acc"] if summary["best"] else None
+    best = summary["best"] or {}
+    baseline = summary["baselines"][0] if summary["baselines"] else {}
+    figures["best"] = {k: best.get(k) for k in ("name", "val_acc", "test_acc")}
+    figures["baseline"] = {k: baseline.get(k) for k in ("name", "val_acc", "test_acc")}
     print(json.dumps(figures), flush=True)
     return figures
 

@@ -74,11 +74,18 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
     return dataclasses.replace(space, constants=constants, study=study, baselines=baselines)
 
 
-def validate_trials(space: SearchSpace, local: bool) -> None:
+def validate_trials(space: SearchSpace, local: bool, gpus_per_trial: float = 0.0) -> None:
     """Builds the TrialConfig of every fixed point and of each parameter's range ends, so a
-    bad constant or range fails now, not in a trial; checks a local dataset's folder."""
+    bad constant or range fails now, not in a trial; checks a local dataset's folder and that
+    a local Ray can give the GPUs asked for (else Tune would wait for them forever)."""
+    import torch
+
     from trainables.config import TrialConfig
     from trainables.errors import TrialError
+
+    if local and gpus_per_trial > 0 and not torch.cuda.is_available():
+        raise StudyInputError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has no CUDA GPU "
+                              "(use --address to run on a cluster that has one)")
 
     points: list[dict[str, Any]] = [*space.baselines.values(), *space.enqueue]
     for p in space.parameters.values():
@@ -238,7 +245,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         os.environ.setdefault(key, value)
     space = resolve_space(opts)
     paths = study_paths(opts, space)
-    validate_trials(space, local=opts.address is None)
+    validate_trials(space, local=opts.address is None, gpus_per_trial=opts.gpus_per_trial)
     from study.tracking import Tracker, TrialRunsCallback
 
     tracker = Tracker(paths.tracking_uri, paths.name, paths.artifact_location)

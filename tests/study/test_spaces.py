@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from study.spaces import SpaceError, list_spaces, load_space
@@ -144,6 +145,8 @@ def test_cli_rejects_a_bad_space_in_one_line_before_ray_starts(tmp_path: Path) -
         (["--space", "smoke", "--backbone", "vit"], "backbone: unknown backbone 'vit'"),
         (["--space", "smoke", "--dataset", "cub", "--data-dir", "/no/such/dir"], "--data-dir /no/such/dir is not a folder"),
         (["--space", "smoke", "--resume", "--name", "nothing-here"], "--resume: no study 'nothing-here'"),
+        *([] if torch.cuda.is_available() else
+          [(["--space", "smoke", "--gpus-per-trial", "1"], "--gpus-per-trial 1: this machine has no CUDA GPU")]),
     ],
 )
 def test_cli_flag_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
