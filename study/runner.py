@@ -384,7 +384,9 @@ def _summary(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker:
             with checkpoint.as_directory() as folder:
                 client.log_artifacts(run.info.run_id, folder, "checkpoint")
             client.set_tag(run.info.run_id, "best", "true")
-        best_config = {k: v for k, v in best_result.config.items() if not k.startswith("_")}
+        from trainables.config import settings
+
+        best_config = settings(best_result.config)
         client.log_dict(parent, best_config, "best_config.json")
         client.set_tag(parent, "best_trial", best["name"])
         client.log_metric(parent, f"best_{metric}", float(best[metric]))

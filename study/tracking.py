@@ -56,9 +56,9 @@ def library_versions() -> dict[str, str]:
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved TrialConfig of a trial config dict (defaults filled in)."""
-    from trainables.config import TrialConfig
+    from trainables.config import TrialConfig, settings
 
-    return TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")}).to_dict()
+    return TrialConfig.from_dict(settings(config)).to_dict()
 
 
 def outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: bool) -> str:

@@ -162,6 +162,12 @@ class TrialConfig:
             raise ConfigError(str(err)) from None
 
 
+def settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial config dict without the keys a study adds for its own bookkeeping (those that
+    start with "_": the trial's kind, run name, searched values)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
 def _coerce(key: str, value: Any, hint: str) -> Any:
     """Accepts the types YAML and Ray produce (numpy scalars, ints for floats, lists)."""
     if value is None:

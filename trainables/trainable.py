@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, settings
 from trainables.loop import fit
 
 
@@ -23,8 +23,7 @@ def train_rra(config: dict[str, Any]) -> None:
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint otherwise
-    # Keys starting with "_" are the study's bookkeeping (trial kind, run name), not settings.
-    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
+    cfg = TrialConfig.from_dict(settings(config))
     start = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -47,7 +46,7 @@ def evaluate_checkpoint(config: dict[str, Any], checkpoint_dir: str, split: str 
     """
     from trainables.loop import evaluate, make_loader, setup_trial
 
-    cfg = TrialConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
+    cfg = TrialConfig.from_dict(settings(config))
     trial = setup_trial(cfg)
     trial.model.load_state_dict(load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
     dataset = trial.data.test if split == "test" else trial.data.val
