@@ -45,16 +45,25 @@ class StudyOptions:
     baselines: bool = True
     evaluate_test: bool = True
     verbose: int = 1
+    report: bool = True
+    confirm_seeds: int = 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
@@ -77,14 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", help="dataset folder (on every node that runs trials)")
     data.add_argument("--backbone", help="tiny, resnet18, resnet50, vgg19")
     budget = p.add_argument_group("budget (override the space's study block)")
-    budget.add_argument("--num-samples", type=_positive_int, help="sampled trials, besides the baselines")
-    budget.add_argument("--max-epochs", type=_positive_int, help="epochs of a full trial (ASHA's max_t)")
+    budget.add_argument("--num-samples", type=positive_int, help="sampled trials, besides the baselines")
+    budget.add_argument("--max-epochs", type=positive_int, help="epochs of a full trial (ASHA's max_t)")
     res = p.add_argument_group("resources")
-    res.add_argument("--cpus-per-trial", type=_non_negative_float, default=1.0, help="default: %(default)s")
-    res.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0,
+    res.add_argument("--cpus-per-trial", type=non_negative_float, default=1.0, help="default: %(default)s")
+    res.add_argument("--gpus-per-trial", type=non_negative_float, default=0.0,
                      help="fractional allowed, e.g. 0.5 (default: %(default)s)")
-    res.add_argument("--num-cpus", type=_positive_int, help="CPUs of the local Ray (default: all)")
-    res.add_argument("--concurrency", type=_positive_int, help="max trials at once (default: as resources allow)")
+    res.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
+    res.add_argument("--concurrency", type=positive_int, help="max trials at once (default: as resources allow)")
     where = p.add_argument_group("where things go")
     where.add_argument("--address", help="Ray address: none starts a local Ray; 'auto' joins a running cluster")
     where.add_argument("--out", default="runs", help="local study folder root (default: %(default)s)")
@@ -107,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip the final test-split evaluation of the best trial")
     how.add_argument("--quiet", dest="verbose", action="store_const", const=0, default=1,
                      help="no live progress table")
+    rep = p.add_argument_group("report (also: python -m study.report --name NAME)")
+    rep.add_argument("--no-report", dest="report", action="store_false", help="skip the end-of-study report")
+    rep.add_argument("--confirm-seeds", type=non_negative_int, default=0, metavar="N",
+                     help="then rerun the best config and one-factor variations with N seeds, no early stopping")
     return p
 
 

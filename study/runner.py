@@ -13,10 +13,12 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study.results import SPACE_COPY
 from study.run import StudyOptions
 from study.search import KIND, NAME, PARAMS, SHORT_NAMES
 from study.spaces import SearchSpace, SpaceError, load_space
@@ -305,7 +307,9 @@ def _start(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: A
              "storage_path": paths.storage_path, "optuna_storage": paths.optuna_storage,
              "tracking_uri": paths.tracking_uri, "artifact_location": paths.artifact_location,
              "parent_run_id": parent, "experiment_id": tracker.experiment_id,
+             "settings": dataclasses.asdict(space.study), "baselines": list(space.baselines),
              "created": dt.datetime.now().isoformat(timespec="seconds")}
+    (paths.folder / SPACE_COPY).write_text(space.path.read_text())  # the report reads the space as it ran
     (paths.folder / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
@@ -338,7 +342,27 @@ def _finish(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: 
     (paths.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     tracker.finish("FINISHED")
     print_summary(summary)
+    if opts.confirm_seeds:
+        from study.confirm import run_confirmation
+
+        run_confirmation(paths.folder, opts.confirm_seeds)
+    if opts.report:
+        _report(paths.folder)
     return summary
+
+
+def _report(folder: Path) -> None:
+    """Writes the study's report; a failure here loses nothing already recorded, so it is told,
+    not raised."""
+    from study.report import write_report
+
+    try:
+        path = write_report(folder)
+    except Exception as err:
+        print(f"warning: the report failed ({type(err).__name__}: {err}); the study's results are kept. "
+              f"Retry with: python -m study.report --name {folder.name} --out {folder.parent}", file=sys.stderr)
+        return
+    print(f"\nReport: {path}\n        {path.with_suffix('.md')} (and in MLflow: the parent run's report/ artifacts)")
 
 
 def _row(trial: Any, space: SearchSpace, how: str) -> dict[str, Any]:
@@ -354,23 +378,29 @@ def _row(trial: Any, space: SearchSpace, how: str) -> dict[str, Any]:
     }
 
 
-def _best(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    """Searched trials, best first: those that reached max_t, then (if none did) the rest."""
     sign = 1 if mode == "max" else -1
     full = [r for r in rows if r["kind"] == "search" and r["outcome"] == "completed" and r[metric] is not None]
     pool = full or [r for r in rows if r["kind"] == "search" and r[metric] is not None]
-    return max(pool, key=lambda r: sign * r[metric]) if pool else None
+    return sorted(pool, key=lambda r: sign * r[metric], reverse=True)
+
+
+# The final test evaluates this many of the best trials (chosen on validation), for the report.
+TEST_TOP = 3
 
 
 def _summary(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: Any, results: Any,
              rows: list[dict[str, Any]]) -> dict[str, Any]:
     metric, mode = space.study.metric, space.study.mode
-    best = _best(rows, metric, mode)
+    ranked = _ranked(rows, metric, mode)
+    best = ranked[0] if ranked else None
     baselines = [r for r in rows if r["kind"] == "baseline"]
     by_id = {r.metrics.get("trial_id"): r for r in results}
     tested: dict[str, dict[str, float]] = {}
     if opts.evaluate_test:
-        for row in [best, *baselines]:
-            if row is not None and by_id.get(row["trial_id"]) is not None:
+        for row in [*ranked[:TEST_TOP], *baselines]:
+            if by_id.get(row["trial_id"]) is not None:
                 tested[row["trial_id"]] = _test(opts, by_id[row["trial_id"]], metric, mode)
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))

@@ -29,6 +29,8 @@ from study.spaces import SearchSpace
 # PARAMS holds every parameter of the space, None where inactive (a baseline, a condition not
 # met), so tables and reports have the same columns for every trial.
 KIND, NAME, OPTUNA_NUMBER, PARAMS = "_kind", "_name", "_optuna_trial", "_params"
+# A confirmation run's varied factor and its level (study.confirm).
+VARIANT, LEVEL = "_variant", "_level"
 SHORT_NAMES = {"recursion_steps": "T", "crop_scale": "s", "attention_temperature": "tau"}
 
 
@@ -178,6 +180,30 @@ class FidelitySearcher(Searcher):
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.number not in known:
                 self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+class FixedConfigs(Searcher):
+    """Runs a given list of trial configs once each, in order (the confirmation runs)."""
+
+    def __init__(self, configs: list[dict[str, Any]], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.configs = configs
+        self.next = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        if self.next >= len(self.configs):
+            return Searcher.FINISHED
+        self.next += 1
+        return self.configs[self.next - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({"next": self.next}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.next = int(json.loads(Path(checkpoint_path).read_text())["next"])
 
 
 class _DefineByRun:

@@ -87,6 +87,9 @@ class RRAOutput:
         local_logits: (B, C), or None without a local stream.
         attention: (B, T) attention weight of each recursion step, or None.
         boxes: (B, T, 4) crop box (x1, y1, x2, y2, image pixels) seen at each step, or None.
+        hidden: (B, T, H) LSTM output of each step, or None.
+        local_maps: the local backbone's feature maps (B, C, h, w) of each look: one map shared
+            by every step with ``refine="repeat"``, one per step with ``"zoom"``; or None.
     """
 
     logits: Tensor
@@ -94,6 +97,8 @@ class RRAOutput:
     local_logits: Tensor | None = None
     attention: Tensor | None = None
     boxes: Tensor | None = None
+    hidden: Tensor | None = None
+    local_maps: list[Tensor] | None = None
 
 
 def _init_classifier(layer: nn.Linear) -> None:
@@ -153,14 +158,14 @@ class RRA(nn.Module):
             centres = torch.where(torch.isnan(given), centres, given.to(centres.dtype))
         side = self.cfg.crop_scale * min(images.shape[-2:]) * torch.ones_like(whole[:, 0])
         box = square_boxes(centres, side, whole)
-        feats, steps = self._look(images, box)
+        feats, steps, maps = self._look(images, box)
         hidden, _ = self.lstm(feats)  # (B, T, hidden)
         scores = self.attention(hidden).squeeze(-1) / self.cfg.attention_temperature
         attn = torch.softmax(scores.float(), dim=1).to(hidden.dtype)
         context = (attn.unsqueeze(-1) * hidden).sum(dim=1)
         local_logits = self.local_classifier(context)
         logits = global_logits + self.cfg.xent_coef * local_logits
-        return RRAOutput(logits, global_logits, local_logits, attn, torch.stack(steps, dim=1))
+        return RRAOutput(logits, global_logits, local_logits, attn, torch.stack(steps, dim=1), hidden, maps)
 
     def _activation(self, fmap: Tensor, logits: Tensor | None) -> Tensor:
         """(B, h, w) map whose peak places the crop; no gradient flows through it."""
@@ -170,23 +175,25 @@ class RRA(nn.Module):
             return torch.einsum("bchw,bc->bhw", fmap, weights.detach().to(fmap.dtype))
         return fmap.mean(dim=1)
 
-    def _look(self, images: Tensor, box: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Runs the local backbone on the crop(s): (B, T, D) LSTM inputs and each step's box."""
+    def _look(self, images: Tensor, box: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Runs the local backbone on the crop(s): (B, T, D) LSTM inputs, each step's box and
+        the feature map of each look."""
         steps = self.cfg.recursion_steps
         if self.cfg.refine == "repeat":
             x = self.local_features(crop_and_resize(images, box, self.cfg.patch_size))
             pooled = x.mean(dim=(2, 3))
-            return pooled.unsqueeze(1).expand(-1, steps, -1), [box] * steps
-        inputs, boxes = [], []
+            return pooled.unsqueeze(1).expand(-1, steps, -1), [box] * steps, [x]
+        inputs, boxes, maps = [], [], []
         for step in range(steps):
             x = self.local_features(crop_and_resize(images, box, self.cfg.patch_size))
             inputs.append(x.mean(dim=(2, 3)))
             boxes.append(box)
+            maps.append(x)
             if step + 1 < steps:
                 centre = peak_centres(x.detach().mean(dim=1), box)
                 side = (box[:, 2] - box[:, 0]) * self.cfg.zoom_ratio
                 box = square_boxes(centre, side, box)
-        return torch.stack(inputs, dim=1), boxes
+        return torch.stack(inputs, dim=1), boxes, maps
 
 
 def build_model(cfg: RRAConfig) -> RRA:

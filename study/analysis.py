@@ -1,0 +1,278 @@
+"""Ablation statistics on a study's tidy table (see study.results), at equal fidelity.
+
+ASHA stops most trials early, so a trial's last value is an epoch-2 value for some and an
+epoch-15 value for others. Every comparison here is made at one rung (one epoch) at a time,
+over the trials that reached it: a trial stopped after one epoch never sits beside one that
+ran to the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from study.spaces import Parameter, SearchSpace, StudySettings
+
+INACTIVE = "inactive"
+# Below this Spearman correlation between a rung and the final epoch, early stopping is
+# flagged as unreliable; with fewer trials than MIN_TRIALS a statistic is not computed.
+LOW_CORRELATION = 0.5
+MIN_TRIALS = 4
+# Importance from fewer trials than this is noise (PED-ANOVA's top 10% would be one trial).
+MIN_IMPORTANCE_TRIALS = 8
+
+
+def rungs(settings: StudySettings) -> list[int]:
+    """ASHA's milestones (grace_period x reduction_factor^k below max_t) and max_t."""
+    out, t = [], float(settings.grace_period)
+    while t < settings.max_epochs:
+        out.append(int(t))
+        t *= settings.reduction_factor
+    return sorted({*out, settings.max_epochs})
+
+
+def searched(table: pd.DataFrame) -> pd.DataFrame:
+    """The sampled trials' rows (baselines and confirmation runs left out)."""
+    return table[table["kind"] == "search"]
+
+
+def trials(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial (its last epoch), with the trial-level columns."""
+    ordered = table.sort_values(["trial_id", "epoch"], na_position="first")
+    return ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+
+
+def at_epoch(table: pd.DataFrame, epoch: int, metric: str) -> pd.Series:
+    """The metric at `epoch` of every trial that reached it (index: trial_id)."""
+    rows = table[table["epoch"] == epoch]
+    return rows.set_index("trial_id")[metric].astype(float)
+
+
+def levels(values: pd.Series, param: Parameter, bins: int = 4) -> pd.Series:
+    """A factor's level per trial: the value for categorical and small int ranges, else a bin
+    of the parameter's range (geometric for log ranges); INACTIVE where a condition was off."""
+    present = values.notna()
+    out = pd.Series(INACTIVE, index=values.index, dtype=object)
+    if param.type == "categorical" or (param.type == "int" and values[present].nunique() <= 10):
+        out[present] = values[present].map(lambda v: str(int(v)) if param.type == "int" else str(v))
+        return out
+    assert param.low is not None and param.high is not None
+    edges = (np.geomspace(param.low, param.high, bins + 1) if param.log
+             else np.linspace(param.low, param.high, bins + 1))
+    labels = [f"{_num(a)}-{_num(b)}" for a, b in itertools.pairwise(edges)]
+    binned = pd.cut(values[present].astype(float), edges, labels=labels, include_lowest=True)
+    out[present] = binned.astype(str)
+    return out
+
+
+def _num(x: float) -> str:
+    return f"{x:.2g}" if abs(x) < 10 else f"{x:.0f}"
+
+
+def _level_order(param: Parameter, found: list[str]) -> list[str]:
+    def key(level: str) -> tuple[int, float, str]:
+        if level == INACTIVE:
+            return (0, 0.0, level)
+        try:
+            return (1, float(level.split("-")[0]), level)
+        except ValueError:
+            return (1, float(param.choices.index(level)) if level in param.choices else math.inf, level)
+
+    return sorted(found, key=key)
+
+
+def factor_table(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
+    """Per factor and level: trials, how many reached max_t, and at each rung the number of
+    trials there with the best, mean and standard deviation of the metric at that epoch."""
+    metric, max_t = space.study.metric, space.study.max_epochs
+    rows = searched(table)
+    per_trial = trials(rows)
+    out = []
+    for name, param in space.parameters.items():
+        level = levels(per_trial[name], param)
+        for value in _level_order(param, sorted(set(level))):
+            ids = level.index[level == value]
+            base = {"factor": name, "level": value, "trials": len(ids),
+                    "reached_max_t": int((per_trial.loc[ids, "epochs_run"] >= max_t).sum())}
+            for rung in rungs(space.study):
+                vals = at_epoch(rows, rung, metric).reindex(ids).dropna()
+                out.append({**base, "rung": rung, "n": len(vals), "best": _stat(vals, "max"),
+                            "mean": _stat(vals, "mean"), "sd": _stat(vals, "std")})
+    return pd.DataFrame(out)
+
+
+def _stat(values: pd.Series, how: str) -> float:
+    if how == "std" and len(values) < 2:
+        return math.nan
+    return float(getattr(values, how)()) if len(values) else math.nan
+
+
+def interaction(table: pd.DataFrame, space: SearchSpace, rows_param: str, cols_param: str,
+                rung: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean metric and trial count at `rung` for each (rows level, columns level) pair."""
+    rows = searched(table)
+    per_trial = trials(rows)
+    values = at_epoch(rows, rung, space.study.metric)
+    frame = pd.DataFrame({
+        "a": levels(per_trial[rows_param], space.parameters[rows_param]),
+        "b": levels(per_trial[cols_param], space.parameters[cols_param]),
+        "value": values.reindex(per_trial.index),
+    }).dropna(subset=["value"])
+    mean = frame.pivot_table(index="a", columns="b", values="value", aggfunc="mean")
+    count = frame.pivot_table(index="a", columns="b", values="value", aggfunc="count")
+    order_a = _level_order(space.parameters[rows_param], list(mean.index))
+    order_b = _level_order(space.parameters[cols_param], list(mean.columns))
+    mean, count = mean.loc[order_a, order_b], count.loc[order_a, order_b]
+    mean.index.name, mean.columns.name = rows_param, cols_param
+    return mean, count
+
+
+def rung_correlation(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
+    """Spearman rank correlation between the metric at each rung and at every later rung,
+    over the sampled trials that reached the later one. The column against max_t says whether
+    ASHA's early decisions ranked trials as their final accuracy does."""
+    from scipy.stats import spearmanr
+
+    rows, metric = searched(table), space.study.metric
+    milestones = rungs(space.study)
+    out = []
+    for i, early in enumerate(milestones[:-1]):
+        for late in milestones[i + 1:]:
+            pair = pd.concat([at_epoch(rows, early, metric), at_epoch(rows, late, metric)], axis=1).dropna()
+            rho = math.nan
+            if len(pair) >= MIN_TRIALS and pair.iloc[:, 0].nunique() > 1 and pair.iloc[:, 1].nunique() > 1:
+                rho = float(spearmanr(pair.iloc[:, 0], pair.iloc[:, 1]).statistic)
+            out.append({"rung": early, "against": late, "n": len(pair), "spearman": rho})
+    return pd.DataFrame(out, columns=["rung", "against", "n", "spearman"])
+
+
+def early_stopping_verdict(correlation: pd.DataFrame, max_t: int) -> tuple[bool, str]:
+    """(trusted, plain sentences) from the rank correlations between rungs."""
+    if correlation.empty:
+        return True, "No rung before max_t: nothing was stopped early."
+    known = correlation.dropna(subset=["spearman"])
+    final = known[known["against"] == max_t]
+    unchecked = "" if len(final) else (
+        f" Fewer than {MIN_TRIALS} trials reached max_t = {max_t}, so the final ranking could not be checked.")
+    if known.empty:
+        return False, (f"Cannot tell: no pair of rungs has {MIN_TRIALS} or more trials, so ASHA's decisions could "
+                       "not be checked. Treat early-stopped trials as unranked, or rerun with more samples or a "
+                       "larger grace period.")
+    worst = known.loc[known["spearman"].idxmin()]
+    if worst["spearman"] < LOW_CORRELATION:
+        return False, (f"Warning: the ranking of trials at epoch {int(worst['rung'])} agrees poorly with their "
+                       f"ranking at epoch {int(worst['against'])} (Spearman {worst['spearman']:.2f} over "
+                       f"{int(worst['n'])} trials). Learning curves cross in this study, so ASHA may have stopped "
+                       "trials that would have ended best; do not read early-stopped trials as worse." + unchecked)
+    return not unchecked, (f"Early ranks agree with later ranks (Spearman >= {known['spearman'].min():.2f} for "
+                           "every pair of rungs with enough trials)." + unchecked)
+
+
+def best_configs(table: pd.DataFrame, space: SearchSpace, top: int = 5) -> pd.DataFrame:
+    """The best sampled trials at max_t (then, if too few reached it, at their last epoch)."""
+    metric, sign = space.study.metric, 1 if space.study.mode == "max" else -1
+    per_trial = trials(searched(table)).reset_index()
+    per_trial["full"] = per_trial["epochs_run"] >= space.study.max_epochs
+    per_trial["_key"] = sign * per_trial[metric].astype(float)
+    ranked = per_trial.sort_values(["full", "_key"], ascending=False).head(top)
+    columns = ["name", *space.parameters, "epochs_run", "outcome", metric, "test_acc"]
+    return ranked[columns].reset_index(drop=True)
+
+
+def baseline_gain(table: pd.DataFrame, space: SearchSpace) -> list[dict[str, Any]]:
+    """Each baseline against the best sampled trial that reached max_t, on val and test."""
+    metric = space.study.metric
+    best = best_configs(table, space, top=1)
+    per_trial = trials(table)
+    out = []
+    for _, base in per_trial[per_trial["kind"] == "baseline"].iterrows():
+        row: dict[str, Any] = {"baseline": base["name"], f"baseline_{metric}": base[metric],
+                               "baseline_test_acc": base.get("test_acc")}
+        if not best.empty:
+            top = best.iloc[0]
+            row.update({"best": top["name"], f"best_{metric}": top[metric], "best_test_acc": top["test_acc"],
+                        "best_reached_max_t": bool(top["epochs_run"] >= space.study.max_epochs)})
+            row[f"gain_{metric}"] = _diff(top[metric], base[metric])
+            row["gain_test_acc"] = _diff(top["test_acc"], base.get("test_acc"))
+        out.append(row)
+    return out
+
+
+def _diff(a: Any, b: Any) -> float:
+    try:
+        return float(a) - float(b)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------- importance (Optuna storage)
+
+
+def importance(storage: str, study_name: str, space: SearchSpace) -> pd.DataFrame:
+    """PED-ANOVA and fANOVA importance of each parameter from the study's Optuna storage, at
+    each rung (the trials' intermediate values at that epoch) and at max_t (COMPLETE trials).
+
+    Conditional parameters are assessed twice: over every trial (common parameters only) and
+    over the trials where all parameters were active.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    direction = study.direction
+    frozen = [t for t in study.get_trials(deepcopy=False)
+              if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    out = []
+    for rung in rungs(space.study):
+        at_rung = optuna.create_study(direction=direction)
+        for t in frozen:
+            # Optuna gives a PRUNED trial its last intermediate value: at max_t only COMPLETE count.
+            complete = t.state == optuna.trial.TrialState.COMPLETE
+            value = (t.value if complete else None) if rung == space.study.max_epochs else \
+                t.intermediate_values.get(rung)
+            if value is not None and math.isfinite(value):
+                at_rung.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                            value=value))
+        everyone = len(at_rung.trials)
+        for scope, params in _scopes(space):
+            n = len([t for t in at_rung.trials if all(p in t.params for p in params or [])])
+            if params is not None and n == everyone:
+                continue  # every trial had every parameter: the same as "all trials"
+            for method, evaluator in _evaluators().items():
+                out += _importances(at_rung, evaluator, params, n, rung=rung, scope=scope, method=method)
+    return pd.DataFrame(out, columns=["rung", "scope", "method", "trials", "parameter", "importance", "note"])
+
+
+def _scopes(space: SearchSpace) -> list[tuple[str, list[str] | None]]:
+    conditional = [p for p in space.parameters.values() if p.when is not None]
+    scopes: list[tuple[str, list[str] | None]] = [("all trials", None)]
+    if conditional:
+        scopes.append(("all parameters active", list(space.parameters)))
+    return scopes
+
+
+def _evaluators() -> dict[str, Any]:
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+    return {"PED-ANOVA": PedAnovaImportanceEvaluator(), "fANOVA": FanovaImportanceEvaluator(seed=0)}
+
+
+def _importances(study: Any, evaluator: Any, params: list[str] | None, n: int, **where: Any) -> list[dict]:
+    import optuna
+
+    if n < MIN_IMPORTANCE_TRIALS:
+        return [{**where, "trials": n, "parameter": None, "importance": math.nan,
+                 "note": f"fewer than {MIN_IMPORTANCE_TRIALS} trials"}]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = optuna.importance.get_param_importances(study, evaluator=evaluator, params=params,
+                                                             normalize=True)
+    except (ValueError, RuntimeError, ZeroDivisionError) as err:
+        return [{**where, "trials": n, "parameter": None, "importance": math.nan, "note": str(err).split("\n")[0]}]
+    return [{**where, "trials": n, "parameter": k, "importance": float(v), "note": ""} for k, v in values.items()]

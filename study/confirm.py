@@ -1,0 +1,193 @@
+"""Confirmation runs: the best configuration and one-factor-at-a-time variations around it,
+each with N seeds at the full budget and without early stopping, plus the baselines with the
+same seeds. This is what a paper's ablation table needs: mean and standard deviation per level.
+
+Variations: every other choice of a categorical factor; both ends of a numeric factor's range
+(T = 1 is "no recursion", crop scale 1 is "the whole image"). A conditional factor is varied
+only where its condition holds at the best point; a variation that switches a condition off
+drops the parameter it governs (it falls back to the trial default).
+
+The runs go to a Tune experiment STUDY-confirm beside the study's, to the study's MLflow
+experiment as child runs of kind "confirm", and to STUDY/confirm.parquet. Running it again
+continues an interrupted confirmation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from study.search import KIND, LEVEL, NAME, PARAMS, VARIANT, run_name, searched_values
+from study.spaces import Parameter, SearchSpace
+
+CONFIRM_FILE = "confirm.parquet"
+
+
+def _levels(param: Parameter) -> list[Any]:
+    if param.type == "categorical":
+        return list(param.choices)
+    assert param.low is not None and param.high is not None
+    if param.type == "int":
+        return [int(param.low), int(param.high)]
+    return [float(param.low), float(param.high)]
+
+
+def active(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the parameters whose `when:` condition does not hold."""
+    out = dict(values)
+    for name, param in space.parameters.items():
+        if param.when is not None and not param.when.holds(out):
+            out.pop(name, None)
+    return out
+
+
+def variations(space: SearchSpace, best: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(factor, level, values) for the best point ("best", None) and each one-factor change."""
+    best = active(space, {k: v for k, v in best.items() if v is not None})
+    out: list[tuple[str, Any, dict[str, Any]]] = [("best", None, best)]
+    for name, param in space.parameters.items():
+        if name not in best:
+            continue  # inactive at the best point: varying it changes nothing
+        for level in _levels(param):
+            if level != best[name]:
+                out.append((name, level, active(space, {**best, name: level})))
+    return out
+
+
+def confirmation_configs(space: SearchSpace, best: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """Every trial config of the confirmation: variations and baselines, each with every seed."""
+    epochs = space.study.max_epochs
+    configs = []
+    for factor, level, values in variations(space, best):
+        for seed in seeds:
+            configs.append({**space.trial_config(values), "seed": seed, "epochs": epochs, KIND: "confirm",
+                            NAME: f"confirm-{run_name(values)}-seed{seed}", PARAMS: searched_values(space, values),
+                            VARIANT: factor, LEVEL: level})
+    for name, overrides in space.baselines.items():
+        for seed in seeds:
+            configs.append({**space.trial_config(overrides), "seed": seed, "epochs": epochs, KIND: "confirm",
+                            NAME: f"confirm-baseline-{name}-seed{seed}", PARAMS: searched_values(space, {}),
+                            VARIANT: f"baseline-{name}", LEVEL: None})
+    return configs
+
+
+def run_confirmation(folder: Path, n_seeds: int) -> pd.DataFrame:
+    """Runs (or continues) the confirmation of the study in `folder`; returns its table."""
+    import json
+
+    from study.analysis import best_configs
+    from study.results import ReportInputError, load_record, save_table
+
+    record = load_record(folder)
+    best = best_configs(record.table, record.space, top=1)
+    if best.empty:
+        raise ReportInputError(f"study {record.name!r} has no sampled trial to confirm")
+    values = {k: _plain(best.iloc[0][k]) for k in record.space.parameters}
+    base_seed = int(record.space.constants.get("seed", 0))
+    configs = confirmation_configs(record.space, values, [base_seed + 1000 + i for i in range(n_seeds)])
+    print(f"confirmation of {best.iloc[0]['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
+          f"{record.space.study.max_epochs} epochs, no early stopping", flush=True)
+    state = json.loads((folder / "study.json").read_text())
+    tested = _tune_confirmation(record, state, configs)
+    from study.results import trials_table
+
+    table = trials_table(f"{record.tune_path}-confirm", record.space, tested)
+    table.insert(0, "study", record.name)
+    save_table(table, folder / CONFIRM_FILE)
+    return table
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[str, Any]]) -> dict[str, dict]:
+    """Runs the configs under Tune (FIFO) on the study's Ray; returns test metrics by trial id."""
+    import ray
+    from ray import tune
+
+    from study.run import StudyOptions
+    from study.runner import _concurrency, _init_ray, trial_dirname, trial_name
+    from study.search import FixedConfigs
+    from study.tracking import Tracker, TrialRunsCallback
+    from trainables.trainable import evaluate_tune_checkpoint, train_rra
+
+    opts = StudyOptions(**{**state["options"], "resume": False})
+    started = not ray.is_initialized()
+    if started:
+        _init_ray(opts)
+    tracker = Tracker(state["tracking_uri"], record.name, state.get("artifact_location"))
+    tracker.experiment_id, tracker.parent_run_id = state["experiment_id"], state["parent_run_id"]
+    metric, mode = record.space.study.metric, record.space.study.mode
+    trainable = tune.with_resources(train_rra, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+    path = f"{record.tune_path}-confirm"
+    try:
+        if tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, param_space={}, tune_config=tune.TuneConfig(
+                metric=metric, mode=mode, search_alg=FixedConfigs(configs, metric, mode), num_samples=len(configs),
+                max_concurrent_trials=_concurrency(opts), reuse_actors=opts.reuse_actors,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(name=f"{record.name}-confirm", storage_path=state["storage_path"],
+                                          failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                          callbacks=[TrialRunsCallback(tracker, record.space.study.max_epochs)],
+                                          verbose=0))
+        results = tuner.fit()
+        task = ray.remote(evaluate_tune_checkpoint).options(num_cpus=opts.cpus_per_trial,
+                                                            num_gpus=opts.gpus_per_trial)
+        # No model selection in a confirmation: every run is tested at its last epoch.
+        finished = [results[i] for i in range(len(results))]
+        pending = {r.metrics["trial_id"]: task.remote(r.config, r.checkpoint) for r in finished
+                   if r.checkpoint is not None and r.metrics}
+        return {trial_id: ray.get(ref) for trial_id, ref in pending.items()}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------- the report's section
+
+
+def summarise(confirm: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (variant, level): seeds, and mean and sd of the final metric and of test accuracy."""
+    final = confirm.sort_values("epoch").groupby("trial_id").tail(1)
+    final = final.assign(level=final["level"].map(lambda v: "-" if v is None or v != v else v).astype(str))
+    grouped = final.groupby(["variant", "level"], sort=False)
+    return grouped.agg(seeds=("trial_id", "count"), val_mean=(metric, "mean"), val_sd=(metric, "std"),
+                       test_mean=("test_acc", "mean"), test_sd=("test_acc", "std")).reset_index()
+
+
+def confirmation_section(doc: Any, record: Any, facts: dict[str, Any]) -> None:
+    """Adds the ablation tables (mean ± sd over seeds) to the report."""
+    table = summarise(record.confirm, record.metric)
+    best = table[table["variant"] == "best"].iloc[0]
+    doc.heading("Confirmation: the best configuration and one-factor variations, several seeds")
+    doc.text(f"Every run trained {record.space.study.max_epochs} epochs without early stopping; test accuracy "
+             "of the last epoch (no model selection). Δ: difference of means against the best configuration, "
+             "± its standard error.")
+    rows = []
+    for _, row in table.iterrows():
+        diff = row["test_mean"] - best["test_mean"]
+        err = math.sqrt(_var(row) / row["seeds"] + _var(best) / best["seeds"])
+        rows.append({"variant": row["variant"], "level": row["level"], "seeds": int(row["seeds"]),
+                     record.metric: _pm(row["val_mean"], row["val_sd"]),
+                     "test_acc": _pm(row["test_mean"], row["test_sd"]),
+                     "Δ test_acc": "-" if row["variant"] == "best" else _pm(diff, err)})
+    doc.table(pd.DataFrame(rows))
+    facts["confirmation"] = table.to_dict("records")
+
+
+def _var(row: Any) -> float:
+    sd = row["test_sd"]
+    return 0.0 if sd != sd else float(sd) ** 2
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{mean:.3f}" + ("" if sd != sd else f" ± {sd:.3f}")

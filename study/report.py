@@ -1,0 +1,306 @@
+"""The ablation report of a study: `python -m study.report --name STUDY`.
+
+Also written at the end of every study. It reads Tune's saved results into a tidy table
+(trials.parquet), compares factors at equal fidelity (per ASHA rung), checks whether early
+stopping could be trusted, computes importance from the Optuna storage, measures the gain over
+the global-only baseline, draws the plots and the best trial's attention pictures, and writes
+report.md and a self-contained report.html into STUDY/report/, all logged as artifacts of the
+study's parent MLflow run. `--confirm-seeds N` first reruns the best configuration and
+one-factor-at-a-time variations with N seeds at the full budget (see study.confirm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from study.run import non_negative_int, positive_int
+
+REPORT_DIR = "report"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="the study's name (its folder under --out)")
+    p.add_argument("--out", default="runs", help="study folder root (default: %(default)s)")
+    p.add_argument("--confirm-seeds", type=non_negative_int, default=0, metavar="N",
+                   help="rerun the best config and one-factor variations with N seeds, no early stopping")
+    p.add_argument("--images", type=positive_int, default=4, help="validation images in the attention pictures")
+    p.add_argument("--no-pictures", dest="pictures", action="store_false", help="skip the attention pictures")
+    p.add_argument("--no-mlflow", dest="mlflow", action="store_false",
+                   help="do not log the report to MLflow or check the runs against it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from study.results import ReportInputError, study_folder
+
+    try:
+        folder = study_folder(args.out, args.name)
+        if args.confirm_seeds:
+            from study.confirm import run_confirmation
+
+            run_confirmation(folder, args.confirm_seeds)
+        path = write_report(folder, pictures=args.pictures, images=args.images, mlflow=args.mlflow)
+    except ReportInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}\n        {path.with_suffix('.md')}")
+    return 0
+
+
+def write_report(folder: Path, pictures: bool = True, images: int = 4, mlflow: bool = True) -> Path:
+    """Writes STUDY/report/ (tables, plots, report.md, report.html); returns the HTML path."""
+    from study import plots
+    from study.document import Document
+    from study.results import load_record, save_table
+
+    record = load_record(folder)
+    out = folder / REPORT_DIR
+    figures = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    save_table(record.table, out / "trials.parquet")
+    tracker = _tracker(record) if mlflow else None
+    doc = Document(f"Ablation report: {record.name}")
+    facts: dict[str, Any] = {"study": record.name, "metric": record.metric}
+    _overview(doc, record, tracker, facts)
+    _best(doc, record, facts)
+    _gain(doc, record, facts)
+    _early_stopping(doc, record, facts, out)
+    _factors(doc, record, out)
+    _interaction(doc, record)
+    _importance(doc, record, out)
+    doc.heading("Plots")
+    doc.image(plots.metric_by_factor(record.table, record.space, figures / "metric_by_factor.png"),
+              f"{record.metric} against each factor, one colour per rung")
+    doc.image(plots.learning_curves(record.table, record.space, figures / "learning_curves.png"),
+              "learning curves coloured by each factor")
+    doc.image(plots.rung_survival(record.table, record.space, figures / "rung_survival.png"),
+              "trials that reached each ASHA rung")
+    if pictures:
+        _attention(doc, record, figures / "attention.png", images, facts)
+    if record.confirm is not None:
+        from study.confirm import confirmation_section
+
+        confirmation_section(doc, record, facts)
+    doc.heading("Files")
+    doc.text("`trials.parquet`: one row per trial per epoch (config, outcome, metrics); `factors.parquet`, "
+             "`importance.parquet`, `rung_correlation.parquet`: the tables above; `report.json`: the key figures.")
+    (out / "report.md").write_text(doc.markdown(out))
+    html_path = out / "report.html"
+    html_path.write_text(doc.html())
+    (out / "report.json").write_text(json.dumps(facts, indent=2, default=_json))
+    if tracker is not None:
+        tracker.client.log_artifacts(tracker.parent_run_id, str(out), REPORT_DIR)
+        tracker.client.set_tag(tracker.parent_run_id, "report", f"{REPORT_DIR}/report.html")
+    return html_path
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def _tracker(record: Any) -> Any:
+    from study.tracking import Tracker
+
+    state = record.state
+    tracker = Tracker(state["tracking_uri"], record.name, state.get("artifact_location"))
+    tracker.experiment_id = state["experiment_id"]
+    tracker.parent_run_id = state["parent_run_id"]
+    return tracker
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import rungs, searched, trials
+    from study.results import mlflow_disagreements
+
+    space, table = record.space, record.table
+    per_trial = trials(searched(table))
+    counts = per_trial["outcome"].value_counts().to_dict()
+    facts["trials"] = {"sampled": len(per_trial), **{k: int(v) for k, v in counts.items()}}
+    dataset = table["config.dataset"].iloc[0]
+    doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone): "
+             f"{len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
+             f"{space.study.max_epochs} epochs, {counts.get('stopped_early', 0)} stopped early by ASHA, "
+             f"{counts.get('errored', 0)} errored) and {int((trials(table)['kind'] == 'baseline').sum())} "
+             f"baseline(s). Metric `{record.metric}` ({space.study.mode}); ASHA rungs at epochs "
+             f"{', '.join(map(str, rungs(space.study)))}.")
+    if tracker is None:
+        return
+    problems = mlflow_disagreements(record, tracker)
+    facts["mlflow_disagreements"] = problems
+    if problems:
+        doc.warn(f"The MLflow runs disagree with Tune's results on {len(problems)} point(s): "
+                 + "; ".join(problems[:5]))
+    else:
+        doc.text(f"Checked against MLflow ({record.state['tracking_uri']}, experiment `{record.name}`): one run "
+                 f"per trial, same outcome and the same `{record.metric}` at every epoch.")
+
+
+def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import best_configs
+
+    best = best_configs(record.table, record.space)
+    facts["best"] = best.head(1).to_dict("records")[0] if len(best) else None
+    doc.heading("Best configurations")
+    doc.text(f"Ranked by `{record.metric}` at the last epoch, trials that reached max_t first. Test accuracy "
+             "is measured once, at the end of the study, on the best checkpoint (by validation) of the top "
+             "trials; model selection never saw the test split.")
+    doc.table(best)
+
+
+def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import baseline_gain
+
+    gains = baseline_gain(record.table, record.space)
+    facts["gain"] = gains
+    doc.heading("Gain over the global-only baseline")
+    if not gains:
+        doc.text("This study ran no baseline (see the space's `baselines:`).")
+        return
+    import pandas as pd
+
+    doc.table(pd.DataFrame(gains))
+    g = gains[0]
+    test = g.get("gain_test_acc", math.nan)
+    claim = (f"The paper claims RRA is \"up to 2%\" better than the same backbone without it. Here the best "
+             f"configuration is {100 * test:+.1f} points on test against `{g['baseline']}`"
+             if isinstance(test, float) and not math.isnan(test) else
+             "The paper claims RRA is \"up to 2%\" better than the same backbone without it; this study has no "
+             "test accuracy for the pair")
+    doc.text(claim + ": one seed each, so the difference includes seed noise. `--confirm-seeds N` measures it "
+             "with N seeds per side.")
+
+
+def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> None:
+    from study.analysis import early_stopping_verdict, rung_correlation
+
+    corr = rung_correlation(record.table, record.space)
+    corr.to_parquet(out / "rung_correlation.parquet", index=False)
+    trusted, sentence = early_stopping_verdict(corr, record.space.study.max_epochs)
+    facts["early_stopping_trusted"] = trusted
+    facts["early_stopping"] = sentence
+    doc.heading("Could early stopping be trusted?")
+    doc.text("Spearman rank correlation between the metric at a rung and at a later rung, over the sampled "
+             "trials that reached the later one. ASHA stops by the early rank; if early ranks do not predict "
+             "final ranks, it stops the wrong trials.")
+    (doc.text if trusted else doc.warn)(sentence)
+    doc.table(corr)
+
+
+def _factors(doc: Any, record: Any, out: Path) -> None:
+    from study.analysis import factor_table
+
+    table = factor_table(record.table, record.space)
+    table.to_parquet(out / "factors.parquet", index=False)
+    doc.heading("Factors at equal fidelity")
+    doc.text("Per level of each factor: trials, how many reached max_t, and at each rung (epoch) the trials "
+             "that reached it with the best and mean ± sd of the metric at that epoch. Values from different "
+             "epochs are never pooled. Continuous factors are binned over the searched range.")
+    import pandas as pd
+
+    for factor, rows in table.groupby("factor", sort=False):
+        lines = []
+        for level, group in rows.groupby("level", sort=False):
+            first = group.iloc[0]
+            lines.append({"level": level, "trials": first["trials"], "reached max_t": first["reached_max_t"],
+                          **{f"epoch {r['rung']}": _cell(r) for _, r in group.iterrows()}})
+        doc.text(f"**{factor}** (cells: best / mean ± sd (n))")
+        doc.table(pd.DataFrame(lines))
+
+
+def _cell(row: Any) -> str:
+    if not row["n"]:
+        return "-"
+    spread = f" ± {row['sd']:.3f}" if row["sd"] == row["sd"] else ""
+    return f"{row['best']:.3f} / {row['mean']:.3f}{spread} ({int(row['n'])})"
+
+
+def _interaction(doc: Any, record: Any) -> None:
+    from study.analysis import interaction, rungs
+
+    names = list(record.space.parameters)
+    pair = ("recursion_steps", "crop_scale") if {"recursion_steps", "crop_scale"} <= set(names) else names[:2]
+    if len(pair) < 2:
+        return
+    doc.heading(f"Interaction: {pair[0]} x {pair[1]}")
+    milestones = rungs(record.space.study)
+    for rung in sorted({milestones[0], milestones[-1]}):
+        mean, count = interaction(record.table, record.space, pair[0], pair[1], rung)
+        if mean.empty:
+            doc.text(f"Epoch {rung}: no trial reached it.")
+            continue
+        cells = mean.map(lambda v: "-" if v != v else f"{v:.3f}").astype(str)
+        cells = cells + count.map(lambda c: "" if c != c else f" ({int(c)})")
+        doc.text(f"Mean {record.metric} at epoch {rung} (number of trials); rows {pair[0]}, columns {pair[1]}.")
+        doc.table(cells.replace(" (nan)", ""), index=True)
+
+
+def _importance(doc: Any, record: Any, out: Path) -> None:
+    from study.analysis import importance
+
+    table = importance(record.state["optuna_storage"], record.name, record.space)
+    table.to_parquet(out / "importance.parquet", index=False)
+    doc.heading("Hyperparameter importance")
+    doc.text("From the study's Optuna storage: PED-ANOVA (Optuna's default) and fANOVA, at each rung on the "
+             "trials' values at that epoch (every trial that reached it), at max_t on the COMPLETE trials. "
+             "Importances are normalised to sum to 1 within a column; with few trials they are rough.")
+    for scope, rows in table.groupby("scope", sort=False):
+        valid = rows.dropna(subset=["parameter"])
+        if not valid.empty:
+            wide = valid.pivot_table(index="parameter", columns=["rung", "method"], values="importance")
+            wide.columns = [f"epoch {r} {m} (n={int(rows[(rows.rung == r)].trials.iloc[0])})" for r, m in wide.columns]
+            doc.text(f"Scope: {scope}.")
+            doc.table(wide, index=True)
+        notes = rows[rows["parameter"].isna()]
+        for _, row in notes.drop_duplicates(["rung", "method"]).iterrows():
+            doc.text(f"{scope}, epoch {row['rung']}, {row['method']}: not computed ({row['note']}, n={row['trials']}).")
+
+
+def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    from study.analysis import best_configs
+    from study.plots import attention_pictures
+    from trainables.explain import explain_checkpoint
+
+    best = best_configs(record.table, record.space, top=1)
+    doc.heading("What the best trial looks at")
+    if best.empty:
+        doc.text("No sampled trial has results.")
+        return
+    name = best.iloc[0]["name"]
+    trial_id = record.table.loc[record.table["name"] == name, "trial_id"].iloc[0]
+    analysis = ExperimentAnalysis(record.tune_path)
+    trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+    checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
+    if checkpoint is None or not trial.config.get("local_stream", True):
+        doc.text(f"{name} has no checkpoint or no local stream to explain.")
+        return
+    with checkpoint.as_directory() as folder:
+        expl, coverage = explain_checkpoint(trial.config, folder, images)
+    facts["crop_coverage"] = coverage
+    names = [f"class {i}" for i in range(int(max(expl.labels.max(), expl.predictions.max())) + 1)]
+    doc.image(attention_pictures(expl, names, path),
+              f"{name} (best checkpoint by validation): crops, attention per step and Grad-CAM per step "
+              "(gradient of the true class's score of that step, weight 1)")
+    if coverage:
+        doc.text(f"Over the {int(coverage['images'])} validation images with a part box, the first crop covers "
+                 f"{100 * coverage['part_covered']:.0f}% of the part on average and holds the whole part in "
+                 f"{100 * coverage['whole_part_inside']:.0f}% of them; a centred crop of the same size covers "
+                 f"{100 * coverage['centred_part_covered']:.0f}% and holds it whole in "
+                 f"{100 * coverage['centred_whole_part_inside']:.0f}%.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

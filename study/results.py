@@ -1,0 +1,190 @@
+"""A study's results as one tidy table: one row per trial per epoch.
+
+Read from Tune's saved experiment (the record the trials wrote, local or remote storage), with
+each trial's searched values, resolved TrialConfig (``config.`` columns), how it ended, and the
+test accuracy the study measured (from summary.json). `mlflow_disagreements` checks the table
+against the study's MLflow runs, so a report says whether the two records agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from study.search import KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, VARIANT
+from study.spaces import SearchSpace, SpaceError, StudySettings, load_space
+
+# Per-epoch numbers kept from a trial's results (Tune's own bookkeeping is dropped).
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "val_acc_global", "val_acc_local", "val_loss",
+                 "lr", "best_val_acc", "epoch_seconds", "val_seconds", "images_per_second", "time_total_s",
+                 "node_ip")
+TEST_COLUMNS = ("test_acc", "test_acc_global", "test_acc_local")
+SPACE_COPY = "space.yaml"
+
+
+class ReportInputError(Exception):
+    """A study folder that cannot be reported on (missing, or not a study)."""
+
+
+@dataclass
+class StudyRecord:
+    """What a report reads: the study's saved state, summary, space and results table."""
+
+    folder: Path
+    state: dict[str, Any]
+    summary: dict[str, Any]
+    space: SearchSpace
+    table: pd.DataFrame
+    confirm: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.state["name"])
+
+    @property
+    def metric(self) -> str:
+        return self.space.study.metric
+
+    @property
+    def tune_path(self) -> str:
+        return f"{str(self.state['storage_path']).rstrip('/')}/{self.name}"
+
+
+def study_folder(out: str, name: str) -> Path:
+    """The folder of study `name` under `out`, or a one-line error."""
+    folder = Path(out).expanduser().resolve() / name
+    if not (folder / "study.json").is_file():
+        raise ReportInputError(f"no study {name!r} in {folder.parent} ({folder / 'study.json'} is missing)")
+    return folder
+
+
+def load_study_space(folder: Path, state: dict[str, Any]) -> SearchSpace:
+    """The space the study ran: its copy in the study folder, else the file it named."""
+    copy = folder / SPACE_COPY
+    try:
+        space = load_space(str(copy if copy.is_file() else state["space"]))
+    except SpaceError as err:
+        raise ReportInputError(str(err)) from None
+    saved = state.get("settings")
+    if saved:  # flags such as --max-epochs changed the budget the study ran with
+        space = dataclasses.replace(space, study=StudySettings(**saved))
+    return space
+
+
+def trials_table(tune_path: str, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """One row per trial per epoch from Tune's saved experiment at `tune_path`."""
+    from ray.tune import ExperimentAnalysis
+
+    from study.tracking import outcome, trial_params
+
+    analysis = ExperimentAnalysis(tune_path)
+    frames = analysis.trial_dataframes
+    tested = tested or {}
+    parts = []
+    for trial in analysis.trials:
+        config = trial.config
+        head: dict[str, Any] = {
+            "trial_id": trial.trial_id,
+            "name": str(config.get(NAME, trial.trial_id)),
+            "kind": str(config.get(KIND, "search")),
+            "status": trial.status,
+            "outcome": outcome(trial.last_result, space.study.max_epochs, trial.status == "ERROR"),
+            "optuna_number": config.get(OPTUNA_NUMBER),
+            **{p: config.get(PARAMS, {}).get(p) for p in space.parameters},
+            **{f"config.{k}": list(v) if isinstance(v, tuple) else v for k, v in trial_params(config).items()},
+            **{k: tested.get(trial.trial_id, {}).get(k) for k in TEST_COLUMNS},
+            **({"variant": config[VARIANT], "level": config.get(LEVEL)} if VARIANT in config else {}),
+        }
+        epochs = _epochs(frames.get(trial.trial_id))
+        head["epochs_run"] = int(epochs["epoch"].max()) if len(epochs) else 0
+        rows = epochs if len(epochs) else pd.DataFrame({"epoch": [pd.NA]})
+        parts.append(rows.assign(**{k: [v] * len(rows) for k, v in head.items()}))
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, ignore_index=True)
+    first = ["trial_id", "name", "kind", "outcome", "status", "epochs_run", *space.parameters, "epoch"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """A trial's per-epoch rows; a resumed trial's repeated epochs keep their last report."""
+    if frame is None or frame.empty or "epoch" not in frame:
+        return pd.DataFrame(columns=["epoch"])
+    frame = frame[[c for c in EPOCH_COLUMNS if c in frame.columns]]
+    frame = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
+    return frame.assign(epoch=frame["epoch"].astype(int)).sort_values("epoch").reset_index(drop=True)
+
+
+def load_record(folder: Path) -> StudyRecord:
+    """Reads a study folder into a StudyRecord (Tune's experiment must be reachable)."""
+    state = json.loads((folder / "study.json").read_text())
+    summary_file = folder / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    space = load_study_space(folder, state)
+    tested = {r["trial_id"]: {k: r[k] for k in TEST_COLUMNS if k in r} for r in summary.get("trials", [])}
+    tune_path = f"{str(state['storage_path']).rstrip('/')}/{state['name']}"
+    try:
+        table = trials_table(tune_path, space, tested)
+    except (ValueError, FileNotFoundError) as err:
+        raise ReportInputError(f"cannot read Tune's results at {tune_path}: {err}") from None
+    if table.empty:
+        raise ReportInputError(f"study {state['name']!r} has no trials yet at {tune_path}")
+    table.insert(0, "study", state["name"])
+    confirm = None
+    confirm_path = folder / "confirm.parquet"
+    if confirm_path.is_file():
+        confirm = pd.read_parquet(confirm_path)
+    return StudyRecord(folder, state, summary, space, table, confirm)
+
+
+def save_table(table: pd.DataFrame, path: Path) -> Path:
+    """Writes the table as Parquet (pyarrow); object columns of mixed values become text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = table.copy()
+    for column in table.columns:
+        if table[column].dtype == object:
+            kinds = {type(v) for v in table[column] if v is not None and v is not pd.NA}
+            if len(kinds) > 1 or kinds & {dict}:
+                table[column] = [None if v is None or v is pd.NA else json.dumps(v) for v in table[column]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    return path
+
+
+def mlflow_disagreements(record: StudyRecord, tracker: Any) -> list[str]:
+    """Differences between the table and the study's MLflow child runs (empty: they agree).
+
+    Compares, per trial, that there is exactly one run, its outcome tag, and the metric's value
+    at every epoch.
+    """
+    runs: dict[str, list[Any]] = {}
+    for run in tracker.child_runs():
+        runs.setdefault(run.data.tags.get("tune_trial_id", ""), []).append(run)
+    problems = []
+    metric = record.metric
+    kinds = set(record.table["kind"])
+    for trial_id, rows in record.table.groupby("trial_id", sort=False):
+        found = runs.get(str(trial_id), [])
+        name = rows["name"].iloc[0]
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} MLflow runs")
+            continue
+        run = found[0]
+        if run.data.tags.get("outcome") != rows["outcome"].iloc[0]:
+            problems.append(f"{name}: outcome {run.data.tags.get('outcome')} in MLflow, {rows['outcome'].iloc[0]} here")
+        history = {int(m.step): m.value for m in tracker.client.get_metric_history(run.info.run_id, metric)}
+        ours = {int(e): v for e, v in zip(rows["epoch"], rows[metric], strict=True) if pd.notna(e)}
+        if set(history) != set(ours) or any(abs(history[e] - ours[e]) > 1e-9 for e in ours):
+            problems.append(f"{name}: {metric} per epoch differs from MLflow")
+    extra = [t for t, found in runs.items() if t not in set(record.table["trial_id"]) and
+             any(r.data.tags.get("kind") in kinds for r in found)]
+    problems += [f"MLflow run of unknown trial {t}" for t in extra]
+    return problems
