@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study train test lint bench clean
+.PHONY: study report train test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 # SQLite MLflow store in the working directory).
 study: $(STAMP)
 	$(BIN)/python -m study.run --space ablation $(ARGS)
+
+# The report of a finished study (it is also written at the end of every study):
+# make report ARGS="--name ablation-20261124-101500 [--confirm-seeds 3]"
+report: $(STAMP)
+	$(BIN)/python -m study.report $(ARGS)
 
 train: $(STAMP)
 	$(BIN)/python -m trainables.train $(ARGS)

@@ -239,7 +239,7 @@ def importance(storage: str, study_name: str, space: SearchSpace) -> pd.DataFram
                 at_rung.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                                             value=value))
         everyone = len(at_rung.trials)
-        for scope, params in _scopes(space):
+        for scope, params in _scopes(space, at_rung):
             n = len([t for t in at_rung.trials if all(p in t.params for p in params or [])])
             if params is not None and n == everyone:
                 continue  # every trial had every parameter: the same as "all trials"
@@ -248,11 +248,13 @@ def importance(storage: str, study_name: str, space: SearchSpace) -> pd.DataFram
     return pd.DataFrame(out, columns=["rung", "scope", "method", "trials", "parameter", "importance", "note"])
 
 
-def _scopes(space: SearchSpace) -> list[tuple[str, list[str] | None]]:
-    conditional = [p for p in space.parameters.values() if p.when is not None]
+def _scopes(space: SearchSpace, study: Any) -> list[tuple[str, list[str] | None]]:
+    """Every trial with the parameters they all have; and, where a conditional parameter was
+    sometimes inactive, the trials that have every parameter seen in the study."""
     scopes: list[tuple[str, list[str] | None]] = [("all trials", None)]
-    if conditional:
-        scopes.append(("all parameters active", list(space.parameters)))
+    seen = {p for t in study.trials for p in t.params}
+    if any(p.when is not None for p in space.parameters.values()):
+        scopes.append(("all parameters active", [p for p in space.parameters if p in seen]))
     return scopes
 
 

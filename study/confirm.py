@@ -112,12 +112,13 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
     from ray import tune
 
     from study.run import StudyOptions
-    from study.runner import _concurrency, _init_ray, trial_dirname, trial_name
+    from study.runner import _concurrency, _init_ray, set_ray_env, trial_dirname, trial_name
     from study.search import FixedConfigs
     from study.tracking import Tracker, TrialRunsCallback
     from trainables.trainable import evaluate_tune_checkpoint, train_rra
 
     opts = StudyOptions(**{**state["options"], "resume": False})
+    set_ray_env()
     started = not ray.is_initialized()
     if started:
         _init_ray(opts)
@@ -158,30 +159,62 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
 def summarise(confirm: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (variant, level): seeds, and mean and sd of the final metric and of test accuracy."""
     final = confirm.sort_values("epoch").groupby("trial_id").tail(1)
-    final = final.assign(level=final["level"].map(lambda v: "-" if v is None or v != v else v).astype(str))
-    grouped = final.groupby(["variant", "level"], sort=False)
-    return grouped.agg(seeds=("trial_id", "count"), val_mean=(metric, "mean"), val_sd=(metric, "std"),
-                       test_mean=("test_acc", "mean"), test_sd=("test_acc", "std")).reset_index()
+    final = final.assign(level=final["level"].map(lambda v: None if v is None or v != v else v))
+    grouped = final.groupby(["variant", final["level"].astype(str)], sort=False, dropna=False)
+    out = grouped.agg(seeds=("trial_id", "count"), value=("level", "first"), val_mean=(metric, "mean"),
+                      val_sd=(metric, "std"), test_mean=("test_acc", "mean"), test_sd=("test_acc", "std"))
+    return out.reset_index(level=1, drop=True).reset_index()
 
 
 def confirmation_section(doc: Any, record: Any, facts: dict[str, Any]) -> None:
-    """Adds the ablation tables (mean ± sd over seeds) to the report."""
+    """Adds the ablation tables (mean ± sd over seeds), one per factor, to the report."""
     table = summarise(record.confirm, record.metric)
-    best = table[table["variant"] == "best"].iloc[0]
-    doc.heading("Confirmation: the best configuration and one-factor variations, several seeds")
-    doc.text(f"Every run trained {record.space.study.max_epochs} epochs without early stopping; test accuracy "
-             "of the last epoch (no model selection). Δ: difference of means against the best configuration, "
-             "± its standard error.")
-    rows = []
-    for _, row in table.iterrows():
-        diff = row["test_mean"] - best["test_mean"]
-        err = math.sqrt(_var(row) / row["seeds"] + _var(best) / best["seeds"])
-        rows.append({"variant": row["variant"], "level": row["level"], "seeds": int(row["seeds"]),
-                     record.metric: _pm(row["val_mean"], row["val_sd"]),
-                     "test_acc": _pm(row["test_mean"], row["test_sd"]),
-                     "Δ test_acc": "-" if row["variant"] == "best" else _pm(diff, err)})
-    doc.table(pd.DataFrame(rows))
+    best_rows = table[table["variant"] == "best"]
+    if best_rows.empty:
+        return
+    best = best_rows.iloc[0]
+    point = record.confirm[record.confirm["variant"] == "best"].iloc[0]
+    doc.heading("Confirmation: one factor at a time around the best configuration, several seeds")
+    doc.text(f"Around {point['name'].rsplit('-seed', 1)[0].removeprefix('confirm-')}: every run trained "
+             f"{record.space.study.max_epochs} epochs without early stopping, {int(best['seeds'])} seed(s) each; "
+             "test accuracy of the last epoch (no model selection). Δ: difference of mean test accuracy against "
+             "the best configuration, ± its standard error.")
+    for factor in [*record.space.parameters, *sorted(v for v in set(table["variant"]) if v.startswith("baseline"))]:
+        rows = table[table["variant"] == factor]
+        if rows.empty:
+            continue
+        if factor.startswith("baseline"):
+            lines = [_line("RRA, best configuration", best, best, record.metric),
+                     _line(factor.removeprefix("baseline-"), rows.iloc[0], best, record.metric)]
+            column = "model"
+        else:
+            lines = [_line(f"{_text(point[factor])} (best)", best, best, record.metric),
+                     *[_line(_text(r["value"]), r, best, record.metric) for _, r in rows.iterrows()]]
+            lines.sort(key=lambda line: _order(line["level"]))
+            column = factor
+        doc.text(f"**{factor}**")
+        doc.table(pd.DataFrame(lines).rename(columns={"level": column}))
     facts["confirmation"] = table.to_dict("records")
+
+
+def _line(label: str, row: Any, best: Any, metric: str) -> dict[str, Any]:
+    is_best = row is best
+    diff = row["test_mean"] - best["test_mean"]
+    err = math.sqrt(_var(row) / row["seeds"] + _var(best) / best["seeds"])
+    return {"level": label, "seeds": int(row["seeds"]), metric: _pm(row["val_mean"], row["val_sd"]),
+            "test_acc": _pm(row["test_mean"], row["test_sd"]), "Δ test_acc": "-" if is_best else _pm(diff, err)}
+
+
+def _text(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _order(level: str) -> tuple[int, float, str]:
+    head = level.split(" ")[0]
+    try:
+        return (0, float(head), level)
+    except ValueError:
+        return (1, 0.0, level)
 
 
 def _var(row: Any) -> float:

@@ -178,8 +178,9 @@ def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
              if isinstance(test, float) and not math.isnan(test) else
              "The paper claims RRA is \"up to 2%\" better than the same backbone without it; this study has no "
              "test accuracy for the pair")
-    doc.text(claim + ": one seed each, so the difference includes seed noise. `--confirm-seeds N` measures it "
-             "with N seeds per side.")
+    seeds = ("The confirmation below measures it with several seeds per side." if record.confirm is not None
+             else "`--confirm-seeds N` measures it with N seeds per side.")
+    doc.text(claim + f": one seed each, so the difference includes seed noise. {seeds}")
 
 
 def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> None:

@@ -71,6 +71,7 @@ def load_study_space(folder: Path, state: dict[str, Any]) -> SearchSpace:
         space = load_space(str(copy if copy.is_file() else state["space"]))
     except SpaceError as err:
         raise ReportInputError(str(err)) from None
+    space = dataclasses.replace(space, name=Path(state["space"]).stem)
     saved = state.get("settings")
     if saved:  # flags such as --max-epochs changed the budget the study ran with
         space = dataclasses.replace(space, study=StudySettings(**saved))
@@ -144,7 +145,7 @@ def load_record(folder: Path) -> StudyRecord:
 
 
 def save_table(table: pd.DataFrame, path: Path) -> Path:
-    """Writes the table as Parquet (pyarrow); object columns of mixed values become text."""
+    """Writes the table as Parquet (pyarrow); a column of mixed types becomes text (dicts as JSON)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -153,7 +154,8 @@ def save_table(table: pd.DataFrame, path: Path) -> Path:
         if table[column].dtype == object:
             kinds = {type(v) for v in table[column] if v is not None and v is not pd.NA}
             if len(kinds) > 1 or kinds & {dict}:
-                table[column] = [None if v is None or v is pd.NA else json.dumps(v) for v in table[column]]
+                table[column] = [None if v is None or v is pd.NA else json.dumps(v) if isinstance(v, dict) else str(v)
+                                 for v in table[column]]
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
     return path

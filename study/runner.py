@@ -241,10 +241,15 @@ def _init_ray(opts: StudyOptions) -> None:
 _RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
-def run_study(opts: StudyOptions) -> dict[str, Any]:
-    """Runs (or resumes) a study; returns its summary."""
+def set_ray_env() -> None:
+    """Environment Tune reads at start-up (see _RAY_ENV); the user's own settings win."""
     for key, value in _RAY_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def run_study(opts: StudyOptions) -> dict[str, Any]:
+    """Runs (or resumes) a study; returns its summary."""
+    set_ray_env()
     space = resolve_space(opts)
     paths = study_paths(opts, space)
     validate_trials(space, local=opts.address is None, gpus_per_trial=opts.gpus_per_trial)

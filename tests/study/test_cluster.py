@@ -86,7 +86,7 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
     (tmp_path / "space.yaml").write_text(SPACE)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
             "--address", f"127.0.0.2:{PORT}", "--scheduler", "fifo", "--max-failures", "3", "--concurrency", "2",
-            "--no-test"]
+            "--no-test", "--no-report"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     folder = tmp_path / "runs" / "nodes"

@@ -108,7 +108,7 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     space.write_text(SLOWER_SMOKE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", str(space), "--name", "killed",
-            "--scheduler", "fifo", "--no-test"]
+            "--scheduler", "fifo", "--no-test", "--no-report"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     folder = tmp_path / "runs" / "killed"
@@ -133,7 +133,7 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
         assert not [c for c in children if c.info.status == "RUNNING"]
 
     resumed = _study(tmp_path, "--space", str(space), "--name", "killed", "--resume", "--scheduler", "fifo",
-                     "--no-test")
+                     "--no-test", "--no-report")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client, parent, children = _runs(tmp_path, "killed")
     assert parent.info.status == "FINISHED"
@@ -194,6 +194,9 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         assert "best_test_acc" in parent.data.metrics
         best = next(c for c in children if c.data.tags.get("best") == "true")
         assert [a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
+        # the report's files go through the server too
+        report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+        assert {"report/report.html", "report/trials.parquet"} <= report
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
     finally:
         os.killpg(server.pid, signal.SIGTERM)
