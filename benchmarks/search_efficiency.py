@@ -66,7 +66,7 @@ def run(seeds: int, tolerance: float, cpus: int) -> dict[str, Any]:
         for seed in range(seeds):
             for method, (searcher, scheduler, samples) in METHODS.items():
                 opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(work / "runs"), seed=seed,
-                                    num_cpus=cpus, baselines=False, evaluate_test=False, verbose=0,
+                                    num_cpus=cpus, baselines=False, evaluate_test=False, verbose=0, report=False,
                                     searcher=searcher, scheduler=scheduler, num_samples=samples,
                                     tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
                 summary = run_study(opts)

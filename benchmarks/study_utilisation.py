@@ -67,7 +67,7 @@ def run(space: str, cpus: int, reuse: bool, work: Path) -> dict[str, Any]:
     """Runs one study and measures it."""
     name = f"util-{'reuse' if reuse else 'fresh'}"
     opts = StudyOptions(space=space, name=name, out=str(work / "runs"), num_cpus=cpus, reuse_actors=reuse,
-                        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", verbose=0)
+                        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", verbose=0, report=False)
     start = time.perf_counter()
     summary = run_study(opts)
     command_wall = time.perf_counter() - start

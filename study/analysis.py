@@ -179,7 +179,9 @@ def best_configs(table: pd.DataFrame, space: SearchSpace, top: int = 5) -> pd.Da
     per_trial = trials(searched(table)).reset_index()
     per_trial["full"] = per_trial["epochs_run"] >= space.study.max_epochs
     per_trial["_key"] = sign * per_trial[metric].astype(float)
-    ranked = per_trial.sort_values(["full", "_key"], ascending=False).head(top)
+    # Ties go to the name, then the trial id, as in the study's own summary (study.runner).
+    ranked = per_trial.sort_values(["full", "_key", "name", "trial_id"], ascending=[False, False, True, True],
+                                   kind="stable").head(top)
     columns = ["name", *space.parameters, "epochs_run", "outcome", metric, "test_acc"]
     return ranked[columns].reset_index(drop=True)
 

@@ -388,7 +388,8 @@ def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str
     sign = 1 if mode == "max" else -1
     full = [r for r in rows if r["kind"] == "search" and r["outcome"] == "completed" and r[metric] is not None]
     pool = full or [r for r in rows if r["kind"] == "search" and r[metric] is not None]
-    return sorted(pool, key=lambda r: sign * r[metric], reverse=True)
+    # Ties (common on small validation sets) go to the name, then the id: the report ranks alike.
+    return sorted(pool, key=lambda r: (-sign * r[metric], r["name"], r["trial_id"]))
 
 
 # The final test evaluates this many of the best trials (chosen on validation), for the report.

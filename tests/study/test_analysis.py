@@ -181,3 +181,13 @@ def test_document_writes_the_same_content_as_markdown_and_self_contained_html(tm
     assert "| 1.235 | x\\|y |" in md and "| - | - |" in md and "![a plot](figures/p.png)" in md
     html = doc.html()
     assert "Title &lt;x&gt;" in html and "data:image/png;base64," in html and "<td>1.235</td>" in html
+
+
+def test_ties_between_best_trials_go_to_the_name_as_in_the_study_summary() -> None:
+    from study.runner import _ranked
+
+    table = _table([(name, "search", {"recursion_steps": 2}, [0.1, 0.2, 0.5]) for name in ("zeta", "alpha", "mid")])
+    best = analysis.best_configs(table, _space())
+    rows = [{"name": n, "trial_id": n, "kind": "search", "outcome": "completed", "val_acc": 0.5}
+            for n in ("zeta", "alpha", "mid")]
+    assert list(best["name"]) == [r["name"] for r in _ranked(rows, "val_acc", "max")] == ["alpha", "mid", "zeta"]
