@@ -45,7 +45,10 @@ class Document:
         self.blocks.append(("warn", text))
 
     def table(self, frame: pd.DataFrame, index: bool = False) -> None:
-        frame = frame.reset_index() if index else frame
+        if index:
+            frame = frame.copy()
+            frame.columns.name = None
+            frame = frame.reset_index()
         cells = frame.map(fmt) if not frame.empty else frame
         self.blocks.append(("table", cells))
 
@@ -92,9 +95,11 @@ class Document:
 
 
 def _inline(text: str) -> str:
-    """Escapes text and renders `code` spans."""
+    """Escapes text and renders `code` and **bold** spans."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    bold = out.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(bold)) if len(bold) % 2 else out
 
 
 def _md_table(frame: pd.DataFrame) -> str:

@@ -82,7 +82,7 @@ def metric_by_factor(table: pd.DataFrame, space: SearchSpace, path: Path) -> Pat
 def learning_curves(table: pd.DataFrame, space: SearchSpace, path: Path) -> Path:
     """Every trial's learning curve, coloured by each factor in turn; baselines in black."""
     metric, rows = space.study.metric, searched(table)
-    fig, axes = _axes(len(space.parameters))
+    fig, axes = _axes(len(space.parameters), width=5.2)
     for ax, (name, param) in zip(axes, space.parameters.items(), strict=True):
         values = trials(rows)[name]
         present = values.dropna().astype(float) if param.type != "categorical" else values.dropna()

@@ -238,7 +238,10 @@ def _init_ray(opts: StudyOptions) -> None:
 # Tune's classic reporter honours the columns we choose; the newer one prints every config key.
 # Every checkpoint forces a small experiment-state snapshot, which Tune warns about; that is the
 # intended trade (a crash loses at most one epoch per trial).
-_RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+_RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+            # An unreachable MLflow server fails a call at once (MLflow's own retries would block
+            # Tune's loop for minutes); the trial-runs callback queues the call and retries it.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def set_ray_env() -> None:

@@ -14,6 +14,8 @@ import json
 import logging
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -151,18 +153,99 @@ def _params(values: dict[str, Any]) -> list[Any]:
     return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:6000]) for k, v in values.items()]
 
 
-class TrialRunsCallback(Callback):
-    """Tune callback: one nested MLflow run per trial, per-epoch metrics, how it ended."""
+def unreachable(err: BaseException) -> bool:
+    """Whether an MLflow call failed because the tracking server could not be reached (worth
+    retrying later), rather than because the call itself was wrong."""
+    import requests
+    from mlflow.exceptions import MlflowException
 
-    def __init__(self, tracker: Tracker, max_epochs: int) -> None:
+    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, MlflowException):
+        text = str(err)
+        return ("failed with exception" in text or "Max retries exceeded" in text
+                or err.get_http_status_code() in (502, 503, 504))
+    return False
+
+
+class TrialRunsCallback(Callback):
+    """Tune callback: one nested MLflow run per trial, per-epoch metrics, how it ended.
+
+    Every MLflow call goes through a queue: when the tracking server cannot be reached, the
+    calls wait, in order, and are sent once it answers again (each later Tune event retries;
+    at the end of the experiment the callback waits up to `flush_timeout` seconds). The study
+    itself never waits for MLflow.
+    """
+
+    def __init__(self, tracker: Tracker, max_epochs: int, flush_timeout: float = 300.0) -> None:
         self.tracker = tracker
         self.max_epochs = max_epochs
+        self.flush_timeout = flush_timeout
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.last_step: dict[str, int] = {}
         self.nodes: dict[str, list[str]] = {}
+        self.pending: list[Callable[[], None]] = []
+        self.outage_since: float | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "runs": {}, "last_step": {}, "nodes": {}}
+        return {**self.__dict__, "runs": {}, "last_step": {}, "nodes": {}, "pending": [], "outage_since": None}
+
+    # ------------------------------------------------------------ the queue
+
+    def _do(self, operation: Callable[[], None]) -> None:
+        self.pending.append(operation)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Sends the waiting calls in order; False if the server is still unreachable."""
+        while self.pending:
+            try:
+                self.pending[0]()
+            except Exception as err:  # classified below: the study must go on whatever MLflow says
+                if unreachable(err):
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        log.warning("MLflow at %s is unreachable; keeping its calls until it answers (%s)",
+                                    self.tracker.tracking_uri, str(err).splitlines()[0][:200])
+                    return False
+                log.error("MLflow call dropped: %s", str(err).splitlines()[0][:300])
+            self.pending.pop(0)
+        if self.outage_since is not None:
+            log.warning("MLflow answers again after %.0f s; the calls it missed were sent",
+                        time.monotonic() - self.outage_since)
+            self.outage_since = None
+        return True
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        deadline = time.monotonic() + self.flush_timeout
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(2.0)
+        if self.pending:
+            log.error("MLflow stayed unreachable for %.0f s: %d calls were not sent (Tune's results keep "
+                      "the metrics)", self.flush_timeout, len(self.pending))
+
+    # ------------------------------------------------------------ Tune's events
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._do(lambda: self._start(trial))
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        snapshot = dict(result)
+        self._do(lambda: self._log_result(trial, snapshot))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        how = outcome(trial.last_result, self.max_epochs, False)
+        self._do(lambda: self._end(trial, how))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._do(lambda: self._end(trial, "errored"))
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        retries = str(trial.num_failures)
+        self._do(lambda: self.tracker.client.set_tag(self._run_id(trial), "retries", retries))
+
+    # ------------------------------------------------------------ MLflow calls
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
@@ -189,11 +272,10 @@ class TrialRunsCallback(Callback):
         self.runs[trial.trial_id] = run_id
         return run_id
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def _start(self, trial: Any) -> None:
         self._run_id(trial)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
+    def _log_result(self, trial: Any, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         run_id = self._run_id(trial)
@@ -208,25 +290,14 @@ class TrialRunsCallback(Callback):
         node = str(result.get("node_ip", ""))
         nodes = self.nodes.setdefault(trial.trial_id, [])
         if node and node not in nodes:  # a retried trial may move to another node
-            nodes.append(node)
             self.tracker.client.set_tag(run_id, "node_ip", node)
-            self.tracker.client.set_tag(run_id, "nodes", ",".join(nodes))
+            self.tracker.client.set_tag(run_id, "nodes", ",".join([*nodes, node]))
+            nodes.append(node)
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, errored=False)
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, errored=True)
-
-    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def _end(self, trial: Any, how: str) -> None:
         run_id = self._run_id(trial)
-        self.tracker.client.set_tag(run_id, "retries", str(trial.num_failures))
-
-    def _end(self, trial: Any, errored: bool) -> None:
-        run_id = self._run_id(trial)
-        how = outcome(trial.last_result, self.max_epochs, errored)
         self.tracker.client.set_tag(run_id, "outcome", how)
-        self.tracker.client.set_terminated(run_id, status="FAILED" if errored else "FINISHED")
+        self.tracker.client.set_terminated(run_id, status="FAILED" if how == "errored" else "FINISHED")
 
 
 def reconcile(tracker: Tracker, trials: list[Any], max_epochs: int, interrupted: bool) -> None:

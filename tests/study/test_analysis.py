@@ -176,11 +176,13 @@ def test_document_writes_the_same_content_as_markdown_and_self_contained_html(tm
     doc.heading("Section")
     doc.table(pd.DataFrame({"a": [1.23456, math.nan], "b": ["x|y", None]}))
     doc.warn("careful")
+    doc.text("**bold** and `code`")
     doc.image(picture, "a plot")
     md = doc.markdown(tmp_path)
     assert "| 1.235 | x\\|y |" in md and "| - | - |" in md and "![a plot](figures/p.png)" in md
     html = doc.html()
     assert "Title &lt;x&gt;" in html and "data:image/png;base64," in html and "<td>1.235</td>" in html
+    assert "<b>bold</b> and <code>code</code>" in html and "**bold** and `code`" in md
 
 
 def test_ties_between_best_trials_go_to_the_name_as_in_the_study_summary() -> None:

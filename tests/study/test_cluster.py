@@ -1,21 +1,26 @@
-"""A worker node dies mid-trial on a real two-node Ray cluster (loopback: head 127.0.0.2,
-worker 127.0.0.3, token authentication on): the trial continues from its checkpoint on the
-other node and the study completes with one MLflow run per trial."""
+"""A real two-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3, token
+authentication on), started by clusters/onprem.yaml's own start commands, with the MLflow
+server the head starts: a smoke study submitted as a Ray job runs trials on both nodes; a
+worker node dying mid-trial costs the trial only the epoch in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -44,6 +49,12 @@ def _env(tmpdir: str) -> dict[str, str]:
     return {**os.environ, "RAY_TMPDIR": tmpdir, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _raylet_pid(node_ip: str) -> int:
     """The raylet of one node, found by its exact command line (never by a broad name)."""
     for proc in Path("/proc").iterdir():
@@ -58,20 +69,47 @@ def _raylet_pid(node_ip: str) -> int:
     raise AssertionError(f"no raylet for {node_ip}")
 
 
+def _start_commands(key: str) -> list[str]:
+    return list(yaml.safe_load((ROOT / "clusters" / "onprem.yaml").read_text())[key])
+
+
 @pytest.fixture
-def two_nodes() -> Iterator[dict[str, str]]:
+def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The on-prem file's head and worker start commands, run as `ray up` would on each node."""
     tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = _env(tmpdir)
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    mlflow_dir, mlflow_port = tmp_path / "mlflow-server", _free_port()
+    env = {**_env(tmpdir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RRA_RAY_PORT": str(PORT), "RRA_RAY_START_ARGS": "--num-cpus 1",
+           "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port)}
     try:
-        subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.2", "--port", str(PORT),
-                        "--include-dashboard", "false", *common], env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", "--address", f"127.0.0.2:{PORT}", "--node-ip-address", "127.0.0.3", *common],
-                       env=env, check=True, capture_output=True, timeout=120)
-        yield env
+        for command in _start_commands("head_start_ray_commands"):
+            subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.2"}, check=True,
+                           capture_output=True, timeout=180)
+        for command in _start_commands("worker_start_ray_commands"):
+            subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"},
+                           check=True, capture_output=True, timeout=180)
+        uri = f"http://127.0.0.1:{mlflow_port}"
+        _wait_for(f"{uri}/health", "the MLflow server the head starts")
+        yield {**env, "tracking_uri": uri}
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        pid_file = mlflow_dir / "server.pid"
+        if pid_file.is_file():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _wait_for(url: str, what: str, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            assert time.time() < deadline, f"{what} did not answer at {url}"
+            time.sleep(0.5)
 
 
 def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:
@@ -86,7 +124,7 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
     (tmp_path / "space.yaml").write_text(SPACE)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
             "--address", f"127.0.0.2:{PORT}", "--scheduler", "fifo", "--max-failures", "3", "--concurrency", "2",
-            "--no-test", "--no-report"]
+            "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
     proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     folder = tmp_path / "runs" / "nodes"
@@ -108,7 +146,7 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
     epochs = [int(r["epoch"]) for r in rows]
     assert epochs[-1] == 6 and epochs.count(1) == 1  # continued, not restarted from epoch 1
     assert rows[-1]["node_ip"] == "127.0.0.2"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(two_nodes["tracking_uri"])
     exp = client.get_experiment_by_name("nodes")
     children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
@@ -117,3 +155,24 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
     assert run.data.tags["outcome"] == "completed" and int(run.data.tags["retries"]) >= 1
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+SMOKE_ON_TWO_NODES = SPACE.replace("max_epochs: 6, grace_period: 6, reduction_factor: 2, num_samples: 2",
+                                   "max_epochs: 2, grace_period: 2, reduction_factor: 2, num_samples: 4")
+
+
+def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES.replace("synthetic_images_per_class: 300",
+                                                                    "synthetic_images_per_class: 40"))
+    # the README's submission: a Ray job whose driver runs on the head, MLflow on the head
+    entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
+             f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 --no-report")
+    proc = subprocess.run([RAY, "job", "submit", "--address", "http://127.0.0.1:8265", "--", "bash", "-c", entry],
+                          env=two_nodes, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Best configurations" in proc.stdout
+    client = MlflowClient(two_nodes["tracking_uri"])
+    exp = client.get_experiment_by_name("jobs")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
