@@ -85,7 +85,8 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
         for command in _start_commands("head_start_ray_commands"):
             subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.2"}, check=True,
                            capture_output=True, timeout=180)
-        for command in _start_commands("worker_start_ray_commands"):
+        # Both "nodes" are this machine: the worker's `ray stop` would stop the head too.
+        for command in [c for c in _start_commands("worker_start_ray_commands") if not c.endswith("ray stop")]:
             subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"},
                            check=True, capture_output=True, timeout=180)
         uri = f"http://127.0.0.1:{mlflow_port}"
