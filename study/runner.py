@@ -179,7 +179,7 @@ def _tune_config(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, conc
         metric=space.study.metric,
         mode=space.study.mode,
         search_alg=searcher,
-        scheduler=SCHEDULERS[opts.scheduler](space.study, getattr(searcher, "mark_stopped", None)),
+        scheduler=SCHEDULERS[opts.scheduler](space.study, getattr(searcher, "mark_stopped", None), paths.tune_path),
         num_samples=space.study.num_samples + len(space.baselines),
         max_concurrent_trials=concurrency,
         reuse_actors=opts.reuse_actors,

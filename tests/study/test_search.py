@@ -122,7 +122,7 @@ def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
         results = tune.Tuner(
             _curve,
             tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher,
-                                        scheduler=SCHEDULERS["asha"](space.study, searcher.mark_stopped),
+                                        scheduler=SCHEDULERS["asha"](space.study, searcher.mark_stopped, None),
                                         num_samples=space.study.num_samples + 1, max_concurrent_trials=2),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0),
         ).fit()

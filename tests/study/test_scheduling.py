@@ -1,0 +1,87 @@
+"""ASHA's rungs rebuilt on resume: a resumed study stops the trials an uninterrupted one would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from study.scheduling import BaselineExemptASHA, saved_history
+from study.search import KIND
+
+# Each trial's validation accuracy per epoch; ASHA (grace 1, rf 2, max_t 4) decides at 1 and 2.
+CURVES = {
+    "a": [0.50, 0.60, 0.70, 0.80],
+    "b": [0.40, 0.45, 0.50, 0.55],
+    "c": [0.55, 0.65, 0.75, 0.85],
+    "d": [0.30, 0.35, 0.40, 0.45],
+    "e": [0.45, 0.50, 0.52, 0.53],
+    "f": [0.35, 0.62, 0.70, 0.72],
+}
+
+
+def _asha() -> BaselineExemptASHA:
+    scheduler = BaselineExemptASHA(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2)
+    scheduler.set_search_properties("val_acc", "max")
+    return scheduler
+
+
+def _run(scheduler: BaselineExemptASHA, names: list[str]) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
+    """Feeds each trial's curve in turn until ASHA stops it: epochs run, and what was seen."""
+    ran, seen = {}, {}
+    for name in names:
+        trial = SimpleNamespace(trial_id=name, config={})
+        scheduler.on_trial_add(None, trial)
+        seen[name] = {}
+        for epoch, value in enumerate(CURVES[name], 1):
+            seen[name][epoch] = value
+            decision = scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_acc": value})
+            if decision == "STOP" or epoch == 4:
+                break
+        ran[name] = epoch
+        scheduler.on_trial_complete(None, trial, {"epoch": epoch, "val_acc": value})
+    return ran, seen
+
+
+def test_rebuilt_rungs_make_the_decisions_of_an_uninterrupted_study() -> None:
+    uninterrupted, _ = _run(_asha(), list(CURVES))
+    _, seen = _run(_asha(), ["a", "b", "c"])  # then the driver dies
+    resumed = _asha()
+    assert resumed.rebuild(seen) > 0
+    after, _ = _run(resumed, ["d", "e", "f"])
+    assert after == {k: uninterrupted[k] for k in ("d", "e", "f")}
+    # without the rebuild, the resumed study judges d, e, f against empty rungs
+    empty, _ = _run(_asha(), ["d", "e", "f"])
+    assert empty != after and min(after.values()) < 4
+
+
+@pytest.mark.slow
+def test_rungs_are_rebuilt_from_a_real_tune_experiment(tmp_path: Path) -> None:
+    import ray
+    from ray import tune
+
+    def curve(config: dict[str, Any]) -> None:
+        for epoch, value in enumerate(CURVES[config["name"]], 1):
+            tune.report({"epoch": epoch, "val_acc": value})
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        tune.Tuner(curve, param_space={"name": tune.grid_search(["a", "b", "c", "d"]),
+                                       KIND: tune.sample_from(lambda spec: "baseline" if spec.config.name == "d"
+                                                              else "search")},
+                   tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+                   run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    history = saved_history(str(tmp_path / "exp"), "val_acc")
+    assert sorted(history.values(), key=lambda h: h[1]) == [
+        dict(enumerate(CURVES[n], 1)) for n in ("b", "a", "c")]  # the baseline is left out
+    scheduler = BaselineExemptASHA(history_from=str(tmp_path / "exp"), time_attr="epoch", max_t=4,
+                                   grace_period=1, reduction_factor=2)
+    scheduler.set_search_properties("val_acc", "max")
+    scheduler.on_trial_add(None, SimpleNamespace(trial_id="new", config={}))
+    rungs = {milestone: sorted(recorded.values()) for milestone, recorded in scheduler._brackets[0]._rungs}
+    assert rungs[1] == [0.40, 0.50, 0.55] and rungs[2] == [0.45, 0.60, 0.65]
+    assert saved_history(str(tmp_path / "nothing-here"), "val_acc") == {}
