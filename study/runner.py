@@ -418,7 +418,7 @@ def _summary(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker:
     if best is not None:
         best_result = by_id[best["trial_id"]]
         run = tracker.find_child(best["trial_id"])
-        checkpoint = best_result.get_best_checkpoint(metric, mode) or best_result.checkpoint
+        checkpoint = _best_checkpoint(best_result, metric, mode)
         if run is not None and checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 client.log_artifacts(run.info.run_id, folder, "checkpoint")
@@ -447,13 +447,21 @@ def _summary(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker:
     }
 
 
+def _best_checkpoint(result: Any, metric: str, mode: str) -> Any | None:
+    """A trial's best checkpoint by the metric, else its latest; None if it never saved one
+    (e.g. a trial that failed in its first epoch)."""
+    if not result.best_checkpoints:
+        return result.checkpoint
+    return result.get_best_checkpoint(metric, mode) or result.checkpoint
+
+
 def _test(opts: StudyOptions, result: Any, metric: str, mode: str) -> dict[str, float]:
     """Evaluates a trial's best checkpoint on the test split, as a Ray task with trial resources."""
     import ray
 
     from trainables.trainable import evaluate_tune_checkpoint
 
-    checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
+    checkpoint = _best_checkpoint(result, metric, mode)
     if checkpoint is None:
         return {}
     task = ray.remote(evaluate_tune_checkpoint).options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial)

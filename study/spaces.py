@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from trainables import yamlio
+
 if TYPE_CHECKING:
     import optuna
 
@@ -145,7 +147,7 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """The space as it was loaded (for logging)."""
-        return yaml.safe_load(self.path.read_text())
+        return yamlio.load(self.path.read_text())
 
 
 def resolve(name_or_path: str) -> Path:
@@ -180,7 +182,7 @@ def load_space(name_or_path: str, trial_keys: list[str] | None = None) -> Search
     """
     path = resolve(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlio.load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -313,7 +315,7 @@ class _Loader:
         param, op, text = match.groups()
         if param not in earlier:
             raise self.fail(key, f"a parameter defined above this one, got {param!r}")
-        return Condition(param, op, yaml.safe_load(text))
+        return Condition(param, op, yamlio.load(text))
 
     def enqueue(self, raw: Any, parameters: dict[str, Parameter]) -> tuple[dict[str, Any], ...]:
         if raw is None:

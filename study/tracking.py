@@ -239,7 +239,8 @@ class TrialRunsCallback(Callback):
         self._do(lambda: self._end(trial, how))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._do(lambda: self._end(trial, "errored"))
+        error = _last_error_line(trial)
+        self._do(lambda: self._end(trial, "errored", error))
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         retries = str(trial.num_failures)
@@ -294,10 +295,26 @@ class TrialRunsCallback(Callback):
             self.tracker.client.set_tag(run_id, "nodes", ",".join([*nodes, node]))
             nodes.append(node)
 
-    def _end(self, trial: Any, how: str) -> None:
+    def _end(self, trial: Any, how: str, error: str = "") -> None:
         run_id = self._run_id(trial)
         self.tracker.client.set_tag(run_id, "outcome", how)
+        if error:
+            self.tracker.client.set_tag(run_id, "error", error)
         self.tracker.client.set_terminated(run_id, status="FAILED" if how == "errored" else "FINISHED")
+
+
+def _last_error_line(trial: Any) -> str:
+    """The exception line of a trial's error (Tune keeps the traceback in its error file)."""
+    text = str(getattr(trial, "error_message", "") or "")
+    path = getattr(trial, "error_file", None)
+    if not text and path:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    found = [line for line in lines if "Error" in line.split(":")[0]]
+    return (found[-1] if found else lines[-1] if lines else "")[:500]
 
 
 def reconcile(tracker: Tracker, trials: list[Any], max_epochs: int, interrupted: bool) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from trainables import yamlio
 from trainables.config import ConfigError, TrialConfig
 from trainables.errors import TrialError
 
@@ -48,7 +49,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
         try:
-            loaded = yaml.safe_load(args.config.read_text())
+            loaded = yamlio.load(args.config.read_text())
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"cannot read config {args.config}: {err}".splitlines()[0]) from None
         if not isinstance(loaded, dict):
@@ -63,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
             values[key] = raw  # a path or name stays text even if it looks like a number
             continue
         try:
-            values[key] = yaml.safe_load(raw)
+            values[key] = yamlio.load(raw)
         except yaml.YAMLError:
             raise UsageError(f"--{key.replace('_', '-')}: cannot parse {raw!r}") from None
     return TrialConfig.from_dict(values)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from trainables import faults
 from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig, settings
 from trainables.loop import fit
@@ -31,6 +32,7 @@ def train_rra(config: dict[str, Any]) -> None:
             start = load_checkpoint(Path(folder) / CHECKPOINT_NAME)
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        faults.check(cfg, int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(Path(folder) / CHECKPOINT_NAME, state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

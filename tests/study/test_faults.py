@@ -1,0 +1,149 @@
+"""Faults a study survives: trials that raise (a NaN loss, an out-of-memory error) and an MLflow
+server that goes away for 30 s mid-study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = """
+  synthetic_classes: 4
+  synthetic_images_per_class: {images}
+  synthetic_test_images_per_class: 4
+  val_fraction: 0.25
+  image_size: 32
+  patch_size: 32
+  lstm_hidden: 16
+  batch_size: 16
+"""
+FAILING = f"""
+description: one baseline diverges (NaN loss), one trial runs out of memory at epoch 2
+study: {{metric: val_acc, mode: max, max_epochs: 3, grace_period: 3, reduction_factor: 2, num_samples: 3}}
+constants:{SMALL.format(images=16)}
+parameters:
+  crop_scale: {{type: float, low: 0.3, high: 1.0}}
+baselines:
+  diverging: {{local_stream: false, lr: 1e9}}
+enqueue:
+  - {{crop_scale: 0.7}}
+"""
+
+
+def _study(cwd: Path, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "study.run", "--quiet", "--no-report", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_trials_that_raise_are_retried_then_errored_and_the_study_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(FAILING)
+    proc = _study(tmp_path, "--space", "space.yaml", "--name", "faulty", "--scheduler", "fifo", "--max-failures", "1",
+                  env={"RRA_INJECT_FAULT": "oom@2:crop_scale=0.7"})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((tmp_path / "runs" / "faulty" / "summary.json").read_text())
+    assert summary["counts"] == {"completed": 2, "stopped_early": 0, "errored": 1}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("faulty")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
+    assert len(runs) == 4  # one run per trial, retries included
+    oom, nan = runs["s0.7"], runs["baseline-diverging"]
+    for run in (oom, nan):
+        assert run.info.status == "FAILED" and run.data.tags["outcome"] == "errored"
+        assert run.data.tags["retries"] == "1"  # retried up to --max-failures, then errored
+    assert "OutOfMemoryError" in oom.data.tags["error"] and "NonFiniteLossError" in nan.data.tags["error"]
+    # the out-of-memory trial resumed from its epoch-1 checkpoint and failed at epoch 2 again
+    assert [m.step for m in client.get_metric_history(oom.info.run_id, "val_acc")] == [1]
+    others = [r for name, r in runs.items() if name not in ("s0.7", "baseline-diverging")]
+    assert all(r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed" for r in others)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _up(uri: str, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            assert time.time() < deadline, "the MLflow server did not start"
+            time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+SLOW = f"""
+study: {{metric: val_acc, mode: max, max_epochs: 8, grace_period: 8, reduction_factor: 2, num_samples: 2}}
+constants:{SMALL.format(images=600)}
+parameters:
+  crop_scale: {{type: float, low: 0.3, high: 1.0}}
+"""
+
+
+def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SLOW)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _server(tmp_path, port)
+    try:
+        _up(uri)
+        proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", "--scheduler", "fifo", "--no-test",
+                      "--tracking-uri", uri)
+        client = MlflowClient(uri)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until the trials are logging epochs
+            exp = client.get_experiment_by_name("outage")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if any(r.data.metrics.get("epoch", 0) >= 1 for r in runs):
+                break
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.5)
+        down_at = time.time()
+        _stop(server)
+        time.sleep(max(0.0, down_at + 30 - time.time()))
+        assert proc.poll() is None, "the study ended (or crashed) while MLflow was down"
+        server = _server(tmp_path, port)
+        _up(uri)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert "unreachable" in out and "answers again" in out
+        runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        for run in children:
+            history = client.get_metric_history(run.info.run_id, "val_acc")
+            assert sorted(m.step for m in history) == list(range(1, 9))  # the outage's epochs arrived
+        stamps = [m.timestamp / 1000 for r in children for m in client.get_metric_history(r.info.run_id, "epoch")]
+        assert any(down_at < t < down_at + 30 for t in stamps), (down_at, sorted(stamps))  # ended while down
+    finally:
+        _stop(server)
