@@ -106,9 +106,18 @@ def validate_trials(space: SearchSpace, local: bool, gpus_per_trial: float = 0.0
             root = Path(cfg.data_dir)
             if not root.is_dir():
                 raise StudyInputError(f"--data-dir {root} is not a folder")
-            READERS[cfg.dataset](root)
+            _verify_images(READERS[cfg.dataset](root))
     except TrialError as err:
         raise StudyInputError(f"{space.path}: {err}") from None
+
+
+def _verify_images(split: Any) -> None:
+    """Every image of a local dataset opens (a corrupt file fails the study now, by name,
+    rather than every trial later)."""
+    from trainables.data.base import verify_image
+
+    for sample in [*split.train, *split.test]:
+        verify_image(sample.path)
 
 
 def study_paths(opts: StudyOptions, space: SearchSpace) -> StudyPaths:

@@ -156,6 +156,46 @@ def test_cli_flag_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str]
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _image_folder(root: Path, corrupt: bool) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "ok.png")
+    if corrupt:
+        (root / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unknown space", "unknown search space 'ablate'; known: ablation, full, paper, smoke"),
+        ("dataset without folder", "data_dir"),
+        ("folder of another format", "image folder train/ split"),
+        ("corrupt image", "cannot read image"),
+    ],
+)
+def test_cli_bad_data_and_names_fail_in_one_line_before_ray_starts(tmp_path: Path, case: str, message: str) -> None:
+    args = {
+        "unknown space": ["--space", "ablate"],
+        "dataset without folder": ["--space", "smoke", "--dataset", "cub"],
+        "folder of another format": ["--space", "smoke", "--dataset", "imagefolder", "--data-dir", str(tmp_path)],
+        "corrupt image": ["--space", "smoke", "--dataset", "imagefolder", "--data-dir",
+                          str(_image_folder(tmp_path / "data", corrupt=True))],
+    }[case]
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--out", str(tmp_path / "runs"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-2000:]
+    if case == "corrupt image":
+        assert "broken.jpg" in lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()  # before anything started
+
+
 def test_cli_module_imports_no_heavy_library() -> None:
     code = "import sys, study.run; print(sorted(m for m in ('torch', 'ray', 'mlflow', 'optuna') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

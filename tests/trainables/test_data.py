@@ -187,3 +187,19 @@ def test_reference_box_mismatches_are_caught(tmp_path: Path) -> None:
     np.save(path, np.zeros((len(samples), 3)))
     with pytest.raises(BoxFileError, match="expected shape"):
         attach_reference_boxes(samples, path)
+
+
+def test_verify_image_accepts_images_and_names_a_corrupt_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from trainables.data.base import CorruptImageError, verify_image
+
+    good, bad, truncated = tmp_path / "good.jpg", tmp_path / "bad.png", tmp_path / "cut.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(good)
+    bad.write_bytes(b"not an image at all")
+    Image.new("RGB", (16, 16)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:20])
+    verify_image(good)
+    for path in (bad, truncated):
+        with pytest.raises(CorruptImageError, match=path.name):
+            verify_image(path)

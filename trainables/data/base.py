@@ -64,6 +64,16 @@ def load_image(path: Path) -> Image.Image:
         raise CorruptImageError(f"cannot read image {path}: {err}") from err
 
 
+def verify_image(path: Path) -> None:
+    """Checks that a file is a readable image without decoding all of it (fast enough to run
+    over a whole dataset before a study starts); raises CorruptImageError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise CorruptImageError(f"cannot read image {path}: {err}") from err
+
+
 class _Normalised(Dataset[tuple[Tensor, int, Tensor]]):
     """Shared tail of every dataset: augmentation, then normalisation."""
 
