@@ -10,18 +10,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.servers import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,6 @@ def _env(tmpdir: str) -> dict[str, str]:
     return {**os.environ, "RAY_TMPDIR": tmpdir, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _raylet_pid(node_ip: str) -> int:
     """The raylet of one node, found by its exact command line (never by a broad name)."""
     for proc in Path("/proc").iterdir():
@@ -77,7 +71,7 @@ def _start_commands(key: str) -> list[str]:
 def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The on-prem file's head and worker start commands, run as `ray up` would on each node."""
     tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    mlflow_dir, mlflow_port = tmp_path / "mlflow-server", _free_port()
+    mlflow_dir, mlflow_port = tmp_path / "mlflow-server", free_port()
     env = {**_env(tmpdir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "RRA_RAY_PORT": str(PORT), "RRA_RAY_START_ARGS": "--num-cpus 1",
            "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port)}
@@ -90,7 +84,7 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
             subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"},
                            check=True, capture_output=True, timeout=180)
         uri = f"http://127.0.0.1:{mlflow_port}"
-        _wait_for(f"{uri}/health", "the MLflow server the head starts")
+        wait_for_http(f"{uri}/health", "the MLflow server the head starts")
         yield {**env, "tracking_uri": uri}
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -99,18 +93,6 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _wait_for(url: str, what: str, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            assert time.time() < deadline, f"{what} did not answer at {url}"
-            time.sleep(0.5)
 
 
 def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:

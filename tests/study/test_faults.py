@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.servers import free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -72,36 +71,6 @@ def test_trials_that_raise_are_retried_then_errored_and_the_study_goes_on(tmp_pa
     assert all(r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed" for r in others)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _up(uri: str, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            assert time.time() < deadline, "the MLflow server did not start"
-            time.sleep(0.5)
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-
-
 SLOW = f"""
 study: {{metric: val_acc, mode: max, max_epochs: 8, grace_period: 8, reduction_factor: 2, num_samples: 2}}
 constants:{SMALL.format(images=600)}
@@ -112,11 +81,10 @@ parameters:
 
 def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
     (tmp_path / "space.yaml").write_text(SLOW)
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
-        _up(uri)
         proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", "--scheduler", "fifo", "--no-test",
                       "--tracking-uri", uri)
         client = MlflowClient(uri)
@@ -129,11 +97,10 @@ def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             time.sleep(0.5)
         down_at = time.time()
-        _stop(server)
+        stop_server(server)
         time.sleep(max(0.0, down_at + 30 - time.time()))
         assert proc.poll() is None, "the study ended (or crashed) while MLflow was down"
-        server = _server(tmp_path, port)
-        _up(uri)
+        server = start_mlflow_server(tmp_path, port)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
         assert "unreachable" in out and "answers again" in out
@@ -146,4 +113,4 @@ def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
         stamps = [m.timestamp / 1000 for r in children for m in client.get_metric_history(r.info.run_id, "epoch")]
         assert any(down_at < t < down_at + 30 for t in stamps), (down_at, sorted(stamps))  # ended while down
     finally:
-        _stop(server)
+        stop_server(server)

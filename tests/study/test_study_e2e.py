@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.servers import free_port, start_mlflow_server, stop_server
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,33 +157,11 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
-    import urllib.request
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.time() < deadline, "the MLflow server did not start"
-                time.sleep(0.5)
         proc = _study(tmp_path, "--space", "smoke", "--name", "remote", "--tracking-uri", uri)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"open {uri}/#/experiments/" in proc.stdout
@@ -199,5 +179,4 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         assert {"report/report.html", "report/trials.parquet"} <= report
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
