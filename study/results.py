@@ -72,9 +72,13 @@ def load_study_space(folder: Path, state: dict[str, Any]) -> SearchSpace:
     except SpaceError as err:
         raise ReportInputError(str(err)) from None
     space = dataclasses.replace(space, name=Path(state["space"]).stem)
-    saved = state.get("settings")
-    if saved:  # flags such as --max-epochs changed the budget the study ran with
-        space = dataclasses.replace(space, study=StudySettings(**saved))
+    # Flags (--max-epochs, --dataset, --no-baselines, ...) changed the space the study ran.
+    if state.get("settings"):
+        space = dataclasses.replace(space, study=StudySettings(**state["settings"]))
+    if isinstance(state.get("constants"), dict):
+        space = dataclasses.replace(space, constants=state["constants"])
+    if isinstance(state.get("baselines"), dict):
+        space = dataclasses.replace(space, baselines=state["baselines"])
     return space
 
 

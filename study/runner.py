@@ -324,7 +324,8 @@ def _start(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: A
              "storage_path": paths.storage_path, "optuna_storage": paths.optuna_storage,
              "tracking_uri": paths.tracking_uri, "artifact_location": paths.artifact_location,
              "parent_run_id": parent, "experiment_id": tracker.experiment_id,
-             "settings": dataclasses.asdict(space.study), "baselines": list(space.baselines),
+             # the space as this study resolved it (flags applied), for reports and confirmations
+             "settings": dataclasses.asdict(space.study), "constants": space.constants, "baselines": space.baselines,
              "created": dt.datetime.now().isoformat(timespec="seconds")}
     (paths.folder / SPACE_COPY).write_text(space.path.read_text())  # the report reads the space as it ran
     (paths.folder / STATE_FILE).write_text(json.dumps(state, indent=2))

@@ -36,3 +36,17 @@ def test_a_failing_report_warns_and_keeps_the_study(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert err.startswith("warning: the report failed") and "python -m study.report --name broken" in err
     assert folder.is_dir() and (folder / "study.json").is_file()
+
+
+def test_the_report_reads_the_space_as_the_study_resolved_it(tmp_path: Path) -> None:
+    import json
+
+    from study.results import load_study_space
+
+    state = {"space": "smoke", "settings": {"metric": "val_acc", "mode": "max", "max_epochs": 7, "grace_period": 1,
+                                            "reduction_factor": 2.0, "num_samples": 2},
+             "constants": {"dataset": "cub", "data_dir": "/data/cub"}, "baselines": {}}
+    (tmp_path / "study.json").write_text(json.dumps(state))
+    space = load_study_space(tmp_path, state)
+    assert space.name == "smoke" and space.study.max_epochs == 7
+    assert space.constants["dataset"] == "cub" and space.baselines == {}
