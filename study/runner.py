@@ -336,21 +336,39 @@ def _tune_trials(results: Any) -> list[Any]:
     return list(results._experiment_analysis.trials)
 
 
-def _saved_trials(paths: StudyPaths) -> list[Any]:
-    """Tune's trials as saved for a resume. After Ctrl-C, Tune reports the trials it stopped as
-    terminated but saves them as pending: the saved state says whether the study is done."""
+def _saved(paths: StudyPaths) -> Any:
+    """Tune's experiment as saved for a resume. After Ctrl-C, Tune reports the trials it
+    stopped as terminated but saves them as pending: the saved state says whether the study
+    is done."""
     from ray.tune import ExperimentAnalysis
 
-    return list(ExperimentAnalysis(paths.tune_path).trials)
+    return ExperimentAnalysis(paths.tune_path)
+
+
+def _backfill(tracker: Any, analysis: Any) -> None:
+    """MLflow gets the epochs Tune recorded that its runs lack; an unreachable server is told."""
+    from study.tracking import backfill, unreachable
+
+    try:
+        sent = backfill(tracker, analysis.trial_dataframes)
+    except Exception as err:  # the study's results are in Tune's storage whatever MLflow says
+        if not unreachable(err):
+            raise
+        print(f"warning: MLflow is unreachable; its runs may lack epochs that Tune recorded ({err})", file=sys.stderr)
+        return
+    if sent:
+        print(f"MLflow: {sent} epoch(s) missing from the trials' runs were sent from Tune's results", flush=True)
 
 
 def _finish(opts: StudyOptions, space: SearchSpace, paths: StudyPaths, tracker: Any, results: Any) -> dict[str, Any]:
     from study.tracking import outcome, reconcile
 
-    saved = _saved_trials(paths)
+    analysis = _saved(paths)
+    saved = list(analysis.trials)
     expected = space.study.num_samples + len(space.baselines)
     interrupted = len(saved) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in saved)
     reconcile(tracker, saved, space.study.max_epochs, interrupted=interrupted)
+    _backfill(tracker, analysis)
     if interrupted:
         tracker.finish("KILLED")
         raise KeyboardInterrupt

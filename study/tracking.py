@@ -277,16 +277,11 @@ class TrialRunsCallback(Callback):
         self._run_id(trial)
 
     def _log_result(self, trial: Any, result: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
         run_id = self._run_id(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= self.last_step.get(trial.trial_id, 0):
             return  # already logged before a resume
-        stamp = int(float(result.get("timestamp", 0)) * 1000)
-        metrics = [Metric(k, float(v), stamp, step) for k, v in result.items()
-                   if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        self.tracker.client.log_batch(run_id, metrics=metrics)
+        self.tracker.client.log_batch(run_id, metrics=_metrics(result, step))
         self.last_step[trial.trial_id] = step
         node = str(result.get("node_ip", ""))
         nodes = self.nodes.setdefault(trial.trial_id, [])
@@ -301,6 +296,40 @@ class TrialRunsCallback(Callback):
         if error:
             self.tracker.client.set_tag(run_id, "error", error)
         self.tracker.client.set_terminated(run_id, status="FAILED" if how == "errored" else "FINISHED")
+
+
+def _metrics(result: dict[str, Any], step: int) -> list[Any]:
+    """A Tune result's own numbers as MLflow metrics at `step` (Tune's bookkeeping left out)."""
+    import math
+
+    from mlflow.entities import Metric
+
+    stamp = int(float(result.get("timestamp", 0)) * 1000)
+    return [Metric(k, float(v), stamp, step) for k, v in result.items()
+            if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v))]
+
+
+def backfill(tracker: Tracker, frames: dict[str, Any]) -> int:
+    """Sends to each trial's MLflow run the epochs of Tune's results it lacks (e.g. when the
+    driver died while the MLflow server was unreachable); returns how many epochs were sent.
+
+    Args:
+        frames: Tune's per-trial result tables (ExperimentAnalysis.trial_dataframes).
+    """
+    runs = {r.data.tags.get("tune_trial_id"): r for r in tracker.child_runs()}
+    sent = 0
+    for trial_id, frame in frames.items():
+        run = runs.get(trial_id)
+        if run is None or frame is None or frame.empty or "epoch" not in frame:
+            continue
+        logged = {int(m.step) for m in tracker.client.get_metric_history(run.info.run_id, "epoch")}
+        rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
+        missing = [r for r in rows if int(r["epoch"]) not in logged]
+        for row in missing:
+            tracker.client.log_batch(run.info.run_id, metrics=_metrics(row, int(row["epoch"])))
+        sent += len(missing)
+    return sent
 
 
 def _last_error_line(trial: Any) -> str:
