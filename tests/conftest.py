@@ -32,3 +32,21 @@ def tiny_config(**overrides: Any) -> TrialConfig:
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+def small_space(study: str, images: int, rest: str) -> str:
+    """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
+    32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after
+    the constants (parameters, baselines, enqueue)."""
+    return f"""study: {{{study}}}
+constants:
+  synthetic_classes: 4
+  synthetic_images_per_class: {images}
+  synthetic_test_images_per_class: 4
+  val_fraction: 0.25
+  image_size: 32
+  patch_size: 32
+  lstm_hidden: 16
+  batch_size: 16
+{rest.strip()}
+"""

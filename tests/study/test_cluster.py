@@ -21,6 +21,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import small_space
 from tests.servers import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -28,20 +29,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 PORT = 6391
-SPACE = """
-study: {metric: val_acc, mode: max, max_epochs: 6, grace_period: 6, reduction_factor: 2, num_samples: 2}
-constants:
-  synthetic_classes: 4
-  synthetic_images_per_class: 300
-  synthetic_test_images_per_class: 4
-  val_fraction: 0.25
-  image_size: 32
-  patch_size: 32
-  lstm_hidden: 16
-  batch_size: 16
-parameters:
-  crop_scale: {type: float, low: 0.3, high: 1.0}
-"""
+PARAMETERS = "parameters:\n  crop_scale: {type: float, low: 0.3, high: 1.0}"
+SPACE = small_space("metric: val_acc, mode: max, max_epochs: 6, grace_period: 6, reduction_factor: 2, num_samples: 2",
+                    300, PARAMETERS)
 
 
 def _env(tmpdir: str) -> dict[str, str]:
@@ -140,13 +130,12 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-SMOKE_ON_TWO_NODES = SPACE.replace("max_epochs: 6, grace_period: 6, reduction_factor: 2, num_samples: 2",
-                                   "max_epochs: 2, grace_period: 2, reduction_factor: 2, num_samples: 4")
+SMOKE_ON_TWO_NODES = small_space("metric: val_acc, mode: max, max_epochs: 2, grace_period: 2, reduction_factor: 2, "
+                                 "num_samples: 4", 40, PARAMETERS)
 
 
 def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES.replace("synthetic_images_per_class: 300",
-                                                                    "synthetic_images_per_class: 40"))
+    (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES)
     # the README's submission: a Ray job whose driver runs on the head, MLflow on the head
     entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
              f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 --no-report")

@@ -14,32 +14,22 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import small_space
 from tests.servers import free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = """
-  synthetic_classes: 4
-  synthetic_images_per_class: {images}
-  synthetic_test_images_per_class: 4
-  val_fraction: 0.25
-  image_size: 32
-  patch_size: 32
-  lstm_hidden: 16
-  batch_size: 16
-"""
-FAILING = f"""
-description: one baseline diverges (NaN loss), one trial runs out of memory at epoch 2
-study: {{metric: val_acc, mode: max, max_epochs: 3, grace_period: 3, reduction_factor: 2, num_samples: 3}}
-constants:{SMALL.format(images=16)}
+# one baseline diverges (NaN loss), one trial runs out of memory at epoch 2
+FAILING = small_space("metric: val_acc, mode: max, max_epochs: 3, grace_period: 3, reduction_factor: 2, num_samples: 3",
+                      16, """
 parameters:
-  crop_scale: {{type: float, low: 0.3, high: 1.0}}
+  crop_scale: {type: float, low: 0.3, high: 1.0}
 baselines:
-  diverging: {{local_stream: false, lr: 1e9}}
+  diverging: {local_stream: false, lr: 1e9}
 enqueue:
-  - {{crop_scale: 0.7}}
-"""
+  - {crop_scale: 0.7}
+""")
 
 
 def _study(cwd: Path, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
@@ -71,12 +61,8 @@ def test_trials_that_raise_are_retried_then_errored_and_the_study_goes_on(tmp_pa
     assert all(r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed" for r in others)
 
 
-SLOW = f"""
-study: {{metric: val_acc, mode: max, max_epochs: 8, grace_period: 8, reduction_factor: 2, num_samples: 2}}
-constants:{SMALL.format(images=600)}
-parameters:
-  crop_scale: {{type: float, low: 0.3, high: 1.0}}
-"""
+SLOW = small_space("metric: val_acc, mode: max, max_epochs: 8, grace_period: 8, reduction_factor: 2, num_samples: 2",
+                   600, "parameters:\n  crop_scale: {type: float, low: 0.3, high: 1.0}")
 
 
 def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:

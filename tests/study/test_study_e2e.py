@@ -14,29 +14,21 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import small_space
 from tests.servers import free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SLOWER_SMOKE = """
-description: smoke, slowed down enough to be interrupted mid-study
-study: {metric: val_acc, mode: max, max_epochs: 4, grace_period: 4, reduction_factor: 2, num_samples: 4}
-constants:
-  synthetic_classes: 4
-  synthetic_images_per_class: 200
-  synthetic_test_images_per_class: 4
-  val_fraction: 0.25
-  image_size: 32
-  patch_size: 32
-  lstm_hidden: 16
-  batch_size: 16
+# smoke, slowed down enough to be interrupted mid-study
+SLOWER_SMOKE = small_space("metric: val_acc, mode: max, max_epochs: 4, grace_period: 4, reduction_factor: 2, "
+                           "num_samples: 4", 200, """
 parameters:
   recursion_steps: {type: int, low: 1, high: 4}
   crop_scale: {type: float, low: 0.3, high: 1.0}
 baselines:
   global_only: {local_stream: false}
-"""
+""")
 
 
 def _study(cwd: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
