@@ -122,8 +122,7 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
     started = not ray.is_initialized()
     if started:
         _init_ray(opts)
-    tracker = Tracker(state["tracking_uri"], record.name, state.get("artifact_location"))
-    tracker.experiment_id, tracker.parent_run_id = state["experiment_id"], state["parent_run_id"]
+    tracker = Tracker.of_study(state)
     metric, mode = record.space.study.metric, record.space.study.mode
     trainable = tune.with_resources(train_rra, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
     path = f"{record.tune_path}-confirm"

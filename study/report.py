@@ -94,27 +94,34 @@ def write_report(folder: Path, pictures: bool = True, images: int = 4, mlflow: b
     (out / "report.md").write_text(doc.markdown(out))
     html_path = out / "report.html"
     html_path.write_text(doc.html())
-    (out / "report.json").write_text(json.dumps(facts, indent=2, default=_json))
+    (out / "report.json").write_text(json.dumps(_plain(facts), indent=2, allow_nan=False))
     if tracker is not None:
         tracker.client.log_artifacts(tracker.parent_run_id, str(out), REPORT_DIR)
         tracker.client.set_tag(tracker.parent_run_id, "report", f"{REPORT_DIR}/report.html")
     return html_path
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars as numbers, NaN as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    import pandas as pd
+
+    if value is pd.NA or value is pd.NaT:
         return None
-    return float(value) if hasattr(value, "__float__") else str(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _tracker(record: Any) -> Any:
     from study.tracking import Tracker
 
-    state = record.state
-    tracker = Tracker(state["tracking_uri"], record.name, state.get("artifact_location"))
-    tracker.experiment_id = state["experiment_id"]
-    tracker.parent_run_id = state["parent_run_id"]
-    return tracker
+    return Tracker.of_study(record.state)
 
 
 # ---------------------------------------------------------------- sections

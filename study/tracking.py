@@ -90,6 +90,14 @@ class Tracker:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
 
+    @classmethod
+    def of_study(cls, state: dict[str, Any]) -> Tracker:
+        """The tracker of an existing study, from its study.json state (nothing is changed)."""
+        tracker = cls(state["tracking_uri"], state["name"], state.get("artifact_location"))
+        tracker.experiment_id = state["experiment_id"]
+        tracker.parent_run_id = state["parent_run_id"]
+        return tracker
+
     @property
     def client(self) -> Any:
         if self._client is None:

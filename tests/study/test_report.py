@@ -73,7 +73,10 @@ def test_report_tables_agree_with_the_mlflow_runs(study: dict[str, Any]) -> None
         for level, values in by_level.items():
             assert ours.loc[level, "n"] == len(values)
             assert ours.loc[level, "mean"] == pytest.approx(sum(values) / len(values))
-    facts = json.loads((study["report"] / "report.json").read_text())
+    def no_nan(constant: str) -> None:
+        raise AssertionError(f"report.json is not strict JSON: {constant}")
+
+    facts = json.loads((study["report"] / "report.json").read_text(), parse_constant=no_nan)
     assert facts["mlflow_disagreements"] == []
     assert facts["best"]["name"] == parent.data.tags["best_trial"]
     assert facts["best"]["test_acc"] == pytest.approx(parent.data.metrics["best_test_acc"])
