@@ -20,10 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from study.results import CONFIRM_FILE
 from study.search import KIND, LEVEL, NAME, PARAMS, VARIANT, run_name, searched_values
 from study.spaces import Parameter, SearchSpace
-
-CONFIRM_FILE = "confirm.parquet"
 
 
 def _levels(param: Parameter) -> list[Any]:
@@ -76,10 +75,10 @@ def confirmation_configs(space: SearchSpace, best: dict[str, Any], seeds: list[i
 
 def run_confirmation(folder: Path, n_seeds: int) -> pd.DataFrame:
     """Runs (or continues) the confirmation of the study in `folder`; returns its table."""
-    import json
+    from ray.tune import ExperimentAnalysis
 
     from study.analysis import best_configs
-    from study.results import ReportInputError, load_record, save_table
+    from study.results import ReportInputError, load_record, save_table, trials_table
 
     record = load_record(folder)
     best = best_configs(record.table, record.space, top=1)
@@ -90,11 +89,8 @@ def run_confirmation(folder: Path, n_seeds: int) -> pd.DataFrame:
     configs = confirmation_configs(record.space, values, [base_seed + 1000 + i for i in range(n_seeds)])
     print(f"confirmation of {best.iloc[0]['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
           f"{record.space.study.max_epochs} epochs, no early stopping", flush=True)
-    state = json.loads((folder / "study.json").read_text())
-    tested = _tune_confirmation(record, state, configs)
-    from study.results import trials_table
-
-    table = trials_table(f"{record.tune_path}-confirm", record.space, tested)
+    tested = _tune_confirmation(record, record.state, configs)
+    table = trials_table(ExperimentAnalysis(f"{record.tune_path}-confirm"), record.space, tested)
     table.insert(0, "study", record.name)
     save_table(table, folder / CONFIRM_FILE)
     return table
@@ -112,7 +108,7 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
     from ray import tune
 
     from study.run import StudyOptions
-    from study.runner import _concurrency, _init_ray, set_ray_env, trial_dirname, trial_name
+    from study.runner import concurrency, init_ray, set_ray_env, trial_dirname, trial_name
     from study.search import FixedConfigs
     from study.tracking import Tracker, TrialRunsCallback
     from trainables.trainable import evaluate_tune_checkpoint, train_rra
@@ -121,7 +117,7 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
     set_ray_env()
     started = not ray.is_initialized()
     if started:
-        _init_ray(opts)
+        init_ray(opts)
     tracker = Tracker.of_study(state)
     metric, mode = record.space.study.metric, record.space.study.mode
     trainable = tune.with_resources(train_rra, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -132,7 +128,7 @@ def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[st
         else:
             tuner = tune.Tuner(trainable, param_space={}, tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=FixedConfigs(configs, metric, mode), num_samples=len(configs),
-                max_concurrent_trials=_concurrency(opts), reuse_actors=opts.reuse_actors,
+                max_concurrent_trials=concurrency(opts), reuse_actors=opts.reuse_actors,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(name=f"{record.name}-confirm", storage_path=state["storage_path"],
                                           failure_config=tune.FailureConfig(max_failures=opts.max_failures),

@@ -276,8 +276,6 @@ def _importance(doc: Any, record: Any, out: Path) -> None:
 
 
 def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
-    from ray.tune import ExperimentAnalysis
-
     from study.analysis import best_configs
     from study.plots import attention_pictures
     from trainables.explain import explain_checkpoint
@@ -289,7 +287,7 @@ def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, 
         return
     name = best.iloc[0]["name"]
     trial_id = record.table.loc[record.table["name"] == name, "trial_id"].iloc[0]
-    analysis = ExperimentAnalysis(record.tune_path)
+    analysis = record.analysis
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
     if checkpoint is None or not trial.config.get("local_stream", True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "val_acc_global"
                  "node_ip")
 TEST_COLUMNS = ("test_acc", "test_acc_global", "test_acc_local")
 SPACE_COPY = "space.yaml"
+CONFIRM_FILE = "confirm.parquet"
 
 
 class ReportInputError(Exception):
@@ -41,7 +42,7 @@ class StudyRecord:
     space: SearchSpace
     table: pd.DataFrame
     confirm: pd.DataFrame | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    analysis: Any = None  # Tune's ExperimentAnalysis the table was read from
 
     @property
     def name(self) -> str:
@@ -82,13 +83,10 @@ def load_study_space(folder: Path, state: dict[str, Any]) -> SearchSpace:
     return space
 
 
-def trials_table(tune_path: str, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
-    """One row per trial per epoch from Tune's saved experiment at `tune_path`."""
-    from ray.tune import ExperimentAnalysis
-
+def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """One row per trial per epoch from Tune's saved experiment (an ExperimentAnalysis)."""
     from study.tracking import outcome, trial_params
 
-    analysis = ExperimentAnalysis(tune_path)
     frames = analysis.trial_dataframes
     tested = tested or {}
     parts = []
@@ -128,6 +126,8 @@ def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:
 
 def load_record(folder: Path) -> StudyRecord:
     """Reads a study folder into a StudyRecord (Tune's experiment must be reachable)."""
+    from ray.tune import ExperimentAnalysis
+
     state = json.loads((folder / "study.json").read_text())
     summary_file = folder / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -135,17 +135,17 @@ def load_record(folder: Path) -> StudyRecord:
     tested = {r["trial_id"]: {k: r[k] for k in TEST_COLUMNS if k in r} for r in summary.get("trials", [])}
     tune_path = f"{str(state['storage_path']).rstrip('/')}/{state['name']}"
     try:
-        table = trials_table(tune_path, space, tested)
+        analysis = ExperimentAnalysis(tune_path)
+        table = trials_table(analysis, space, tested)
     except (ValueError, FileNotFoundError) as err:
         raise ReportInputError(f"cannot read Tune's results at {tune_path}: {err}") from None
     if table.empty:
         raise ReportInputError(f"study {state['name']!r} has no trials yet at {tune_path}")
     table.insert(0, "study", state["name"])
     confirm = None
-    confirm_path = folder / "confirm.parquet"
-    if confirm_path.is_file():
-        confirm = pd.read_parquet(confirm_path)
-    return StudyRecord(folder, state, summary, space, table, confirm)
+    if (folder / CONFIRM_FILE).is_file():
+        confirm = pd.read_parquet(folder / CONFIRM_FILE)
+    return StudyRecord(folder, state, summary, space, table, confirm, analysis)
 
 
 def save_table(table: pd.DataFrame, path: Path) -> Path:

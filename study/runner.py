@@ -222,7 +222,7 @@ def _reporter(space: SearchSpace) -> Any:
                        max_progress_rows=12, sort_by_metric=True)
 
 
-def _concurrency(opts: StudyOptions) -> int | None:
+def concurrency(opts: StudyOptions) -> int | None:
     if opts.concurrency is not None:
         return opts.concurrency
     if opts.address is not None or opts.cpus_per_trial <= 0:
@@ -231,7 +231,7 @@ def _concurrency(opts: StudyOptions) -> int | None:
     return max(1, int(cpus // opts.cpus_per_trial))
 
 
-def _init_ray(opts: StudyOptions) -> None:
+def init_ray(opts: StudyOptions) -> None:
     import ray
 
     if opts.address is None:
@@ -274,7 +274,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         _start(opts, space, paths, tracker)
     print(f"study {paths.name}: space {space.name}, {space.study.num_samples} samples + "
           f"{len(space.baselines)} baseline(s), max {space.study.max_epochs} epochs; folder {paths.folder}", flush=True)
-    _init_ray(opts)
+    init_ray(opts)
     import ray
     from ray import tune
 
@@ -287,7 +287,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
             tuner = tune.Tuner.restore(paths.tune_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(trainable, param_space={},
-                               tune_config=_tune_config(opts, space, paths, _concurrency(opts)),
+                               tune_config=_tune_config(opts, space, paths, concurrency(opts)),
                                run_config=_run_config(opts, space, paths, callback))
         results = tuner.fit()
         return _finish(opts, space, paths, tracker, results)
