@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.study_utilisation import trial_rows
-from study.run import StudyOptions
-from study.runner import run_study
+from study.cli import run_study
+from study.options import StudyOptions
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 # method: (searcher, scheduler, sampled trials). ASHA spends about a third of the epochs per
@@ -67,7 +67,7 @@ def run(seeds: int, tolerance: float, cpus: int) -> dict[str, Any]:
             for method, (searcher, scheduler, samples) in METHODS.items():
                 opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(work / "runs"), seed=seed,
                                     num_cpus=cpus, baselines=False, evaluate_test=False, verbose=0, report=False,
-                                    searcher=searcher, scheduler=scheduler, num_samples=samples,
+                                    searcher=searcher, policy=scheduler, num_samples=samples,
                                     tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
                 summary = run_study(opts)
                 line = timeline(Path(summary["tune_path"]), summary["max_epochs"])

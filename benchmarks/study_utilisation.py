@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.run import StudyOptions
-from study.runner import run_study
+from study.cli import run_study
+from study.options import StudyOptions
 
 
 def trial_rows(folder: Path) -> list[list[dict[str, Any]]]:

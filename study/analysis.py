@@ -28,12 +28,10 @@ MIN_IMPORTANCE_TRIALS = 8
 
 
 def rungs(settings: StudySettings) -> list[int]:
-    """ASHA's milestones (grace_period x reduction_factor^k below max_t) and max_t."""
-    out, t = [], float(settings.grace_period)
-    while t < settings.max_epochs:
-        out.append(int(t))
-        t *= settings.reduction_factor
-    return sorted({*out, settings.max_epochs})
+    """The epochs ASHA judges trials at, and max_t (Ray's own milestones: study.policies.asha)."""
+    from study.policies.asha import rungs as asha_rungs
+
+    return asha_rungs(settings)
 
 
 def searched(table: pd.DataFrame) -> pd.DataFrame:
@@ -174,16 +172,15 @@ def early_stopping_verdict(correlation: pd.DataFrame, max_t: int) -> tuple[bool,
 
 
 def best_configs(table: pd.DataFrame, space: SearchSpace, top: int = 5) -> pd.DataFrame:
-    """The best sampled trials at max_t (then, if too few reached it, at their last epoch)."""
-    metric, sign = space.study.metric, 1 if space.study.mode == "max" else -1
+    """The best sampled trials, in the study's one ranking (study.ranking)."""
+    from study.ranking import ranked
+
+    metric = space.study.metric
     per_trial = trials(searched(table)).reset_index()
-    per_trial["full"] = per_trial["epochs_run"] >= space.study.max_epochs
-    per_trial["_key"] = sign * per_trial[metric].astype(float)
-    # Ties go to the name, then the trial id, as in the study's own summary (study.runner).
-    ranked = per_trial.sort_values(["full", "_key", "name", "trial_id"], ascending=[False, False, True, True],
-                                   kind="stable").head(top)
+    rows = per_trial.rename(columns={"epochs_run": "epochs"}).to_dict("records")
+    order = [r["trial_id"] for r in ranked(rows, metric, space.study.mode, space.study.max_epochs)][:top]
     columns = ["name", *space.parameters, "epochs_run", "outcome", metric, "test_acc"]
-    return ranked[columns].reset_index(drop=True)
+    return per_trial.set_index("trial_id").loc[order, columns].reset_index(drop=True)
 
 
 def baseline_gain(table: pd.DataFrame, space: SearchSpace) -> list[dict[str, Any]]:

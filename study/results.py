@@ -8,7 +8,6 @@ against the study's MLflow runs, so a report says whether the two records agree.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,76 +15,50 @@ from typing import Any
 
 import pandas as pd
 
-from study.search import KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, VARIANT
-from study.spaces import SearchSpace, SpaceError, StudySettings, load_space
+from study import summary as summaries
+from study.errors import StudyInputError
+from study.keys import KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, TEST_METRICS, VARIANT, outcome
+from study.record import StudyRecord
+from study.spaces import SearchSpace
 
 # Per-epoch numbers kept from a trial's results (Tune's own bookkeeping is dropped).
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "val_acc_global", "val_acc_local", "val_loss",
                  "lr", "best_val_acc", "epoch_seconds", "val_seconds", "images_per_second", "time_total_s",
                  "node_ip")
-TEST_COLUMNS = ("test_acc", "test_acc_global", "test_acc_local")
-SPACE_COPY = "space.yaml"
+TEST_COLUMNS = TEST_METRICS
 CONFIRM_FILE = "confirm.parquet"
 
 
-class ReportInputError(Exception):
-    """A study folder that cannot be reported on (missing, or not a study)."""
-
-
 @dataclass
-class StudyRecord:
-    """What a report reads: the study's saved state, summary, space and results table."""
+class StudyResults:
+    """What a report reads: the study's record, its summary and its results as one table."""
 
-    folder: Path
-    state: dict[str, Any]
+    record: StudyRecord
     summary: dict[str, Any]
-    space: SearchSpace
     table: pd.DataFrame
     confirm: pd.DataFrame | None = None
     analysis: Any = None  # Tune's ExperimentAnalysis the table was read from
 
     @property
     def name(self) -> str:
-        return str(self.state["name"])
+        return self.record.name
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.record.space
 
     @property
     def metric(self) -> str:
-        return self.space.study.metric
+        return self.record.metric
 
     @property
-    def tune_path(self) -> str:
-        return f"{str(self.state['storage_path']).rstrip('/')}/{self.name}"
-
-
-def study_folder(out: str, name: str) -> Path:
-    """The folder of study `name` under `out`, or a one-line error."""
-    folder = Path(out).expanduser().resolve() / name
-    if not (folder / "study.json").is_file():
-        raise ReportInputError(f"no study {name!r} in {folder.parent} ({folder / 'study.json'} is missing)")
-    return folder
-
-
-def load_study_space(folder: Path, state: dict[str, Any]) -> SearchSpace:
-    """The space the study ran: its copy in the study folder, else the file it named."""
-    copy = folder / SPACE_COPY
-    try:
-        space = load_space(str(copy if copy.is_file() else state["space"]))
-    except SpaceError as err:
-        raise ReportInputError(str(err)) from None
-    space = dataclasses.replace(space, name=Path(state["space"]).stem)
-    # Flags (--max-epochs, --dataset, --no-baselines, ...) changed the space the study ran.
-    if state.get("settings"):
-        space = dataclasses.replace(space, study=StudySettings(**state["settings"]))
-    if isinstance(state.get("constants"), dict):
-        space = dataclasses.replace(space, constants=state["constants"])
-    if isinstance(state.get("baselines"), dict):
-        space = dataclasses.replace(space, baselines=state["baselines"])
-    return space
+    def folder(self) -> Path:
+        return self.record.folder
 
 
 def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
     """One row per trial per epoch from Tune's saved experiment (an ExperimentAnalysis)."""
-    from study.tracking import outcome, trial_params
+    from study.tracking import trial_params
 
     frames = analysis.trial_dataframes
     tested = tested or {}
@@ -95,7 +68,7 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
         head: dict[str, Any] = {
             "trial_id": trial.trial_id,
             "name": str(config.get(NAME, trial.trial_id)),
-            "kind": str(config.get(KIND, "search")),
+            "kind": str(config.get(KIND, SEARCH)),
             "status": trial.status,
             "outcome": outcome(trial.last_result, space.study.max_epochs, trial.status == "ERROR"),
             "optuna_number": config.get(OPTUNA_NUMBER),
@@ -124,28 +97,24 @@ def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:
     return frame.assign(epoch=frame["epoch"].astype(int)).sort_values("epoch").reset_index(drop=True)
 
 
-def load_record(folder: Path) -> StudyRecord:
-    """Reads a study folder into a StudyRecord (Tune's experiment must be reachable)."""
+def load_results(record: StudyRecord) -> StudyResults:
+    """Reads a study's results (Tune's experiment must be reachable)."""
     from ray.tune import ExperimentAnalysis
 
-    state = json.loads((folder / "study.json").read_text())
-    summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    space = load_study_space(folder, state)
+    summary = summaries.load(record.folder) or {}
     tested = {r["trial_id"]: {k: r[k] for k in TEST_COLUMNS if k in r} for r in summary.get("trials", [])}
-    tune_path = f"{str(state['storage_path']).rstrip('/')}/{state['name']}"
     try:
-        analysis = ExperimentAnalysis(tune_path)
-        table = trials_table(analysis, space, tested)
+        analysis = ExperimentAnalysis(record.tune_path)
+        table = trials_table(analysis, record.space, tested)
     except (ValueError, FileNotFoundError) as err:
-        raise ReportInputError(f"cannot read Tune's results at {tune_path}: {err}") from None
+        raise StudyInputError(f"cannot read Tune's results at {record.tune_path}: {err}") from None
     if table.empty:
-        raise ReportInputError(f"study {state['name']!r} has no trials yet at {tune_path}")
-    table.insert(0, "study", state["name"])
+        raise StudyInputError(f"study {record.name!r} has no trials yet at {record.tune_path}")
+    table.insert(0, "study", record.name)
     confirm = None
-    if (folder / CONFIRM_FILE).is_file():
-        confirm = pd.read_parquet(folder / CONFIRM_FILE)
-    return StudyRecord(folder, state, summary, space, table, confirm, analysis)
+    if (record.folder / CONFIRM_FILE).is_file():
+        confirm = pd.read_parquet(record.folder / CONFIRM_FILE)
+    return StudyResults(record, summary, table, confirm, analysis)
 
 
 def save_table(table: pd.DataFrame, path: Path) -> Path:
@@ -165,7 +134,7 @@ def save_table(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def mlflow_disagreements(record: StudyRecord, tracker: Any) -> list[str]:
+def mlflow_disagreements(record: StudyResults, tracker: Any) -> list[str]:
     """Differences between the table and the study's MLflow child runs (empty: they agree).
 
     Compares, per trial, that there is exactly one run, its outcome tag, and the metric's value

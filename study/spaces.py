@@ -17,6 +17,7 @@ key and what was expected, as one line.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import re
@@ -92,6 +93,23 @@ class Parameter:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def spec(self) -> dict[str, Any]:
+        """The parameter as its YAML mapping (what `load_space` reads back)."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.type == "categorical":
+            out["choices"] = list(self.choices)
+        else:
+            number = int if self.type == "int" else float
+            assert self.low is not None and self.high is not None
+            out.update(low=number(self.low), high=number(self.high))
+            if self.log:
+                out["log"] = True
+            if self.step is not None:
+                out["step"] = number(self.step)
+        if self.when is not None:
+            out["when"] = str(self.when)
+        return out
+
     def contains(self, value: Any) -> bool:
         """Whether `value` is a point of this parameter's range."""
         if self.type == "categorical":
@@ -145,9 +163,13 @@ class SearchSpace:
         """The config dict of one trial: constants, then the sampled values, then the budget."""
         return {**self.constants, **values, "epochs": self.study.max_epochs}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The space as it was loaded (for logging)."""
-        return yamlio.load(self.path.read_text())
+    def to_raw(self) -> dict[str, Any]:
+        """The space as a mapping of the file's schema, with every override applied: what a
+        study records, and what `space_from_raw` reads back into an equal space."""
+        return {"description": self.description, "study": dataclasses.asdict(self.study),
+                "constants": dict(self.constants), "parameters": {n: p.spec() for n, p in self.parameters.items()},
+                "baselines": {n: dict(v) for n, v in self.baselines.items()},
+                "enqueue": [dict(e) for e in self.enqueue]}
 
 
 def resolve(name_or_path: str) -> Path:
@@ -190,6 +212,15 @@ def load_space(name_or_path: str, trial_keys: list[str] | None = None) -> Search
     return _Loader(path, trial_keys).space(raw)
 
 
+def space_from_raw(raw: dict[str, Any], name: str, origin: Path) -> SearchSpace:
+    """A space from a mapping of the file's schema (a study record's resolved space).
+
+    Raises:
+        SpaceError: as `load_space`, naming `origin`.
+    """
+    return dataclasses.replace(_Loader(origin, None).space(raw), name=name, path=origin)
+
+
 class _Loader:
     def __init__(self, path: Path, trial_keys: list[str] | None) -> None:
         self.path = path
@@ -223,6 +254,10 @@ class _Loader:
             raise self.fail(f"constants.{clash[0]}", "a key that is not also a parameter")
         if "epochs" in constants or "epochs" in parameters:
             raise self.fail("constants.epochs", "no epochs key: study.max_epochs sets every trial's epochs")
+        study_block = self.mapping(top.get("study"), "study")
+        if not parameters and "num_samples" not in study_block:
+            raise self.fail("parameters", "at least one parameter to search; nothing to search here (a fixed "
+                            "point belongs in constants with study.num_samples set, as the paper space does)")
         baselines = {
             str(name): self.trial_values(self.mapping(v, f"baselines.{name}"), f"baselines.{name}")
             for name, v in self.mapping(top.get("baselines"), "baselines").items()
@@ -231,7 +266,7 @@ class _Loader:
             name=self.path.stem,
             path=self.path,
             description=str(top.get("description", "")),
-            study=self.study(self.mapping(top.get("study"), "study")),
+            study=self.study(study_block),
             constants=constants,
             parameters=parameters,
             baselines=baselines,

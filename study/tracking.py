@@ -1,28 +1,39 @@
 """MLflow tracking of a study: one experiment, a parent run, one nested child run per trial.
 
-The parent run holds the space, dataset, flags, git revision and library versions, and at the
-end the best config with its validation and test accuracy. Each child run is named from its
-searched values (T4-s0.35-tau0.7), holds the resolved TrialConfig as params and per-epoch
+The parent run holds the space, dataset, settings, git revision and library versions, and at
+the end the best config with its validation and test accuracy. Each child run is named from
+its searched values (T4-s0.35-tau0.7), holds the resolved TrialConfig as params and per-epoch
 metrics, and a tag `outcome` (completed / stopped_early / errored). Runs are found again by
 their `tune_trial_id` tag, so a resumed study or a retried trial keeps exactly one run per
-trial, and `reconcile` leaves none RUNNING once Tune is done with them.
+trial.
+
+Every MLflow call of a study goes through `MlflowQueue`: one background thread that sends the
+calls in order, merges consecutive metrics of a run into `log_batch` calls, and waits out a
+server that is down or hung (accepts connections, never answers) by retrying the same call.
+Tune's event loop only puts calls in the queue, so it never waits on MLflow. What a queue could
+not send before the study ended is sent by `sync`, from Tune's results, the next time the study
+(or its report) runs.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from study.search import KIND, NAME, PARAMS
+from study.keys import ERRORED, INTERRUPTED, KIND, NAME, PARAMS, SEARCH, outcome
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +43,7 @@ _TUNE_KEYS = {
     "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint",
 }
 PARENT_TAG = "mlflow.parentRunId"
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 def git_revision() -> str:
@@ -63,13 +75,22 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     return TrialConfig.from_dict(settings(config)).to_dict()
 
 
-def outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: bool) -> str:
-    """completed (reached max_epochs), stopped_early, or errored."""
-    if errored:
-        return "errored"
-    if last_result and int(last_result.get("epoch", 0)) >= max_epochs:
-        return "completed"
-    return "stopped_early"
+def unreachable(err: BaseException) -> bool:
+    """Whether an MLflow call failed because the tracking server could not be reached or did
+    not answer (worth retrying later), rather than because the call itself was wrong."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, MlflowException):
+        text = str(err)
+        return ("failed with exception" in text or "Max retries exceeded" in text or "timed out" in text.lower()
+                or err.get_http_status_code() in (502, 503, 504))
+    return False
+
+
+# ---------------------------------------------------------------- the study's experiment
 
 
 class Tracker:
@@ -79,24 +100,23 @@ class Tracker:
     reconnects.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None,
+                 experiment_id: str | None = None, parent_run_id: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
-        self.experiment_id: str | None = None
-        self.parent_run_id: str | None = None
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
         self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
 
     @classmethod
-    def of_study(cls, state: dict[str, Any]) -> Tracker:
-        """The tracker of an existing study, from its study.json state (nothing is changed)."""
-        tracker = cls(state["tracking_uri"], state["name"], state.get("artifact_location"))
-        tracker.experiment_id = state["experiment_id"]
-        tracker.parent_run_id = state["parent_run_id"]
-        return tracker
+    def of_record(cls, record: Any) -> Tracker:
+        """The tracker of a study record (nothing is sent)."""
+        s = record.stores
+        return cls(s.tracking_uri, record.name, s.artifact_location, record.experiment_id, record.parent_run_id)
 
     @property
     def client(self) -> Any:
@@ -106,13 +126,10 @@ class Tracker:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    def exists(self) -> bool:
-        """Whether the experiment already has runs."""
-        exp = self.client.get_experiment_by_name(self.experiment)
-        return exp is not None and bool(self.client.search_runs([exp.experiment_id], max_results=1))
-
     def start(self, tags: dict[str, str], params: dict[str, Any], artifacts: dict[str, str]) -> str:
-        """Creates the experiment (if new) and the parent run; returns its id."""
+        """Creates the experiment (if new) and the parent run, unless it exists; returns its id."""
+        if self.parent_run_id is not None:
+            return self.parent_run_id
         exp = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             self.experiment, artifact_location=self.artifact_location)
@@ -125,14 +142,13 @@ class Tracker:
             self.client.log_artifacts(self.parent_run_id, folder, "study")
         return self.parent_run_id
 
-    def reopen(self, parent_run_id: str) -> None:
-        """Continues a study's parent run after a resume."""
-        run = self.client.get_run(parent_run_id)
-        self.experiment_id = run.info.experiment_id
-        self.parent_run_id = parent_run_id
+    def reopen(self) -> None:
+        """Continues the parent run after a resume."""
+        assert self.parent_run_id is not None
+        run = self.client.get_run(self.parent_run_id)
         resumes = int(run.data.tags.get("resumes", "0")) + 1
-        self.client.set_tag(parent_run_id, "resumes", str(resumes))
-        self.client.update_run(parent_run_id, status="RUNNING")
+        self.client.set_tag(self.parent_run_id, "resumes", str(resumes))
+        self.client.update_run(self.parent_run_id, status="RUNNING")
 
     def child_runs(self) -> list[Any]:
         """Every trial run of the study."""
@@ -154,6 +170,18 @@ class Tracker:
         if self.parent_run_id:
             self.client.set_terminated(self.parent_run_id, status=status)
 
+    def runs_url(self, metric: str, mode: str) -> str:
+        """The MLflow UI page of this study's trial runs, best first (a server URI's own UI;
+        for a local store, the `mlflow ui` the summary says how to start)."""
+        from urllib.parse import quote
+
+        base = self.tracking_uri.rstrip("/") if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+        search = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
+        order = f"metrics.`{metric}`"
+        query = (f"searchFilter={quote(search, safe='')}&orderByKey={quote(order, safe='')}"
+                 f"&orderByAsc={'false' if mode == 'max' else 'true'}")
+        return f"{base}/#/experiments/{self.experiment_id}/runs?{query}"
+
 
 def _params(values: dict[str, Any]) -> list[Any]:
     from mlflow.entities import Param
@@ -161,183 +189,259 @@ def _params(values: dict[str, Any]) -> list[Any]:
     return [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:6000]) for k, v in values.items()]
 
 
-def unreachable(err: BaseException) -> bool:
-    """Whether an MLflow call failed because the tracking server could not be reached (worth
-    retrying later), rather than because the call itself was wrong."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(err, MlflowException):
-        text = str(err)
-        return ("failed with exception" in text or "Max retries exceeded" in text
-                or err.get_http_status_code() in (502, 503, 504))
-    return False
-
-
-class TrialRunsCallback(Callback):
-    """Tune callback: one nested MLflow run per trial, per-epoch metrics, how it ended.
-
-    Every MLflow call goes through a queue: when the tracking server cannot be reached, the
-    calls wait, in order, and are sent once it answers again (each later Tune event retries;
-    at the end of the experiment the callback waits up to `flush_timeout` seconds). The study
-    itself never waits for MLflow.
-    """
-
-    def __init__(self, tracker: Tracker, max_epochs: int, flush_timeout: float = 300.0) -> None:
-        self.tracker = tracker
-        self.max_epochs = max_epochs
-        self.flush_timeout = flush_timeout
-        self.runs: dict[str, str] = {}  # trial id -> run id
-        self.last_step: dict[str, int] = {}
-        self.nodes: dict[str, list[str]] = {}
-        self.pending: list[Callable[[], None]] = []
-        self.outage_since: float | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "runs": {}, "last_step": {}, "nodes": {}, "pending": [], "outage_since": None}
-
-    # ------------------------------------------------------------ the queue
-
-    def _do(self, operation: Callable[[], None]) -> None:
-        self.pending.append(operation)
-        self.flush()
-
-    def flush(self) -> bool:
-        """Sends the waiting calls in order; False if the server is still unreachable."""
-        while self.pending:
-            try:
-                self.pending[0]()
-            except Exception as err:  # classified below: the study must go on whatever MLflow says
-                if unreachable(err):
-                    if self.outage_since is None:
-                        self.outage_since = time.monotonic()
-                        log.warning("MLflow at %s is unreachable; keeping its calls until it answers (%s)",
-                                    self.tracker.tracking_uri, str(err).splitlines()[0][:200])
-                    return False
-                log.error("MLflow call dropped: %s", str(err).splitlines()[0][:300])
-            self.pending.pop(0)
-        if self.outage_since is not None:
-            log.warning("MLflow answers again after %.0f s; the calls it missed were sent",
-                        time.monotonic() - self.outage_since)
-            self.outage_since = None
-        return True
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        deadline = time.monotonic() + self.flush_timeout
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(2.0)
-        if self.pending:
-            log.error("MLflow stayed unreachable for %.0f s: %d calls were not sent (Tune's results keep "
-                      "the metrics)", self.flush_timeout, len(self.pending))
-
-    # ------------------------------------------------------------ Tune's events
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._do(lambda: self._start(trial))
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
-        snapshot = dict(result)
-        self._do(lambda: self._log_result(trial, snapshot))
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        how = outcome(trial.last_result, self.max_epochs, False)
-        self._do(lambda: self._end(trial, how))
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        error = _last_error_line(trial)
-        self._do(lambda: self._end(trial, "errored", error))
-
-    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        retries = str(trial.num_failures)
-        self._do(lambda: self.tracker.client.set_tag(self._run_id(trial), "retries", retries))
-
-    # ------------------------------------------------------------ MLflow calls
-
-    def _run_id(self, trial: Any) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
-        client = self.tracker.client
-        existing = self.tracker.find_child(trial.trial_id)
-        if existing is not None:  # a resumed study or a retried trial: continue the same run
-            run_id = existing.info.run_id
-            client.update_run(run_id, status="RUNNING")
-            history = client.get_metric_history(run_id, "epoch")
-            self.last_step[trial.trial_id] = max((int(m.value) for m in history), default=0)
-            nodes = existing.data.tags.get("nodes", "")
-            self.nodes[trial.trial_id] = nodes.split(",") if nodes else []
-        else:
-            config = trial.config
-            tags = {PARENT_TAG: self.tracker.parent_run_id, "tune_trial_id": trial.trial_id,
-                    "kind": str(config.get(KIND, "search")), "outcome": "running"}
-            run = client.create_run(self.tracker.experiment_id, run_name=str(config.get(NAME, trial.trial_id)),
-                                    tags=tags)
-            run_id = run.info.run_id
-            searched = {f"searched.{k}": v for k, v in config.get(PARAMS, {}).items() if v is not None}
-            client.log_batch(run_id, params=_params({**trial_params(config), **searched}))
-            self.last_step[trial.trial_id] = 0
-        self.runs[trial.trial_id] = run_id
-        return run_id
-
-    def _start(self, trial: Any) -> None:
-        self._run_id(trial)
-
-    def _log_result(self, trial: Any, result: dict[str, Any]) -> None:
-        run_id = self._run_id(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.last_step.get(trial.trial_id, 0):
-            return  # already logged before a resume
-        self.tracker.client.log_batch(run_id, metrics=_metrics(result, step))
-        self.last_step[trial.trial_id] = step
-        node = str(result.get("node_ip", ""))
-        nodes = self.nodes.setdefault(trial.trial_id, [])
-        if node and node not in nodes:  # a retried trial may move to another node
-            self.tracker.client.set_tag(run_id, "node_ip", node)
-            self.tracker.client.set_tag(run_id, "nodes", ",".join([*nodes, node]))
-            nodes.append(node)
-
-    def _end(self, trial: Any, how: str, error: str = "") -> None:
-        run_id = self._run_id(trial)
-        self.tracker.client.set_tag(run_id, "outcome", how)
-        if error:
-            self.tracker.client.set_tag(run_id, "error", error)
-        self.tracker.client.set_terminated(run_id, status="FAILED" if how == "errored" else "FINISHED")
-
-
 def _metrics(result: dict[str, Any], step: int) -> list[Any]:
     """A Tune result's own numbers as MLflow metrics at `step` (Tune's bookkeeping left out)."""
-    import math
-
     from mlflow.entities import Metric
 
-    stamp = int(float(result.get("timestamp", 0)) * 1000)
+    stamp = int(float(result.get("timestamp", 0) or 0) * 1000) or int(time.time() * 1000)
     return [Metric(k, float(v), stamp, step) for k, v in result.items()
             if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(float(v))]
 
 
-def backfill(tracker: Tracker, frames: dict[str, Any]) -> int:
-    """Sends to each trial's MLflow run the epochs of Tune's results it lacks (e.g. when the
-    driver died while the MLflow server was unreachable); returns how many epochs were sent.
+# ---------------------------------------------------------------- the queue
 
-    Args:
-        frames: Tune's per-trial result tables (ExperimentAnalysis.trial_dataframes).
+
+@dataclass
+class _Metrics:
+    """One epoch of one trial (merged with its neighbours into one log_batch)."""
+
+    trial: dict[str, Any]
+    step: int
+    metrics: list[Any]
+    node: str
+
+
+Operation = Callable[[], None]
+
+
+class MlflowQueue:
+    """A bounded, ordered queue of MLflow calls, sent by one background thread.
+
+    `put` never blocks: when the queue is full (a very long outage), the call is dropped and
+    counted, and `sync` sends its content later from Tune's results. A call that fails because
+    the server is unreachable or does not answer is retried, in place, until it goes through;
+    any other failure is logged and the call dropped (the study goes on whatever MLflow says).
     """
-    runs = {r.data.tags.get("tune_trial_id"): r for r in tracker.child_runs()}
-    sent = 0
-    for trial_id, frame in frames.items():
-        run = runs.get(trial_id)
-        if run is None or frame is None or frame.empty or "epoch" not in frame:
-            continue
-        logged = {int(m.step) for m in tracker.client.get_metric_history(run.info.run_id, "epoch")}
-        rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
-        missing = [r for r in rows if int(r["epoch"]) not in logged]
-        for row in missing:
-            tracker.client.log_batch(run.info.run_id, metrics=_metrics(row, int(row["epoch"])))
-        sent += len(missing)
-    return sent
+
+    def __init__(self, tracker: Tracker, capacity: int = 100_000, retry_s: float = 2.0) -> None:
+        self.tracker = tracker
+        self.capacity = capacity
+        self.retry_s = retry_s
+        self.dropped = 0
+        self.outage_since: float | None = None
+        self.runs = _RunBook(tracker)
+        self._items: collections.deque[Operation | _Metrics] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="mlflow-queue", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Operation | _Metrics) -> None:
+        with self._cond:
+            if len(self._items) >= self.capacity:
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning("MLflow queue full (%d calls): further calls are dropped until it drains; the "
+                                "study's end sends what MLflow lacks from Tune's results", self.capacity)
+                return
+            self._items.append(item)
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._items) + int(self._busy)
+
+    def drain(self, timeout: float) -> bool:
+        """Waits until every call was sent (True) or `timeout` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._items or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Drains for up to `timeout` seconds, then stops the thread; True if all was sent."""
+        done = self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return done
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = list(self._items)
+                self._items.clear()
+                self._busy = True
+            try:
+                for group in _merged(batch):
+                    self._send(group)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _send(self, item: Operation | list[_Metrics]) -> None:
+        while True:
+            try:
+                if isinstance(item, list):
+                    self.runs.log_epochs(item)
+                else:
+                    item()
+                break
+            except Exception as err:  # classified: the study goes on whatever MLflow says
+                if not unreachable(err):
+                    log.error("MLflow call dropped: %s", str(err).splitlines()[0][:300] if str(err) else repr(err))
+                    break
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    log.warning("MLflow at %s is unreachable or does not answer; its calls wait, in order (%s)",
+                                self.tracker.tracking_uri, str(err).splitlines()[0][:200])
+                with self._cond:
+                    if self._closed:
+                        return
+                    self._cond.wait(self.retry_s)
+        if self.outage_since is not None:
+            log.warning("MLflow answers again after %.0f s; the calls it missed were sent",
+                        time.monotonic() - self.outage_since)
+            self.outage_since = None
+
+
+def _merged(batch: list[Operation | _Metrics]) -> list[Operation | list[_Metrics]]:
+    """The batch in order, with each run of consecutive epochs merged into one group."""
+    out: list[Operation | list[_Metrics]] = []
+    for item in batch:
+        if isinstance(item, _Metrics) and out and isinstance(out[-1], list):
+            out[-1].append(item)
+        else:
+            out.append([item] if isinstance(item, _Metrics) else item)
+    return out
+
+
+class _RunBook:
+    """The queue thread's view of the child runs: trial id -> run id, last step, nodes."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.runs: dict[str, str] = {}
+        self.last_step: dict[str, int] = {}
+        self.nodes: dict[str, list[str]] = {}
+
+    def run_id(self, trial: dict[str, Any]) -> str:
+        trial_id = trial["trial_id"]
+        if trial_id in self.runs:
+            return self.runs[trial_id]
+        client = self.tracker.client
+        existing = self.tracker.find_child(trial_id)
+        if existing is not None:  # a resumed study or a retried trial: continue the same run
+            run_id = existing.info.run_id
+            client.update_run(run_id, status="RUNNING")
+            history = client.get_metric_history(run_id, "epoch")
+            self.last_step[trial_id] = max((int(m.value) for m in history), default=0)
+            nodes = existing.data.tags.get("nodes", "")
+            self.nodes[trial_id] = nodes.split(",") if nodes else []
+        else:
+            config = trial["config"]
+            tags = {PARENT_TAG: self.tracker.parent_run_id, "tune_trial_id": trial_id,
+                    "kind": str(config.get(KIND, SEARCH)), "outcome": "running"}
+            run = client.create_run(self.tracker.experiment_id, run_name=str(config.get(NAME, trial_id)), tags=tags)
+            run_id = run.info.run_id
+            searched = {f"searched.{k}": v for k, v in config.get(PARAMS, {}).items() if v is not None}
+            client.log_batch(run_id, params=_params({**trial_params(config), **searched}))
+            self.last_step[trial_id] = 0
+        self.runs[trial_id] = run_id
+        return run_id
+
+    def ensure(self, trial: dict[str, Any]) -> None:
+        """Creates (or finds again) the trial's run."""
+        self.run_id(trial)
+
+    def log_epochs(self, group: list[_Metrics]) -> None:
+        """Sends a group of epochs, one log_batch per run (split at MLflow's batch limit)."""
+        by_run: dict[str, list[Any]] = {}
+        for item in group:
+            trial_id = item.trial["trial_id"]
+            run_id = self.run_id(item.trial)
+            if item.step <= self.last_step.get(trial_id, 0):
+                continue  # already logged before a resume
+            by_run.setdefault(run_id, []).extend(item.metrics)
+            self.last_step[trial_id] = item.step
+            self.node(item.trial, run_id, item.node)
+        for run_id, metrics in by_run.items():
+            for i in range(0, len(metrics), MAX_BATCH):
+                self.tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
+
+    def node(self, trial: dict[str, Any], run_id: str, node: str) -> None:
+        nodes = self.nodes.setdefault(trial["trial_id"], [])
+        if node and node not in nodes:  # a retried trial may move to another node
+            self.tracker.client.set_tag(run_id, "node_ip", node)
+            self.tracker.client.set_tag(run_id, "nodes", ",".join([*nodes, node]))
+            nodes.append(node)
+
+    def end(self, trial: dict[str, Any], how: str, error: str = "") -> None:
+        run_id = self.run_id(trial)
+        self.tracker.client.set_tag(run_id, "outcome", how)
+        if error:
+            self.tracker.client.set_tag(run_id, "error", error)
+        self.tracker.client.set_terminated(run_id, status="FAILED" if how == ERRORED else "FINISHED")
+
+
+# ---------------------------------------------------------------- Tune's side
+
+
+def _snapshot(trial: Any) -> dict[str, Any]:
+    """What the queue needs of a trial, copied now (Tune keeps changing the Trial object)."""
+    return {"trial_id": trial.trial_id, "config": dict(trial.config)}
+
+
+# The queue of each study this process runs. A callback Tune restores on --resume is unpickled
+# without its queue: it finds it here, by the study's name.
+QUEUES: dict[str, MlflowQueue] = {}
+
+
+class TrialRunsCallback(Callback):
+    """Tune callback: one nested MLflow run per trial, per-epoch metrics, how it ended.
+
+    Each event only puts a call in the study's `MlflowQueue`; Tune's loop never waits on MLflow.
+    """
+
+    def __init__(self, study: str, max_epochs: int) -> None:
+        self.study = study
+        self.max_epochs = max_epochs
+
+    @property
+    def queue(self) -> MlflowQueue:
+        return QUEUES[self.study]
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        snap = _snapshot(trial)
+        self.queue.put(lambda: self.queue.runs.ensure(snap))
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.queue.put(_Metrics(_snapshot(trial), step, _metrics(result, step), str(result.get("node_ip", ""))))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        snap, how = _snapshot(trial), outcome(trial.last_result, self.max_epochs, False)
+        self.queue.put(lambda: self.queue.runs.end(snap, how))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        snap, error = _snapshot(trial), _last_error_line(trial)
+        self.queue.put(lambda: self.queue.runs.end(snap, ERRORED, error))
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        snap, retries = _snapshot(trial), str(trial.num_failures)
+        self.queue.put(lambda: self.queue.tracker.client.set_tag(self.queue.runs.run_id(snap), "retries", retries))
 
 
 def _last_error_line(trial: Any) -> str:
@@ -354,24 +458,57 @@ def _last_error_line(trial: Any) -> str:
     return (found[-1] if found else lines[-1] if lines else "")[:500]
 
 
-def reconcile(tracker: Tracker, trials: list[Any], max_epochs: int, interrupted: bool) -> None:
-    """Leaves no child run RUNNING and every run's outcome true to Tune's saved state.
+# ---------------------------------------------------------------- after Tune: MLflow made true to Tune's record
+
+
+def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs: int, interrupted: bool) -> int:
+    """Makes the child runs agree with Tune's saved experiment: a run for every trial, every
+    epoch Tune recorded, each run's outcome and status (none left RUNNING). Returns how many
+    epochs were sent that MLflow lacked (e.g. when the driver ended during an outage).
 
     Args:
         trials: Tune's trials as saved for a resume (a trial Ctrl-C stopped is saved PENDING,
             to be continued, even though Tune reported it complete).
+        frames: Tune's per-trial result tables (ExperimentAnalysis.trial_dataframes).
         interrupted: the study stopped before its end; unfinished trials' runs become KILLED
             with outcome "interrupted" until a resume continues them.
     """
-    by_trial = {t.trial_id: t for t in trials}
-    for run in tracker.child_runs():
-        trial = by_trial.get(run.data.tags.get("tune_trial_id", ""))
-        status = getattr(trial, "status", None)
-        if trial is not None and status in ("TERMINATED", "ERROR"):
-            if run.info.status == "RUNNING":
-                errored = status == "ERROR"
-                tracker.client.set_tag(run.info.run_id, "outcome", outcome(trial.last_result, max_epochs, errored))
-                tracker.client.set_terminated(run.info.run_id, status="FAILED" if errored else "FINISHED")
-        elif interrupted and (trial is not None or run.info.status == "RUNNING"):
-            tracker.client.set_tag(run.info.run_id, "outcome", "interrupted")
+    book = _RunBook(tracker)
+    existing = {r.data.tags.get("tune_trial_id"): r for r in tracker.child_runs()}
+    sent = 0
+    for trial in trials:
+        frame = frames.get(trial.trial_id)
+        if trial.trial_id not in existing and (frame is None or frame.empty):
+            continue  # never started: no run to make
+        run_id = book.run_id(_snapshot(trial))
+        if frame is not None and not frame.empty and "epoch" in frame:
+            logged = {int(m.step) for m in tracker.client.get_metric_history(run_id, "epoch")}
+            rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
+            missing = [r for r in rows if int(r["epoch"]) not in logged]
+            metrics = [m for r in missing for m in _metrics(r, int(r["epoch"]))]
+            for i in range(0, len(metrics), MAX_BATCH):
+                tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
+            sent += len(missing)
+            nodes = [str(n) for n in frame.get("node_ip", []) if isinstance(n, str) and n]
+            for node in dict.fromkeys(nodes):
+                book.node(_snapshot(trial), run_id, node)
+        _settle(tracker, run_id, trial, existing.get(trial.trial_id), max_epochs, interrupted)
+    known = {t.trial_id for t in trials}
+    for trial_id, run in existing.items():
+        if trial_id not in known and run.info.status == "RUNNING":  # a trial Tune never saved
+            tracker.client.set_tag(run.info.run_id, "outcome", INTERRUPTED)
             tracker.client.set_terminated(run.info.run_id, status="KILLED")
+    return sent
+
+
+def _settle(tracker: Tracker, run_id: str, trial: Any, run: Any, max_epochs: int, interrupted: bool) -> None:
+    status = getattr(trial, "status", None)
+    if status in ("TERMINATED", "ERROR"):
+        errored = status == "ERROR"
+        how = outcome(trial.last_result, max_epochs, errored)
+        if run is None or run.data.tags.get("outcome") != how or run.info.status == "RUNNING":
+            tracker.client.set_tag(run_id, "outcome", how)
+            tracker.client.set_terminated(run_id, status="FAILED" if errored else "FINISHED")
+    elif interrupted:
+        tracker.client.set_tag(run_id, "outcome", INTERRUPTED)
+        tracker.client.set_terminated(run_id, status="KILLED")

@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from trainables import names
 from trainables.errors import TrialError
 
 Triple = tuple[float, float, float]
@@ -50,6 +51,8 @@ def register_backbone(name: str, weights_enum: type | None = None) -> Callable[[
     def wrap(fn: _Builder) -> _Builder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is registered twice")
+        if name not in names.BACKBONES:  # the driver validates configs against that light list
+            raise ValueError(f"backbone {name!r} is not listed in trainables.names.BACKBONES")
         _REGISTRY[name] = (fn, weights_enum)
         return fn
 

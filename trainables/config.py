@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from trainables.backbones import list_backbones
-from trainables.data.formats import READERS
+from trainables import names
 from trainables.errors import TrialError
-from trainables.model import RRAConfig
+from trainables.model_options import ModelOptions
+
+if TYPE_CHECKING:
+    from trainables.data.synthetic import SyntheticSpec
+    from trainables.model import RRAConfig
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine", "constant"]
@@ -22,9 +25,9 @@ Amp = Literal["none", "bf16", "fp16"]
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": names.DATASETS,
+    "augment": names.AUGMENTATIONS,
     "crop_source": ("peak", "box"),
-    "refine": ("repeat", "zoom"),
-    "peak": ("energy", "cam"),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine", "constant"),
     "amp": ("none", "bf16", "fp16"),
@@ -35,9 +38,10 @@ class ConfigError(TrialError, ValueError):
     """A trial config with an unknown key or an invalid value."""
 
 
-@dataclass(frozen=True)
-class TrialConfig:
-    """One trial. Defaults: the embedded CPU default (synthetic data, tiny backbone)."""
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig(ModelOptions):
+    """One trial: the model options (inherited from `ModelOptions`), data, optimisation and
+    hardware. Defaults: the embedded CPU default (synthetic data, tiny backbone)."""
 
     # data
     dataset: str = "synthetic"
@@ -47,6 +51,7 @@ class TrialConfig:
     crop_source: Literal["peak", "box"] = "peak"
     image_size: int = 64
     val_fraction: float = 0.15
+    split_seed: int = 0  # the validation split's seed: fixed per study, so `seed` varies training only
     augment: str = "flip"
     synthetic_classes: int = 10
     synthetic_images_per_class: int = 120
@@ -55,23 +60,6 @@ class TrialConfig:
     synthetic_distractors: int = 3
     synthetic_distractor_contrast: float = 0.7
     num_workers: int = 0
-    # model
-    backbone: str = "tiny"
-    local_backbone: str | None = None
-    weights: str = "none"
-    add_on: bool = False
-    add_on_channels: int = 1024
-    local_stream: bool = True
-    recursion_steps: int = 4
-    crop_scale: float = 0.4
-    attention_temperature: float = 1.0
-    refine: Literal["repeat", "zoom"] = "repeat"
-    zoom_ratio: float = 0.75
-    patch_size: int = 64
-    lstm_hidden: int = 128
-    lstm_layers: int = 2
-    xent_coef: float = 1.0
-    peak: Literal["energy", "cam"] = "energy"
     # optimisation
     optimizer: Optimizer = "adamw"
     lr: float = 0.002
@@ -91,10 +79,14 @@ class TrialConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        positive = ("image_size", "epochs", "batch_size", "lr", "patch_size", "synthetic_classes")
+        positive = ("image_size", "epochs", "batch_size", "lr")
         for key in positive:
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key}: expected a positive value, got {getattr(self, key)!r}")
@@ -104,16 +96,23 @@ class TrialConfig:
             raise ConfigError(f"val_fraction: expected a value in (0, 1), got {self.val_fraction!r}")
         if self.num_workers < 0 or self.threads < 0 or self.weight_decay < 0:
             raise ConfigError("num_workers, threads and weight_decay must be >= 0")
-        datasets = ("synthetic", *READERS)
-        if self.dataset not in datasets:
-            raise ConfigError(f"dataset: expected one of {', '.join(datasets)}, got {self.dataset!r}")
         if self.dataset != "synthetic" and not self.data_dir:
             raise ConfigError(f"data_dir: dataset {self.dataset!r} needs a data_dir")
-        for key in ("backbone", "local_backbone"):
-            name = getattr(self, key)
-            if name is not None and name not in list_backbones():
-                raise ConfigError(f"{key}: unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-        self.model_config(num_classes=2)  # validates the model fields now, not after loading data
+        if self.dataset == "synthetic":
+            self.synthetic_spec()  # its own range checks, now rather than in every trial
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        """The synthetic dataset this config asks for (ConfigError if out of range)."""
+        from trainables.data.synthetic import SyntheticSpec
+
+        try:
+            return SyntheticSpec(num_classes=self.synthetic_classes, images_per_class=self.synthetic_images_per_class,
+                                 test_images_per_class=self.synthetic_test_images_per_class,
+                                 image_size=self.image_size, seed=self.synthetic_seed,
+                                 distractors=self.synthetic_distractors,
+                                 distractor_contrast=self.synthetic_distractor_contrast)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -152,12 +151,10 @@ class TrialConfig:
 
     def model_config(self, num_classes: int) -> RRAConfig:
         """The model part of the config."""
+        from trainables.model import RRAConfig
+
         try:
-            return RRAConfig(
-                num_classes=num_classes,
-                **{f.name: getattr(self, f.name) for f in dataclasses.fields(RRAConfig)
-                   if f.name != "num_classes"},
-            )
+            return RRAConfig(num_classes=num_classes, **{k: getattr(self, k) for k in ModelOptions.option_names()})
         except ValueError as err:
             raise ConfigError(str(err)) from None
 

@@ -17,63 +17,27 @@ crop's activation peak, so the focus narrows step by step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from trainables.backbones import create_backbone
 from trainables.crops import crop_and_resize, full_boxes, peak_centres, square_boxes
+from trainables.model_options import ModelOptions, Peak, Refine
 
-Refine = Literal["repeat", "zoom"]
-Peak = Literal["energy", "cam"]
+__all__ = ["RRA", "ModelOptions", "Peak", "RRAConfig", "RRAOutput", "Refine", "build_model", "paper_config"]
 
 
-@dataclass(frozen=True)
-class RRAConfig:
-    """Architecture of one RRA model. Defaults are a small CPU-sized model.
-
-    Attributes:
-        peak: how the activation map that places the crop is computed: "energy" is the mean
-            over channels of the feature map; "cam" is the class activation map of the top
-            predicted class (Zhou et al. 2016). Ignored when boxes are given.
-    """
+@dataclass(frozen=True, kw_only=True)
+class RRAConfig(ModelOptions):
+    """Architecture of one RRA model: the model options (see `ModelOptions`) and the classes."""
 
     num_classes: int
-    backbone: str = "tiny"
-    local_backbone: str | None = None  # None: the same architecture (unshared weights)
-    weights: str = "none"
-    add_on: bool = False
-    add_on_channels: int = 1024
-    local_stream: bool = True
-    recursion_steps: int = 4
-    crop_scale: float = 0.4
-    attention_temperature: float = 1.0
-    refine: Refine = "repeat"
-    zoom_ratio: float = 0.75
-    patch_size: int = 64
-    lstm_hidden: int = 128
-    lstm_layers: int = 2
-    xent_coef: float = 1.0
-    peak: Peak = "energy"
 
     def __post_init__(self) -> None:
-        checks = {
-            "num_classes": self.num_classes >= 2,
-            "recursion_steps": self.recursion_steps >= 1,
-            "crop_scale": 0.0 < self.crop_scale <= 1.0,
-            "attention_temperature": self.attention_temperature > 0.0,
-            "zoom_ratio": 0.0 < self.zoom_ratio <= 1.0,
-            "patch_size": self.patch_size >= 8,
-            "lstm_hidden": self.lstm_hidden >= 1,
-            "lstm_layers": self.lstm_layers >= 1,
-            "add_on_channels": self.add_on_channels >= 1,
-            "refine": self.refine in ("repeat", "zoom"),
-            "peak": self.peak in ("energy", "cam"),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid model config value for {bad[0]}: {getattr(self, bad[0])!r}")
+        super().__post_init__()
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes: expected an integer >= 2, got {self.num_classes!r}")
 
 
 @dataclass

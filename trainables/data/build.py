@@ -1,7 +1,9 @@
 """Datasets of a trial: the synthetic default and the fine-grained formats users bring.
 
 `build_datasets` returns train / val / test datasets: val is carved from the training set
-(stratified, seeded) and is what model selection uses; test is for a final evaluation only.
+(stratified, seeded by `split_seed`, not by the training `seed`: trials of one study that
+differ only in seed are validated on the same images) and is what model selection uses; test
+is for a final evaluation only.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from trainables import names
 from trainables.backbones import normalisation
 from trainables.config import TrialConfig
 from trainables.data.augment import get_augmentation
 from trainables.data.base import ArrayDataset, ImageFileDataset, Sample, stratified_split
 from trainables.data.boxes import attach_reference_boxes
 from trainables.data.formats import READERS, DatasetFormatError, SplitSamples
-from trainables.data.synthetic import SyntheticSpec, generate
+from trainables.data.synthetic import generate
 
-DATASETS = ("synthetic", *READERS)
+DATASETS = names.DATASETS
 
 
 @dataclass
@@ -33,15 +36,7 @@ class DataSplits:
 
 
 def _synthetic(cfg: TrialConfig) -> tuple[list[Dataset], list[int], int]:
-    spec = SyntheticSpec(
-        num_classes=cfg.synthetic_classes,
-        images_per_class=cfg.synthetic_images_per_class,
-        test_images_per_class=cfg.synthetic_test_images_per_class,
-        image_size=cfg.image_size,
-        seed=cfg.synthetic_seed,
-        distractors=cfg.synthetic_distractors,
-        distractor_contrast=cfg.synthetic_distractor_contrast,
-    )
+    spec = cfg.synthetic_spec()
     mean, std = normalisation(cfg.backbone, cfg.weights)
     train_arrays, test_arrays = generate(spec, "train"), generate(spec, "test")
     augmented = ArrayDataset(*train_arrays, mean, std, get_augmentation(cfg.augment))
@@ -86,5 +81,5 @@ def build_datasets(cfg: TrialConfig) -> DataSplits:
         raise DatasetFormatError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
     build = _synthetic if cfg.dataset == "synthetic" else _on_disk
     (augmented, plain, test), labels, num_classes = build(cfg)
-    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
     return DataSplits(Subset(augmented, train_idx), Subset(plain, val_idx), test, num_classes)

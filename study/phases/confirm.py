@@ -15,14 +15,19 @@ continues an interrupted confirmation.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from study.results import CONFIRM_FILE
-from study.search import KIND, LEVEL, NAME, PARAMS, VARIANT, run_name, searched_values
+from study.errors import StudyInputError
+from study.keys import CONFIRM, KIND, LEVEL, NAME, PARAMS, VARIANT, run_name
+from study.record import StudyRecord
 from study.spaces import Parameter, SearchSpace
+
+
+def searched_values(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of the space with its value, None where it has none."""
+    return {name: values.get(name) for name in space.parameters}
 
 
 def _levels(param: Parameter) -> list[Any]:
@@ -62,88 +67,74 @@ def confirmation_configs(space: SearchSpace, best: dict[str, Any], seeds: list[i
     configs = []
     for factor, level, values in variations(space, best):
         for seed in seeds:
-            configs.append({**space.trial_config(values), "seed": seed, "epochs": epochs, KIND: "confirm",
+            configs.append({**space.trial_config(values), "seed": seed, "epochs": epochs, KIND: CONFIRM,
                             NAME: f"confirm-{run_name(values)}-seed{seed}", PARAMS: searched_values(space, values),
                             VARIANT: factor, LEVEL: level})
     for name, overrides in space.baselines.items():
         for seed in seeds:
-            configs.append({**space.trial_config(overrides), "seed": seed, "epochs": epochs, KIND: "confirm",
+            configs.append({**space.trial_config(overrides), "seed": seed, "epochs": epochs, KIND: CONFIRM,
                             NAME: f"confirm-baseline-{name}-seed{seed}", PARAMS: searched_values(space, {}),
                             VARIANT: f"baseline-{name}", LEVEL: None})
     return configs
 
 
-def run_confirmation(folder: Path, n_seeds: int) -> pd.DataFrame:
-    """Runs (or continues) the confirmation of the study in `folder`; returns its table."""
+def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
+    """Runs (or continues) the confirmation of a finished study; returns its table. Seeds vary
+    the training only: the validation split keeps the study's `split_seed`."""
     from ray.tune import ExperimentAnalysis
 
-    from study.analysis import best_configs
-    from study.results import ReportInputError, load_record, save_table, trials_table
+    from study import summary
+    from study.results import CONFIRM_FILE, save_table, trials_table
 
-    record = load_record(folder)
-    best = best_configs(record.table, record.space, top=1)
-    if best.empty:
-        raise ReportInputError(f"study {record.name!r} has no sampled trial to confirm")
-    values = {k: _plain(best.iloc[0][k]) for k in record.space.parameters}
+    done = summary.load(record.folder)
+    if done is None:
+        raise StudyInputError(f"study {record.name!r} has not finished (no summary): resume it first")
+    best = done["best"]
+    if best is None:
+        raise StudyInputError(f"study {record.name!r} has no sampled trial to confirm")
+    values = {k: best.get(k) for k in record.space.parameters}
     base_seed = int(record.space.constants.get("seed", 0))
     configs = confirmation_configs(record.space, values, [base_seed + 1000 + i for i in range(n_seeds)])
-    print(f"confirmation of {best.iloc[0]['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
-          f"{record.space.study.max_epochs} epochs, no early stopping", flush=True)
-    tested = _tune_confirmation(record, record.state, configs)
-    table = trials_table(ExperimentAnalysis(f"{record.tune_path}-confirm"), record.space, tested)
+    print(f"confirmation of {best['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
+          f"{record.max_epochs} epochs, no early stopping", flush=True)
+    tested = _tune_confirmation(record, configs)
+    table = trials_table(ExperimentAnalysis(record.confirm_path), record.space, tested)
     table.insert(0, "study", record.name)
-    save_table(table, folder / CONFIRM_FILE)
+    save_table(table, record.folder / CONFIRM_FILE)
     return table
 
 
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
-def _tune_confirmation(record: Any, state: dict[str, Any], configs: list[dict[str, Any]]) -> dict[str, dict]:
+def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Runs the configs under Tune (FIFO) on the study's Ray; returns test metrics by trial id."""
     import ray
     from ray import tune
 
-    from study.run import StudyOptions
-    from study.runner import concurrency, init_ray, set_ray_env, trial_dirname, trial_name
-    from study.search import FixedConfigs
-    from study.tracking import Tracker, TrialRunsCallback
-    from trainables.trainable import evaluate_tune_checkpoint, train_rra
+    from study import execution
+    from study.searchers import FixedConfigs
+    from study.tracking import TrialRunsCallback
 
-    opts = StudyOptions(**{**state["options"], "resume": False})
-    set_ray_env()
-    started = not ray.is_initialized()
-    if started:
-        init_ray(opts)
-    tracker = Tracker.of_study(state)
-    metric, mode = record.space.study.metric, record.space.study.mode
-    trainable = tune.with_resources(train_rra, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
-    path = f"{record.tune_path}-confirm"
+    res = record.resources
+    execution.set_ray_env()
+    started = execution.init_ray(res)
+    _, queue = execution.open_tracking(record, resume=True)
     try:
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(trainable, param_space={}, tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, search_alg=FixedConfigs(configs, metric, mode), num_samples=len(configs),
-                max_concurrent_trials=concurrency(opts), reuse_actors=opts.reuse_actors,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(name=f"{record.name}-confirm", storage_path=state["storage_path"],
-                                          failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                          callbacks=[TrialRunsCallback(tracker, record.space.study.max_epochs)],
-                                          verbose=0))
+        tuner = execution.tuner(record.confirm_path, res, tune.TuneConfig(
+            metric=record.metric, mode=record.mode, search_alg=FixedConfigs(configs, record.metric, record.mode),
+            num_samples=len(configs), max_concurrent_trials=execution.concurrency(res),
+            reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
+            trial_dirname_creator=execution.trial_dirname),
+            tune.RunConfig(name=f"{record.name}-confirm", storage_path=record.stores.storage_path,
+                           failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
+                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                           callbacks=[TrialRunsCallback(record.name, record.max_epochs)], verbose=0))
         results = tuner.fit()
-        task = ray.remote(evaluate_tune_checkpoint).options(num_cpus=opts.cpus_per_trial,
-                                                            num_gpus=opts.gpus_per_trial)
         # No model selection in a confirmation: every run is tested at its last epoch.
         finished = [results[i] for i in range(len(results))]
-        pending = {r.metrics["trial_id"]: task.remote(r.config, r.checkpoint) for r in finished
-                   if r.checkpoint is not None and r.metrics}
-        return {trial_id: ray.get(ref) for trial_id, ref in pending.items()}
+        jobs = {r.metrics["trial_id"]: (r.config, r.checkpoint) for r in finished if r.checkpoint and r.metrics}
+        return execution.test_checkpoints(res, jobs)
     finally:
+        queue.put(lambda: queue.tracker.finish("FINISHED"))
+        execution.settle_tracking(record, queue, None, False, wait_s=60)
         if started:
             ray.shutdown()
 

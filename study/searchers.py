@@ -19,28 +19,15 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune.search import Searcher
 
+from study.keys import BASELINE, EPOCH, KIND, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, run_name
 from study.spaces import SearchSpace
 
-# Keys the searcher adds to a trial's config; the trainable drops every key starting with "_".
-# PARAMS holds every parameter of the space, None where inactive (a baseline, a condition not
-# met), so tables and reports have the same columns for every trial.
-KIND, NAME, OPTUNA_NUMBER, PARAMS = "_kind", "_name", "_optuna_trial", "_params"
-# A confirmation run's varied factor and its level (study.confirm).
-VARIANT, LEVEL = "_variant", "_level"
-SHORT_NAMES = {"recursion_steps": "T", "crop_scale": "s", "attention_temperature": "tau"}
-
-
-def run_name(values: dict[str, Any]) -> str:
-    """A readable name from searched values: T4-s0.35-tau0.7 (other keys as key=value)."""
-    parts = []
-    for key, value in values.items():
-        text = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{SHORT_NAMES[key]}{text}" if key in SHORT_NAMES else f"{key}={text}")
-    return "-".join(parts) or "fixed"
+if TYPE_CHECKING:
+    from study.record import StudyRecord
 
 
 def searched_values(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +48,13 @@ def _sampler(kind: str, seed: int) -> Any:
 
 
 class FidelitySearcher(Searcher):
-    """Optuna ask-and-tell for Tune: ASHA-stopped trials are PRUNED, full ones COMPLETE."""
+    """Optuna ask-and-tell for Tune: ASHA-stopped trials are PRUNED, full ones COMPLETE.
+
+    What it needs per result is kept in memory (each running trial's Optuna id, the epochs it
+    reported, whether it is still running), so a result costs one write to the storage however
+    many trials the study holds. A policy whose scheduler stops trials early tells it through
+    `on_trial_stopped`.
+    """
 
     def __init__(self, space: SearchSpace, storage: str, study_name: str, sampler: str = "tpe",
                  seed: int = 0, baselines: bool = True) -> None:
@@ -72,13 +65,15 @@ class FidelitySearcher(Searcher):
         self.sampler_kind = sampler
         self.seed = seed
         self.pending_baselines = list(space.baselines) if baselines else []
-        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number, while it runs in Optuna
         self.stopped: set[str] = set()  # trials the scheduler stopped early in this session
         self._study: Any = None
+        self._live: dict[int, Any] = {}  # Optuna number -> its optuna.Trial, while it runs
+        self._reported: dict[int, set[int]] = {}  # Optuna number -> epochs already reported
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_study"] = None  # reconnect to the storage after unpickling
+        state.update(_study=None, _live={}, _reported={})  # reconnect to the storage after unpickling
         return state
 
     @property
@@ -92,7 +87,7 @@ class FidelitySearcher(Searcher):
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
                                               direction=direction, sampler=_sampler(self.sampler_kind, self.seed),
                                               load_if_exists=True)
-            done = len(self._study.trials)
+            done = len(self._study.get_trials(deepcopy=False))
             if done == 0:
                 for point in self.space.enqueue:
                     self._study.enqueue_trial(point, skip_if_exists=True)
@@ -106,14 +101,17 @@ class FidelitySearcher(Searcher):
         if self.pending_baselines:
             name = self.pending_baselines.pop(0)
             overrides = self.space.baselines[name]
-            return {**self.space.trial_config(overrides), KIND: "baseline", NAME: f"baseline-{name}",
+            return {**self.space.trial_config(overrides), KIND: BASELINE, NAME: f"baseline-{name}",
                     PARAMS: searched_values(self.space, {})}
         trial = self.study.ask()
         values = self.space.suggest(trial)
         trial.set_user_attr("tune_trial_id", trial_id)
         self.numbers[trial_id] = trial.number
-        return {**self.space.trial_config(values), KIND: "search", NAME: run_name(values), OPTUNA_NUMBER: trial.number,
+        self._live[trial.number] = trial
+        self._reported[trial.number] = set()
+        return {**self.space.trial_config(values), KIND: SEARCH, NAME: run_name(values), OPTUNA_NUMBER: trial.number,
                 PARAMS: searched_values(self.space, values)}
+
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         number = self.numbers.get(trial_id)
@@ -121,19 +119,28 @@ class FidelitySearcher(Searcher):
             self._report(number, result)
 
     def _report(self, number: int, result: dict[str, Any]) -> None:
+
+        if self.metric not in result or EPOCH not in result:
+            return
+        step = int(result[EPOCH])
+        if number not in self._live:
+            self._reattach(number)
+        if step not in self._reported[number]:  # a resumed trial re-reports nothing twice
+            self._live[number].report(float(result[self.metric]), step)
+            self._reported[number].add(step)
+
+    def _reattach(self, number: int) -> None:
+        """After a restore: the optuna.Trial of a trial asked before, and the epochs it reported
+        (one read from the storage, through its public API)."""
         import optuna
 
-        if self.metric not in result or "epoch" not in result:
-            return
-        frozen = self.study.trials[number]
-        if frozen.state != optuna.trial.TrialState.RUNNING:
-            return
-        step = int(result["epoch"])
-        if step not in frozen.intermediate_values:  # a resumed trial re-reports nothing twice
-            optuna.trial.Trial(self.study, frozen._trial_id).report(float(result[self.metric]), step)
+        rdb = _rdb(self.storage)
+        storage_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(self.study_name), number)
+        self._live[number] = optuna.trial.Trial(self.study, storage_id)
+        self._reported[number] = set(rdb.get_trial(storage_id).intermediate_values)
 
-    def mark_stopped(self, trial_id: str) -> None:
-        """Called by the scheduler when it stops a trial early (see study.scheduling)."""
+    def on_trial_stopped(self, trial_id: str) -> None:
+        """Called by the policy's scheduler when it stops a trial early."""
         self.stopped.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -143,23 +150,22 @@ class FidelitySearcher(Searcher):
         import optuna
 
         state = optuna.trial.TrialState
-        if self.study.trials[number].state != state.RUNNING:
-            del self.numbers[trial_id]
-            return
         if error or result is None or self.metric not in result:
-            self.study.tell(number, state=state.FAIL)
-            del self.numbers[trial_id]
+            self._tell(trial_id, number, state=state.FAIL)
             return
         self._report(number, result)  # Tune hands a trial's final result only to this method
-        if int(result["epoch"]) >= self.space.study.max_epochs:
-            self.study.tell(number, float(result[self.metric]))
+        if int(result[EPOCH]) >= self.space.study.max_epochs:
+            self._tell(trial_id, number, value=float(result[self.metric]))
         elif trial_id in self.stopped:  # stopped early: its per-epoch values are on the Optuna trial
-            self.study.tell(number, state=state.PRUNED)
-        else:
-            # Neither finished nor stopped: the study was interrupted (Ctrl-C) and Tune will
-            # continue this trial on resume. It stays RUNNING in Optuna until then.
-            return
+            self._tell(trial_id, number, state=state.PRUNED)
+        # Else neither finished nor stopped: the study was interrupted (Ctrl-C) and Tune will
+        # continue this trial on resume. It stays RUNNING in Optuna until then.
+
+    def _tell(self, trial_id: str, number: int, value: float | None = None, state: Any = None) -> None:
+        self.study.tell(number, value, state=state, skip_if_finished=True)  # told before a resume: kept
         del self.numbers[trial_id]
+        self._live.pop(number, None)
+        self._reported.pop(number, None)
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(json.dumps(
@@ -180,6 +186,18 @@ class FidelitySearcher(Searcher):
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.number not in known:
                 self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _rdb(url: str) -> Any:
+    """The Optuna storage at `url` (one engine per URL and process)."""
+    if url not in _STORAGES:
+        import optuna
+
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return _STORAGES[url]
+
+
+_STORAGES: dict[str, Any] = {}
 
 
 class FixedConfigs(Searcher):
@@ -214,7 +232,7 @@ class _DefineByRun:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         values = self.space.suggest(trial)  # OptunaSearch puts these values in the config itself
-        return {**self.space.constants, "epochs": self.space.study.max_epochs, KIND: "search",
+        return {**self.space.constants, "epochs": self.space.study.max_epochs, KIND: SEARCH,
                 NAME: run_name(values), PARAMS: searched_values(self.space, values)}
 
 
@@ -234,3 +252,9 @@ SEARCHERS: dict[str, Callable[[SearchSpace, str, str, int], Any]] = {
     "random": lambda space, storage, name, seed: FidelitySearcher(space, storage, name, "random", seed),
     "optuna-stock": stock_optuna_search,
 }
+
+
+def make_searcher(record: StudyRecord) -> Any:
+    """The searcher a study's record names (its sampler seeded by the record's seed)."""
+    kind = record.settings["searcher"]
+    return SEARCHERS[kind](record.space, record.stores.optuna_storage, record.name, int(record.settings["seed"]))

@@ -1,0 +1,156 @@
+"""The command line that composes the phases: `python -m study.run` (search, finish, then
+optionally confirm and report) and `python -m study.report` (confirm and report of a study).
+
+Parsing and the light checks (space, flags, record) run before anything heavy is imported, so
+a typo answers about as fast as `--help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from study.errors import StudyInputError
+from study.options import StudyOptions, non_negative_int, parse_options, positive_int
+from study.record import StudyRecord
+
+# How long the end of a study waits for MLflow to take the calls still queued (a hung server
+# does not hold the study longer; what is left is sent by the next resume or report).
+MLFLOW_WAIT_S = 60.0
+
+
+def resolve(opts: StudyOptions) -> StudyRecord:
+    """The study's record: a new one from the flags, or the saved one for --resume. Light."""
+    from study import preflight, record
+
+    if opts.resume:
+        return record.for_resume(opts)
+    space = record.resolve_space(opts)
+    preflight.check_space(space)
+    return record.new_record(opts, space)
+
+
+def run_study(opts: StudyOptions) -> dict[str, Any]:
+    """Runs (or resumes) a study; returns its summary."""
+    rec = resolve(opts)
+    from study import execution, preflight
+    from study.phases import finish, search
+
+    preflight.check_setup(rec.space, preflight.check_space(rec.space), local=rec.resources.address is None,
+                          gpus_per_trial=rec.resources.gpus_per_trial)
+    if not opts.resume:
+        rec = search.start(rec)
+    space = rec.space
+    print(f"study {rec.name}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
+          f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}; folder {rec.folder}",
+          flush=True)
+    execution.set_ray_env()
+    _, queue = execution.open_tracking(rec, resume=opts.resume)
+    import ray
+
+    execution.init_ray(rec.resources)
+    searched = None
+    try:
+        searched = search.run(rec, queue)
+        if searched.interrupted:
+            raise KeyboardInterrupt
+        summary = finish.finish(rec, searched.analysis, queue)
+    except BaseException:
+        queue.put(lambda: queue.tracker.finish("KILLED"))
+        _settle(rec, queue, searched, interrupted=True)
+        ray.shutdown()
+        raise
+    rec, healthy = _settle(rec, queue, searched, interrupted=False)
+    from study.summary import print_summary
+
+    print_summary(summary, queue.tracker.runs_url(rec.metric, rec.mode))
+    if opts.confirm_seeds:
+        from study.phases.confirm import run_confirmation
+
+        run_confirmation(rec, opts.confirm_seeds)
+    ray.shutdown()
+    if opts.report:
+        _report(rec, mlflow=healthy)
+    return summary
+
+
+def _settle(rec: StudyRecord, queue: Any, searched: Any, interrupted: bool) -> tuple[StudyRecord, bool]:
+    from study import execution
+
+    analysis = searched.analysis if searched is not None else None
+    start = time.monotonic()
+    rec = execution.settle_tracking(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
+    rec.save()
+    return rec, queue.pending() == 0 and time.monotonic() - start < MLFLOW_WAIT_S
+
+
+def _report(rec: StudyRecord, mlflow: bool) -> None:
+    """Writes the study's report; a failure here loses nothing already recorded, so it is told,
+    not raised."""
+    from study.phases.report import write_report
+
+    try:
+        path = write_report(rec, mlflow=mlflow)
+    except Exception as err:
+        print(f"warning: the report failed ({type(err).__name__}: {err}); the study's results are kept. "
+              f"Retry with: python -m study.report --name {rec.name} --out {rec.folder.parent}", file=sys.stderr)
+        return
+    print(f"\nReport: {path}\n        {path.with_suffix('.md')} (and in MLflow: the parent run's report/ artifacts)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m study.run`; returns the exit code."""
+    opts = parse_options(argv)
+    try:
+        run_study(opts)
+    except StudyInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        name = f" --name {opts.name}" if opts.name else ""
+        out = f" --out {opts.out}" if "out" in opts.given else ""
+        print(f"interrupted; continue with: python -m study.run{name}{out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---------------------------------------------------------------- python -m study.report
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.report",
+                                description="Write the ablation report of a study (and, with --confirm-seeds, "
+                                            "rerun the best configuration and one-factor variations first).")
+    p.add_argument("--name", required=True, help="the study's name (its folder under --out)")
+    p.add_argument("--out", default="runs", help="study folder root (default: %(default)s)")
+    p.add_argument("--confirm-seeds", type=non_negative_int, default=0, metavar="N",
+                   help="rerun the best config and one-factor variations with N seeds, no early stopping")
+    p.add_argument("--images", type=positive_int, default=4, help="validation images in the attention pictures")
+    p.add_argument("--no-pictures", dest="pictures", action="store_false", help="skip the attention pictures")
+    p.add_argument("--no-mlflow", dest="mlflow", action="store_false",
+                   help="do not log the report to MLflow or check the runs against it")
+    return p
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """`python -m study.report`; returns the exit code."""
+    args = report_parser().parse_args(argv)
+    from study import record
+
+    try:
+        rec = record.load(record.study_folder(args.out, args.name))
+        if args.confirm_seeds:
+            from study.phases.confirm import run_confirmation
+
+            run_confirmation(rec, args.confirm_seeds)
+            rec = record.load(rec.folder)
+        from study.phases.report import write_report
+
+        path = write_report(rec, pictures=args.pictures, images=args.images, mlflow=args.mlflow)
+    except StudyInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}\n        {path.with_suffix('.md')}")
+    return 0

@@ -1,0 +1,158 @@
+"""Execution: Ray start-up, the trainable with its resources, Tuner building, evaluation tasks.
+
+Shared by the search and the confirmation phases; knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from study.keys import NAME, TEST_METRICS
+from study.record import Resources, StudyRecord
+
+# Tune's classic reporter honours the columns we choose; the newer one prints every config key.
+# Every checkpoint forces a small experiment-state snapshot, which Tune warns about; that is the
+# intended trade (a crash loses at most one epoch per trial).
+_RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+            # A call to an unreachable MLflow server fails at once (MLflow's own retries would hold
+            # the queue's thread for minutes without telling); the queue retries it itself.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def set_ray_env() -> None:
+    """Environment Tune and MLflow read at start-up (see _RAY_ENV); the user's own settings win."""
+    for key, value in _RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def concurrency(res: Resources) -> int | None:
+    """Trials at once: the flag, else as many as a local Ray's CPUs hold; None on a cluster,
+    which may autoscale (resources decide)."""
+    if res.concurrency is not None:
+        return res.concurrency
+    if res.address is not None or res.cpus_per_trial <= 0:
+        return None
+    cpus = res.num_cpus or os.cpu_count() or 1
+    return max(1, int(cpus // res.cpus_per_trial))
+
+
+def init_ray(res: Resources) -> bool:
+    """Starts (or joins) Ray unless this process already has it; True if it started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if res.address is None:
+        ray.init(num_cpus=res.num_cpus, include_dashboard=False, log_to_driver=res.verbose > 0,
+                 logging_level=logging.WARNING)
+    else:
+        ray.init(address=res.address, log_to_driver=res.verbose > 0, logging_level=logging.WARNING)
+    return True
+
+
+def trainable(res: Resources) -> Any:
+    """The RRA trainable with a trial's resources."""
+    from ray import tune
+
+    from trainables.trainable import train_rra
+
+    return tune.with_resources(train_rra, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's trial name: the run name the searcher gave it."""
+    return str(trial.config.get(NAME, trial.trial_id))
+
+
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder: its name and id (Tune's default spells out the whole config)."""
+    return f"{trial_name(trial)}_{trial.trial_id}"
+
+
+def tuner(path: str, res: Resources, tune_config: Any, run_config: Any) -> Any:
+    """A new Tuner, or the one saved at `path` when there is one (a resumed experiment)."""
+    from ray import tune
+
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable(res), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(trainable(res), param_space={}, tune_config=tune_config, run_config=run_config)
+
+
+def test_checkpoints(res: Resources, jobs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, dict[str, float]]:
+    """Evaluates checkpoints on the test split, as Ray tasks with a trial's resources.
+
+    Args:
+        jobs: trial id -> (trial config, Tune checkpoint).
+    """
+    import ray
+
+    from trainables.trainable import evaluate_tune_checkpoint
+
+    task = ray.remote(evaluate_tune_checkpoint).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
+    refs = {trial_id: task.remote(config, checkpoint) for trial_id, (config, checkpoint) in jobs.items()}
+    results = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+    return {trial_id: {k: metrics[k] for k in TEST_METRICS} for trial_id, metrics in results.items()}
+
+
+# ---------------------------------------------------------------- MLflow, through the study's queue
+
+
+def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
+    """Tags, params and artifacts of the study's parent MLflow run."""
+    space = record.space
+    tags = {"study": record.name, "space": space.name, "dataset": str(space.constants.get("dataset", "synthetic")),
+            "searcher": str(record.settings["searcher"]), "policy": str(record.settings["policy"]),
+            "git_revision": str(record.extra.get("git_revision", "unknown")),
+            **{f"version.{k}": v for k, v in record.extra.get("versions", {}).items()}}
+    params = {**{f"setting.{k}": v for k, v in record.settings.items()},
+              **{f"study.{k}": v for k, v in dataclasses.asdict(space.study).items()}}
+    artifacts = {"study.json": json.dumps(record.to_json(), indent=2)}
+    return tags, params, artifacts
+
+
+def open_tracking(record: StudyRecord, resume: bool) -> tuple[Any, Any]:
+    """The study's MLflow tracker and queue; the parent run is created (or reopened) first in the
+    queue, and the record saved with its ids once it exists."""
+    from study.tracking import QUEUES, MlflowQueue, Tracker
+
+    tracker = Tracker.of_record(record)
+    queue = MlflowQueue(tracker)
+    QUEUES[record.name] = queue
+
+    def parent() -> None:
+        if resume and tracker.parent_run_id is not None:
+            tracker.reopen()
+            return
+        tracker.start(*parent_payload(record))
+        dataclasses.replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id).save()
+
+    queue.put(parent)
+    return tracker, queue
+
+
+def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, interrupted: bool,
+                    wait_s: float) -> StudyRecord:
+    """Queues `sync` (MLflow made true to Tune's saved experiment `analysis`, if given), waits up
+    to `wait_s` for the queue, and returns the record with the MLflow ids it now has."""
+    from study.tracking import sync
+
+    tracker = queue.tracker
+    if analysis is not None:
+
+        def settle() -> None:
+            sent = sync(tracker, list(analysis.trials), analysis.trial_dataframes, record.max_epochs, interrupted)
+            if sent:
+                print(f"MLflow: {sent} epoch(s) missing from the trials' runs were sent from Tune's results",
+                      flush=True)
+
+        queue.put(settle)
+    if not queue.drain(wait_s):
+        print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
+              "are kept in Tune's storage and are sent to MLflow by the next resume or report "
+              f"(python -m study.report --name {record.name})", file=sys.stderr)
+    return dataclasses.replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id)

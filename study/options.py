@@ -1,0 +1,153 @@
+"""What the study command line says: `StudyOptions`, parsed without heavy imports.
+
+`--help` and flag errors answer at once: this module imports the standard library and the
+light name registries only. The defaults live once, on `StudyOptions`; the parser leaves out
+every flag the user did not give, so `--resume` can tell a flag given from a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from study.policies import POLICIES
+from trainables import names
+
+SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
+
+# Flags that define a study: fixed in its record at the start; on --resume they may be
+# repeated with the recorded value, never changed. The others say where or how fast to run.
+DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
+            "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
+            "evaluate_test")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """Everything the command line sets; None means: the space's (or the built-in) default.
+
+    `given` names the flags the user actually gave.
+    """
+
+    space: str = "ablation"
+    name: str | None = None
+    resume: bool = False
+    dataset: str | None = None
+    data_dir: str | None = None
+    backbone: str | None = None
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    num_cpus: int | None = None
+    concurrency: int | None = None
+    address: str | None = None
+    out: str = "runs"
+    storage: str | None = None
+    tracking_uri: str | None = None
+    optuna_storage: str | None = None
+    seed: int = 0
+    policy: str = "asha"
+    searcher: str = "optuna"
+    max_failures: int = 2
+    reuse_actors: bool = True
+    baselines: bool = True
+    evaluate_test: bool = True
+    verbose: int = 1
+    report: bool = True
+    confirm_seeds: int = 0
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def settings(self) -> dict[str, object]:
+        """The options as plain values (without `given`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "given"}
+
+
+_DEFAULTS = StudyOptions()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _d(key: str) -> str:
+    return f"default: {getattr(_DEFAULTS, key)}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The study command's flags (a flag not given is absent from the parsed namespace)."""
+    p = argparse.ArgumentParser(
+        prog="python -m study.run", argument_default=argparse.SUPPRESS,
+        description="Run an RRA hyperparameter study: Ray Tune + Optuna + ASHA + MLflow.",
+        epilog="The embedded default (no flags but --space) runs on a laptop: local Ray, CPU, synthetic data, "
+               "a SQLite MLflow store under --out. A study is fixed at its start (STUDY/study.json); --resume "
+               "continues it with its own settings.",
+    )
+    p.add_argument("--space", help=f"search space name in search_spaces/ or a YAML path ({_d('space')})")
+    p.add_argument("--name", help="study name (default: SPACE-DATE-TIME; with --resume: the latest study of SPACE)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study (same --name and --out)")
+    data = p.add_argument_group("data and model (override the space's constants)")
+    data.add_argument("--dataset", help=", ".join(names.DATASETS))
+    data.add_argument("--data-dir", help="dataset folder (on every node that runs trials)")
+    data.add_argument("--backbone", help=", ".join(names.BACKBONES))
+    budget = p.add_argument_group("budget (override the space's study block)")
+    budget.add_argument("--num-samples", type=positive_int, help="sampled trials, besides the baselines")
+    budget.add_argument("--max-epochs", type=positive_int, help="epochs of a full trial (ASHA's max_t)")
+    res = p.add_argument_group("resources (may change on --resume)")
+    res.add_argument("--cpus-per-trial", type=non_negative_float, help=_d("cpus_per_trial"))
+    res.add_argument("--gpus-per-trial", type=non_negative_float, help=f"fractional allowed, e.g. 0.5 "
+                     f"({_d('gpus_per_trial')})")
+    res.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray (default: all)")
+    res.add_argument("--concurrency", type=positive_int, help="max trials at once (default: as resources allow)")
+    res.add_argument("--address", help="Ray address: none starts a local Ray; 'auto' joins a running cluster")
+    where = p.add_argument_group("where things go")
+    where.add_argument("--out", help=f"study folder root ({_d('out')})")
+    where.add_argument("--storage", help="Tune storage: a folder or URI such as s3://bucket/path "
+                       "(default: the --out folder)")
+    where.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://head:5000 "
+                       "(default: sqlite:///OUT/mlflow.db, artifacts in OUT/mlartifacts)")
+    where.add_argument("--optuna-storage", help="Optuna RDB URI (default: sqlite in the study folder)")
+    how = p.add_argument_group("search")
+    how.add_argument("--seed", type=int, help=f"sampler seed ({_d('seed')})")
+    how.add_argument("--policy", "--scheduler", dest="policy", choices=tuple(POLICIES),
+                     help=f"scheduler and the searcher it owns: asha stops weak trials early, fifo runs every "
+                          f"trial to the end ({_d('policy')})")
+    how.add_argument("--searcher", choices=SEARCHER_NAMES,
+                     help="optuna: TPE, ASHA-stopped trials PRUNED in Optuna; random; optuna-stock: Ray's "
+                          f"OptunaSearch, for comparison ({_d('searcher')})")
+    how.add_argument("--max-failures", type=non_negative_int, help=f"retries of a failed trial ({_d('max_failures')})")
+    how.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
+                     help="start a fresh Ray actor per trial")
+    how.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the space's baselines")
+    how.add_argument("--no-test", dest="evaluate_test", action="store_false",
+                     help="skip the final test-split evaluation of the best trials")
+    how.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no live progress table")
+    rep = p.add_argument_group("report (also: python -m study.report --name NAME)")
+    rep.add_argument("--no-report", dest="report", action="store_false", help="skip the end-of-study report")
+    rep.add_argument("--confirm-seeds", type=non_negative_int, metavar="N",
+                     help="then rerun the best config and one-factor variations with N seeds, no early stopping")
+    return p
+
+
+def parse_options(argv: list[str] | None = None) -> StudyOptions:
+    """Parses the command line (exits with code 2 on a bad flag, as argparse does)."""
+    given = vars(build_parser().parse_args(argv))
+    return StudyOptions(**given, given=frozenset(given))

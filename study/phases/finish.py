@@ -1,0 +1,86 @@
+"""The finish phase: the final test of the best trials (chosen on validation), the summary,
+and the best trial's checkpoint and figures in MLflow (through the study's queue)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from study import execution, summary
+from study.record import StudyRecord
+
+# The final test evaluates this many of the best trials, for the report, and the baselines.
+TEST_TOP = 3
+
+
+def best_checkpoint(analysis: Any, trial: Any, metric: str, mode: str) -> Any | None:
+    """A trial's best checkpoint by the metric, else its latest; None if it never saved one
+    (e.g. a trial that failed in its first epoch)."""
+    return analysis.get_best_checkpoint(trial, metric, mode) or analysis.get_last_checkpoint(trial)
+
+
+def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
+    """Tests the top trials and the baselines, writes and returns the summary, queues its MLflow
+    part (best config, tags, the best trial's checkpoint)."""
+    trials = {t.trial_id: t for t in analysis.trials}
+    rows = [summary.trial_row(t, list(record.space.parameters), record.metric, record.max_epochs)
+            for t in trials.values()]
+    first = summary.build(record, [dict(r) for r in rows], {})
+    tested: dict[str, dict[str, float]] = {}
+    if record.settings["evaluate_test"]:
+        chosen = [*first["ranking"][:TEST_TOP], *(b["trial_id"] for b in first["baselines"])]
+        jobs = {}
+        for trial_id in chosen:
+            checkpoint = best_checkpoint(analysis, trials[trial_id], record.metric, record.mode)
+            if checkpoint is not None:
+                jobs[trial_id] = (trials[trial_id].config, checkpoint)
+        tested = execution.test_checkpoints(record.resources, jobs)
+    result = summary.build(record, rows, tested)
+    summary.save(result, record.folder)
+    best = result["best"]
+    if best is not None:
+        checkpoint = best_checkpoint(analysis, trials[best["trial_id"]], record.metric, record.mode)
+        local = _local_copy(checkpoint) if checkpoint is not None else None
+        queue.put(lambda: _log_best(queue.tracker, record, result, trials[best["trial_id"]].config, local))
+    else:
+        queue.put(lambda: _log_best(queue.tracker, record, result, None, None))
+    return result
+
+
+def _local_copy(checkpoint: Any) -> str:
+    """The checkpoint's files in a local folder that lives as long as the process (the queue
+    sends them later)."""
+    folder = tempfile.mkdtemp(prefix="rra-best-")
+    return str(checkpoint.to_directory(folder))
+
+
+def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config: dict[str, Any] | None,
+              checkpoint_dir: str | None) -> None:
+    """MLflow: the parent's best config, best values and baselines; the best run's checkpoint."""
+    from trainables.config import settings
+
+    client, parent, metric = tracker.client, tracker.parent_run_id, record.metric
+    best = result["best"]
+    if best is not None:
+        run = tracker.find_child(best["trial_id"])
+        if run is not None:
+            if checkpoint_dir is not None:
+                client.log_artifacts(run.info.run_id, checkpoint_dir, "checkpoint")
+            client.set_tag(run.info.run_id, "best", "true")
+        if config is not None:
+            client.log_dict(parent, settings(config), "best_config.json")
+        client.set_tag(parent, "best_trial", best["name"])
+        client.log_metric(parent, f"best_{metric}", float(best[metric]))
+        if best.get("test_acc") is not None:
+            client.log_metric(parent, "best_test_acc", float(best["test_acc"]))
+    for row in result["baselines"]:
+        if row.get(metric) is not None:
+            client.log_metric(parent, f"{row['name']}_{metric}", float(row[metric]))
+        if row.get("test_acc") is not None:
+            client.log_metric(parent, f"{row['name']}_test_acc", float(row["test_acc"]))
+    tracker.finish("FINISHED")
+
+
+def report_path_note(path: Path) -> str:
+    return f"\nReport: {path}\n        {path.with_suffix('.md')} (and in MLflow: the parent run's report/ artifacts)"

@@ -1,0 +1,293 @@
+"""The ablation report of a study: `python -m study.report --name STUDY`.
+
+Also written at the end of every study. It reads Tune's saved results into a tidy table
+(trials.parquet), compares factors at equal fidelity (per ASHA rung), checks whether early
+stopping could be trusted, computes importance from the Optuna storage, measures the gain over
+the global-only baseline, draws the plots and the best trial's attention pictures, and writes
+report.md and a self-contained report.html into STUDY/report/, all logged as artifacts of the
+study's parent MLflow run. `--confirm-seeds N` first reruns the best configuration and
+one-factor-at-a-time variations with N seeds at the full budget (see study.confirm).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from study.record import StudyRecord
+
+REPORT_DIR = "report"
+
+
+def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, mlflow: bool = True) -> Path:
+    """Writes STUDY/report/ (tables, plots, report.md, report.html); returns the HTML path.
+
+    With `mlflow`, MLflow is first made true to Tune's results (`study.tracking.sync`: what an
+    outage kept from it is sent now), then checked against them, and the report is logged to
+    the parent run.
+    """
+    from study import plots
+    from study.document import Document
+    from study.results import load_results, save_table
+
+    results = load_results(record)
+    out = record.folder / REPORT_DIR
+    figures = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    save_table(results.table, out / "trials.parquet")
+    tracker = _tracker(results) if mlflow else None
+    doc = Document(f"Ablation report: {record.name}")
+    facts: dict[str, Any] = {"study": record.name, "metric": record.metric}
+    _overview(doc, results, tracker, facts)
+    _best(doc, results, facts)
+    _gain(doc, results, facts)
+    _early_stopping(doc, results, facts, out)
+    _factors(doc, results, out)
+    _interaction(doc, results)
+    _importance(doc, results, out)
+    doc.heading("Plots")
+    doc.image(plots.metric_by_factor(results.table, results.space, figures / "metric_by_factor.png"),
+              f"{record.metric} against each factor, one colour per rung")
+    doc.image(plots.learning_curves(results.table, results.space, figures / "learning_curves.png"),
+              "learning curves coloured by each factor")
+    doc.image(plots.rung_survival(results.table, results.space, figures / "rung_survival.png"),
+              "trials that reached each ASHA rung")
+    if pictures:
+        _attention(doc, results, figures / "attention.png", images, facts)
+    if results.confirm is not None:
+        from study.phases.confirm import confirmation_section
+
+        confirmation_section(doc, results, facts)
+    doc.heading("Files")
+    doc.text("`trials.parquet`: one row per trial per epoch (config, outcome, metrics); `factors.parquet`, "
+             "`importance.parquet`, `rung_correlation.parquet`: the tables above; `report.json`: the key figures.")
+    (out / "report.md").write_text(doc.markdown(out))
+    html_path = out / "report.html"
+    html_path.write_text(doc.html())
+    (out / "report.json").write_text(json.dumps(_plain(facts), indent=2, allow_nan=False))
+    if tracker is not None:
+        tracker.client.log_artifacts(tracker.parent_run_id, str(out), REPORT_DIR)
+        tracker.client.set_tag(tracker.parent_run_id, "report", f"{REPORT_DIR}/report.html")
+    return html_path
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars as numbers, NaN as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    import pandas as pd
+
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _tracker(results: Any) -> Any:
+    """The study's tracker, after MLflow was made true to Tune's results."""
+    from study.tracking import Tracker, sync
+
+    tracker = Tracker.of_record(results.record)
+    if tracker.parent_run_id is None:  # MLflow never answered during the study
+        from study.execution import parent_payload
+
+        tracker.start(*parent_payload(results.record))
+        import dataclasses
+
+        dataclasses.replace(results.record, experiment_id=tracker.experiment_id,
+                            parent_run_id=tracker.parent_run_id).save()
+    analysis = results.analysis
+    sync(tracker, list(analysis.trials), analysis.trial_dataframes, results.record.max_epochs, interrupted=False)
+    return tracker
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import rungs, searched, trials
+    from study.results import mlflow_disagreements
+
+    space, table = record.space, record.table
+    per_trial = trials(searched(table))
+    counts = per_trial["outcome"].value_counts().to_dict()
+    facts["trials"] = {"sampled": len(per_trial), **{k: int(v) for k, v in counts.items()}}
+    dataset = table["config.dataset"].iloc[0]
+    doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone): "
+             f"{len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
+             f"{space.study.max_epochs} epochs, {counts.get('stopped_early', 0)} stopped early by ASHA, "
+             f"{counts.get('errored', 0)} errored) and {int((trials(table)['kind'] == 'baseline').sum())} "
+             f"baseline(s). Metric `{record.metric}` ({space.study.mode}); ASHA rungs at epochs "
+             f"{', '.join(map(str, rungs(space.study)))}.")
+    if tracker is None:
+        return
+    problems = mlflow_disagreements(record, tracker)
+    facts["mlflow_disagreements"] = problems
+    if problems:
+        doc.warn(f"The MLflow runs disagree with Tune's results on {len(problems)} point(s): "
+                 + "; ".join(problems[:5]))
+    else:
+        doc.text(f"Checked against MLflow ({record.record.stores.tracking_uri}, experiment `{record.name}`): one run "
+                 f"per trial, same outcome and the same `{record.metric}` at every epoch.")
+
+
+def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import best_configs
+
+    best = best_configs(record.table, record.space)
+    facts["best"] = best.head(1).to_dict("records")[0] if len(best) else None
+    doc.heading("Best configurations")
+    doc.text(f"Ranked by `{record.metric}` at the last epoch, trials that reached max_t first. Test accuracy "
+             "is measured once, at the end of the study, on the best checkpoint (by validation) of the top "
+             "trials; model selection never saw the test split.")
+    doc.table(best)
+
+
+def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
+    from study.analysis import baseline_gain
+
+    gains = baseline_gain(record.table, record.space)
+    facts["gain"] = gains
+    doc.heading("Gain over the global-only baseline")
+    if not gains:
+        doc.text("This study ran no baseline (see the space's `baselines:`).")
+        return
+    import pandas as pd
+
+    doc.table(pd.DataFrame(gains))
+    g = gains[0]
+    test = g.get("gain_test_acc", math.nan)
+    claim = (f"The paper claims RRA is \"up to 2%\" better than the same backbone without it. Here the best "
+             f"configuration is {100 * test:+.1f} points on test against `{g['baseline']}`"
+             if isinstance(test, float) and not math.isnan(test) else
+             "The paper claims RRA is \"up to 2%\" better than the same backbone without it; this study has no "
+             "test accuracy for the pair")
+    seeds = ("The confirmation below measures it with several seeds per side." if record.confirm is not None
+             else "`--confirm-seeds N` measures it with N seeds per side.")
+    doc.text(claim + f": one seed each, so the difference includes seed noise. {seeds}")
+
+
+def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> None:
+    from study.analysis import early_stopping_verdict, rung_correlation
+
+    corr = rung_correlation(record.table, record.space)
+    corr.to_parquet(out / "rung_correlation.parquet", index=False)
+    trusted, sentence = early_stopping_verdict(corr, record.space.study.max_epochs)
+    facts["early_stopping_trusted"] = trusted
+    facts["early_stopping"] = sentence
+    doc.heading("Could early stopping be trusted?")
+    doc.text("Spearman rank correlation between the metric at a rung and at a later rung, over the sampled "
+             "trials that reached the later one. ASHA stops by the early rank; if early ranks do not predict "
+             "final ranks, it stops the wrong trials.")
+    (doc.text if trusted else doc.warn)(sentence)
+    doc.table(corr)
+
+
+def _factors(doc: Any, record: Any, out: Path) -> None:
+    from study.analysis import factor_table
+
+    table = factor_table(record.table, record.space)
+    table.to_parquet(out / "factors.parquet", index=False)
+    doc.heading("Factors at equal fidelity")
+    doc.text("Per level of each factor: trials, how many reached max_t, and at each rung (epoch) the trials "
+             "that reached it with the best and mean ± sd of the metric at that epoch. Values from different "
+             "epochs are never pooled. Continuous factors are binned over the searched range.")
+    import pandas as pd
+
+    for factor, rows in table.groupby("factor", sort=False):
+        lines = []
+        for level, group in rows.groupby("level", sort=False):
+            first = group.iloc[0]
+            lines.append({"level": level, "trials": first["trials"], "reached max_t": first["reached_max_t"],
+                          **{f"epoch {r['rung']}": _cell(r) for _, r in group.iterrows()}})
+        doc.text(f"**{factor}** (cells: best / mean ± sd (n))")
+        doc.table(pd.DataFrame(lines))
+
+
+def _cell(row: Any) -> str:
+    if not row["n"]:
+        return "-"
+    spread = f" ± {row['sd']:.3f}" if row["sd"] == row["sd"] else ""
+    return f"{row['best']:.3f} / {row['mean']:.3f}{spread} ({int(row['n'])})"
+
+
+def _interaction(doc: Any, record: Any) -> None:
+    from study.analysis import interaction, rungs
+
+    names = list(record.space.parameters)
+    pair = ("recursion_steps", "crop_scale") if {"recursion_steps", "crop_scale"} <= set(names) else names[:2]
+    if len(pair) < 2:
+        return
+    doc.heading(f"Interaction: {pair[0]} x {pair[1]}")
+    milestones = rungs(record.space.study)
+    for rung in sorted({milestones[0], milestones[-1]}):
+        mean, count = interaction(record.table, record.space, pair[0], pair[1], rung)
+        if mean.empty:
+            doc.text(f"Epoch {rung}: no trial reached it.")
+            continue
+        cells = mean.map(lambda v: "-" if v != v else f"{v:.3f}").astype(str)
+        cells = cells + count.map(lambda c: "" if c != c else f" ({int(c)})")
+        doc.text(f"Mean {record.metric} at epoch {rung} (number of trials); rows {pair[0]}, columns {pair[1]}.")
+        doc.table(cells.replace(" (nan)", ""), index=True)
+
+
+def _importance(doc: Any, record: Any, out: Path) -> None:
+    from study.analysis import importance
+
+    table = importance(record.record.stores.optuna_storage, record.name, record.space)
+    table.to_parquet(out / "importance.parquet", index=False)
+    doc.heading("Hyperparameter importance")
+    doc.text("From the study's Optuna storage: PED-ANOVA (Optuna's default) and fANOVA, at each rung on the "
+             "trials' values at that epoch (every trial that reached it), at max_t on the COMPLETE trials. "
+             "Importances are normalised to sum to 1 within a column; with few trials they are rough.")
+    for scope, rows in table.groupby("scope", sort=False):
+        valid = rows.dropna(subset=["parameter"])
+        if not valid.empty:
+            wide = valid.pivot_table(index="parameter", columns=["rung", "method"], values="importance")
+            wide.columns = [f"epoch {r} {m} (n={int(rows[(rows.rung == r)].trials.iloc[0])})" for r, m in wide.columns]
+            doc.text(f"Scope: {scope}.")
+            doc.table(wide, index=True)
+        notes = rows[rows["parameter"].isna()]
+        for _, row in notes.drop_duplicates(["rung", "method"]).iterrows():
+            doc.text(f"{scope}, epoch {row['rung']}, {row['method']}: not computed ({row['note']}, n={row['trials']}).")
+
+
+def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
+    from study.analysis import best_configs
+    from study.plots import attention_pictures
+    from trainables.explain import explain_checkpoint
+
+    best = best_configs(record.table, record.space, top=1)
+    doc.heading("What the best trial looks at")
+    if best.empty:
+        doc.text("No sampled trial has results.")
+        return
+    name = best.iloc[0]["name"]
+    trial_id = record.table.loc[record.table["name"] == name, "trial_id"].iloc[0]
+    analysis = record.analysis
+    trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+    checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
+    if checkpoint is None or not trial.config.get("local_stream", True):
+        doc.text(f"{name} has no checkpoint or no local stream to explain.")
+        return
+    with checkpoint.as_directory() as folder:
+        expl, coverage = explain_checkpoint(trial.config, folder, images)
+    facts["crop_coverage"] = coverage
+    names = [f"class {i}" for i in range(int(max(expl.labels.max(), expl.predictions.max())) + 1)]
+    doc.image(attention_pictures(expl, names, path),
+              f"{name} (best checkpoint by validation): crops, attention per step and Grad-CAM per step "
+              "(gradient of the true class's score of that step, weight 1)")
+    if coverage:
+        doc.text(f"Over the {int(coverage['images'])} validation images with a part box, the first crop covers "
+                 f"{100 * coverage['part_covered']:.0f}% of the part on average and holds the whole part in "
+                 f"{100 * coverage['whole_part_inside']:.0f}% of them; a centred crop of the same size covers "
+                 f"{100 * coverage['centred_part_covered']:.0f}% and holds it whole in "
+                 f"{100 * coverage['centred_whole_part_inside']:.0f}%.")
+

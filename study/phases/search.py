@@ -1,0 +1,73 @@
+"""The search phase: the record's policy (scheduler + searcher) under Ray Tune, every trial
+tracked in MLflow through the study's queue. Starts a study or continues it from its record."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from study import execution
+from study.keys import PARAMS, SHORT_NAMES
+from study.record import SPACE_COPY, StudyRecord
+
+
+@dataclass
+class Searched:
+    """What the search left: Tune's saved experiment, and whether it ended before its end."""
+
+    analysis: Any  # ray.tune.ExperimentAnalysis of the study's experiment
+    interrupted: bool
+
+
+def start(record: StudyRecord) -> StudyRecord:
+    """Writes a new study's record (its folder, the space copy); nothing runs yet."""
+    from study.tracking import git_revision, library_versions
+
+    record = dataclasses.replace(record, extra={"git_revision": git_revision(), "versions": library_versions()})
+    record.folder.mkdir(parents=True, exist_ok=True)
+    if record.space.path.is_file():
+        (record.folder / SPACE_COPY).write_text(record.space.path.read_text())
+    record.save()
+    return record
+
+
+def run(record: StudyRecord, queue: Any) -> Searched:
+    """Runs (or continues) the study's trials; returns Tune's saved experiment."""
+    from ray import tune
+
+    from study.policies import load_policy
+    from study.tracking import TrialRunsCallback
+
+    res = record.resources
+    searcher, scheduler = load_policy(str(record.settings["policy"])).build(record)
+    tune_config = tune.TuneConfig(
+        metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
+        num_samples=record.expected_trials(), max_concurrent_trials=execution.concurrency(res),
+        reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
+        trial_dirname_creator=execution.trial_dirname)
+    run_config = tune.RunConfig(
+        name=record.name, storage_path=record.stores.storage_path,
+        failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
+        # The best checkpoints by the study's metric, and always the latest (to resume from).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
+                                                checkpoint_score_order=record.mode),
+        callbacks=[TrialRunsCallback(record.name, record.max_epochs)], verbose=res.verbose,
+        progress_reporter=_reporter(record) if res.verbose else None)
+    execution.tuner(record.tune_path, res, tune_config, run_config).fit()
+    analysis = tune.ExperimentAnalysis(record.tune_path)
+    # After Ctrl-C, Tune reports the trials it stopped as terminated but saves them as pending:
+    # the saved state says whether the study is done.
+    saved = list(analysis.trials)
+    interrupted = len(saved) < record.expected_trials() or any(
+        t.status not in ("TERMINATED", "ERROR") for t in saved)
+    return Searched(analysis, interrupted)
+
+
+def _reporter(record: StudyRecord) -> Any:
+    from ray.tune import CLIReporter
+
+    metrics = {"epoch": "epoch", record.metric: record.metric, "train_loss": "loss"}
+    params = {f"{PARAMS}/{name}": SHORT_NAMES.get(name, name) for name in record.space.parameters}
+    return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
+                       max_progress_rows=12, sort_by_metric=True)

@@ -1,0 +1,90 @@
+"""Checks before Ray starts: every value a trial will use fails here, in one line, not in
+every trial (retried).
+
+`check_space` is light (no torch): it builds the TrialConfig of every fixed point and of each
+parameter's range ends. `check_setup` then builds, for the same points, every part of a trial's
+setup that needs no data and no downloaded weights: the model (on torch's meta device), the
+augmentation, the weights' normalisation; and checks a local dataset's images and that a local
+Ray can give the GPUs asked for (else Tune would wait for them forever).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from study.errors import StudyInputError
+from study.spaces import SearchSpace
+
+
+def points(space: SearchSpace) -> list[dict[str, Any]]:
+    """Trial configs that cover the space: baselines, enqueued points, each range's ends."""
+    out: list[dict[str, Any]] = [*space.baselines.values(), *space.enqueue]
+    for p in space.parameters.values():
+        ends = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        for end in ends:
+            out.append({p.name: int(end) if p.type == "int" and end is not None else end})
+    return [space.trial_config(point) for point in out or [{}]]
+
+
+def check_space(space: SearchSpace) -> list[Any]:
+    """The TrialConfig of every covering point (a bad constant or range end fails here)."""
+    from trainables.config import TrialConfig
+    from trainables.errors import TrialError
+
+    try:
+        return [TrialConfig.from_dict(config) for config in points(space)]
+    except TrialError as err:
+        raise StudyInputError(f"{space.path}: {err}") from None
+
+
+def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_trial: float) -> None:
+    """Builds what a trial builds before it reads data (see the module's docstring)."""
+    import torch
+
+    from trainables.backbones import normalisation
+    from trainables.data.augment import get_augmentation
+    from trainables.errors import TrialError
+    from trainables.model import build_model
+
+    if local and gpus_per_trial > 0 and not torch.cuda.is_available():
+        raise StudyInputError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has no CUDA GPU "
+                              "(use --address to run on a cluster that has one)")
+    try:
+        for cfg in {_model_key(c): c for c in configs}.values():
+            get_augmentation(cfg.augment)
+            if local or not _is_file(cfg.weights):  # a weights file may exist on the workers only
+                normalisation(cfg.backbone, cfg.weights)
+                if cfg.local_backbone:
+                    normalisation(cfg.local_backbone, cfg.weights)
+            with torch.device("meta"):  # shapes only: no memory, no weights downloaded
+                build_model(dataclasses.replace(cfg.model_config(num_classes=2), weights="none"))
+        if local and configs[0].dataset != "synthetic":
+            _check_local_dataset(configs[0])
+    except (TrialError, ValueError) as err:
+        raise StudyInputError(f"{space.path}: {err}") from None
+
+
+def _is_file(weights: str) -> bool:
+    return weights.endswith((".pth", ".pt")) or "/" in weights
+
+
+def _model_key(cfg: Any) -> tuple[Any, ...]:
+    return (cfg.backbone, cfg.local_backbone, cfg.weights, cfg.add_on, cfg.local_stream, cfg.augment,
+            cfg.refine, cfg.patch_size)
+
+
+def _check_local_dataset(cfg: Any) -> None:
+    """The dataset folder holds its format and every image opens (a corrupt file fails the
+    study now, by name)."""
+    from trainables.data.base import verify_image
+    from trainables.data.formats import READERS
+
+    assert cfg.data_dir is not None
+    root = Path(cfg.data_dir)
+    if not root.is_dir():
+        raise StudyInputError(f"--data-dir {root} is not a folder")
+    split = READERS[cfg.dataset](root)
+    for sample in [*split.train, *split.test]:
+        verify_image(sample.path)

@@ -1,0 +1,258 @@
+"""The study record: a study resolved once, at its start, into one file (STUDY/study.json).
+
+It holds the space as resolved with every flag applied, the settings, the resources and where
+every store lives. Resume, report and confirmation read this record and nothing else; on
+`--resume`, a flag that contradicts it is a one-line error, and only the flags that say where
+or how fast to run (`RUNTIME`) may change. No heavy imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.errors import StudyInputError
+from study.options import DEFINING, StudyOptions
+from study.spaces import SearchSpace, SpaceError, load_space, space_from_raw
+
+RECORD_FILE = "study.json"
+SPACE_COPY = "space.yaml"  # the space file as the user wrote it, for people to read
+FORMAT = 2
+# Flags that only say where or how fast to run: they may change on --resume.
+RUNTIME = ("cpus_per_trial", "gpus_per_trial", "num_cpus", "concurrency", "address", "verbose", "report",
+           "confirm_seeds")
+# Settings of the search itself, recorded as given (the rest of the options are places and resources).
+SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test")
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where a study's pieces live."""
+
+    folder: str  # the study folder (this record, the Optuna SQLite file by default, summary, report)
+    storage_path: str  # Tune's storage root: the experiment is storage_path/name
+    optuna_storage: str
+    tracking_uri: str
+    artifact_location: str | None  # MLflow artifacts of a local store, beside the store
+
+    def tune_path(self, name: str) -> str:
+        return f"{self.storage_path.rstrip('/')}/{name}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How a study runs now (may differ between a start and a resume)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    num_cpus: int | None = None
+    concurrency: int | None = None
+    address: str | None = None
+    verbose: int = 1
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """One study, as resolved at its start."""
+
+    name: str
+    space: SearchSpace
+    settings: dict[str, Any]  # SETTINGS
+    stores: Stores
+    resources: Resources
+    created: str = ""
+    experiment_id: str | None = None  # MLflow, once the parent run exists
+    parent_run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # git revision, library versions
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.stores.folder)
+
+    @property
+    def tune_path(self) -> str:
+        return self.stores.tune_path(self.name)
+
+    @property
+    def confirm_path(self) -> str:
+        return self.stores.tune_path(f"{self.name}-confirm")
+
+    @property
+    def metric(self) -> str:
+        return self.space.study.metric
+
+    @property
+    def mode(self) -> str:
+        return self.space.study.mode
+
+    @property
+    def max_epochs(self) -> int:
+        return self.space.study.max_epochs
+
+    def expected_trials(self) -> int:
+        return self.space.study.num_samples + len(self.space.baselines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "name": self.name, "space_name": self.space.name, "space_file": str(self.space.path),
+                "space": self.space.to_raw(), "settings": self.settings, "stores": dataclasses.asdict(self.stores),
+                "resources": dataclasses.asdict(self.resources), "created": self.created,
+                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id, "extra": self.extra}
+
+    def save(self) -> None:
+        """Writes the record atomically (a crash never leaves half a record)."""
+        path = self.folder / RECORD_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        os.replace(tmp, path)
+
+
+def load(folder: Path) -> StudyRecord:
+    """The record of the study in `folder` (a one-line error if it is missing or unreadable)."""
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        raise StudyInputError(f"no study {folder.name!r} in {folder.parent} ({path} is missing)")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise StudyInputError(f"{path}: a study record of another format ({data.get('format')!r}); "
+                                  f"this version reads format {FORMAT}")
+        space = space_from_raw(data["space"], data["space_name"], Path(data["space_file"]))
+        return StudyRecord(name=data["name"], space=space, settings=data["settings"], stores=Stores(**data["stores"]),
+                           resources=Resources(**data["resources"]), created=data["created"],
+                           experiment_id=data["experiment_id"], parent_run_id=data["parent_run_id"],
+                           extra=data.get("extra", {}))
+    except (KeyError, TypeError, ValueError, SpaceError) as err:
+        if isinstance(err, StudyInputError):
+            raise
+        raise StudyInputError(f"{path}: not a readable study record ({err})") from None
+
+
+def study_folder(out: str, name: str) -> Path:
+    """The folder of study `name` under `out`."""
+    return Path(out).expanduser().resolve() / name
+
+
+# ---------------------------------------------------------------- a new study
+
+
+def resolve_space(opts: StudyOptions) -> SearchSpace:
+    """Loads the space and applies the flags that override its constants and budget."""
+    try:
+        space = load_space(opts.space)
+    except SpaceError as err:
+        raise StudyInputError(str(err)) from None
+    constants = dict(space.constants)
+    for key in ("dataset", "data_dir", "backbone"):
+        value = getattr(opts, key)
+        if value is not None:
+            constants[key] = value
+    for key in ("data_dir", "boxes_file", "test_boxes_file"):
+        # Trials may run in another working directory: make local paths absolute.
+        if constants.get(key) and "://" not in str(constants[key]):
+            constants[key] = str(Path(constants[key]).expanduser().resolve())
+    # Threads per trial follow the CPUs Ray gives it, so trials do not oversubscribe cores.
+    constants["threads"] = max(1, int(opts.cpus_per_trial))
+    study = space.study
+    if opts.num_samples is not None:
+        study = dataclasses.replace(study, num_samples=opts.num_samples)
+    if opts.max_epochs is not None:
+        study = dataclasses.replace(study, max_epochs=opts.max_epochs,
+                                    grace_period=min(study.grace_period, opts.max_epochs))
+    baselines = space.baselines if opts.baselines and opts.searcher != "optuna-stock" else {}
+    return dataclasses.replace(space, constants=constants, study=study, baselines=baselines)
+
+
+def _name_ok(name: str) -> bool:
+    return bool(name) and name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
+def default_stores(opts: StudyOptions, folder: Path) -> Stores:
+    """The stores of a new study: the user's, else local ones under --out (never the source
+    tree, unless --out points there)."""
+    out = folder.parent
+    tracking = opts.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+    artifacts = None
+    if tracking.startswith("sqlite:///"):
+        artifacts = (Path(tracking.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    elif "://" not in tracking or tracking.startswith(("postgresql:", "mysql:", "mssql:")):
+        artifacts = (out / "mlartifacts").as_uri()  # absolute: not relative to a trial's working directory
+    return Stores(folder=str(folder), storage_path=opts.storage or str(out),
+                  optuna_storage=opts.optuna_storage or f"sqlite:///{folder / 'optuna.db'}",
+                  tracking_uri=tracking, artifact_location=artifacts)
+
+
+def new_record(opts: StudyOptions, space: SearchSpace) -> StudyRecord:
+    """Names a new study and resolves it; refuses to overwrite one that exists."""
+    out = Path(opts.out).expanduser().resolve()
+    name = opts.name or f"{space.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if not _name_ok(name):
+        raise StudyInputError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
+    folder = out / name
+    if (folder / RECORD_FILE).is_file():
+        raise StudyInputError(f"study {name!r} already exists in {out}; add --resume to continue it, "
+                              "or choose another --name")
+    return StudyRecord(name=name, space=space, settings={k: getattr(opts, k) for k in SETTINGS},
+                       stores=default_stores(opts, folder), resources=resources(opts),
+                       created=dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def resources(opts: StudyOptions, recorded: Resources | None = None) -> Resources:
+    """The resources to run with: the flags given now, else the recorded ones, else defaults."""
+    base = dataclasses.asdict(recorded or Resources())
+    now = {k: getattr(opts, k) for k in base if k in opts.given or recorded is None}
+    return Resources(**{**base, **now})
+
+
+# ---------------------------------------------------------------- resume
+
+
+def find_for_resume(opts: StudyOptions) -> Path:
+    """The folder of the study `--resume` continues: --name, else the latest study of --space."""
+    out = Path(opts.out).expanduser().resolve()
+    if opts.name is not None:
+        return out / opts.name
+    stem = Path(opts.space).stem
+    candidates = sorted((p for p in out.glob(f"{stem}-*") if (p / RECORD_FILE).is_file()),
+                        key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise StudyInputError(f"--resume: no study of space {stem!r} in {out}")
+    return candidates[-1]
+
+
+def for_resume(opts: StudyOptions) -> StudyRecord:
+    """The record of the study to continue, with today's resources; a flag that contradicts
+    the record is a one-line error."""
+    record = load(find_for_resume(opts))
+    recorded = _recorded_flags(record)
+    for key in sorted(opts.given & set(DEFINING)):
+        mine, theirs = _comparable(key, getattr(opts, key)), recorded.get(key)
+        if mine != theirs:
+            flag = "--" + key.replace("_", "-")
+            raise StudyInputError(f"--resume: {flag} {mine} contradicts study {record.name!r}, which was started with "
+                                  f"{theirs}; drop the flag (the study keeps its own settings)")
+    return dataclasses.replace(record, resources=resources(opts, record.resources))
+
+
+def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
+    """The value each defining flag has in the record, as the flag would say it."""
+    space, stores = record.space, record.stores
+    return {
+        "space": space.name, "dataset": space.constants.get("dataset", "synthetic"),
+        "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
+        "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
+        "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,
+        **record.settings,
+    }
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "space":
+        return Path(str(value)).stem
+    if key in ("data_dir", "storage") and value is not None and "://" not in str(value):
+        return str(Path(str(value)).expanduser().resolve())
+    return value

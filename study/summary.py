@@ -1,0 +1,98 @@
+"""The end-of-study summary: built once from Tune's saved trials and the one ranking, saved as
+STUDY/summary.json, printed as a table with the paths and the MLflow page of the study's runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from study.keys import BASELINE, COMPLETED, ERRORED, KIND, NAME, PARAMS, SEARCH, STOPPED_EARLY, TEST_METRICS, outcome
+from study.ranking import ranked
+
+SUMMARY_FILE = "summary.json"
+
+
+def trial_row(trial: Any, parameters: list[str], metric: str, max_epochs: int) -> dict[str, Any]:
+    """One trial as the summary and the ranking see it (Tune's saved Trial)."""
+    last = trial.last_result or {}
+    return {
+        "trial_id": trial.trial_id,
+        "name": str(trial.config.get(NAME, trial.trial_id)),
+        "kind": trial.config.get(KIND, SEARCH),
+        "outcome": outcome(last, max_epochs, trial.status == "ERROR"),
+        "epochs": int(last.get("epoch", 0)),
+        metric: last.get(metric),
+        **{k: trial.config.get(PARAMS, {}).get(k) for k in parameters},
+    }
+
+
+def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The summary of a finished study (rows: `trial_row` of every trial)."""
+    metric = record.metric
+    for row in rows:
+        row.update(tested.get(row["trial_id"], {}))
+    order = ranked(rows, metric, record.mode, record.max_epochs)
+    counts = {how: sum(r["outcome"] == how for r in rows if r["kind"] == SEARCH)
+              for how in (COMPLETED, STOPPED_EARLY, ERRORED)}
+    return {
+        "study": record.name, "space": record.space.name, "metric": metric, "mode": record.mode,
+        "max_epochs": record.max_epochs, "folder": str(record.folder), "tune_path": record.tune_path,
+        "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
+        "counts": counts, "ranking": [r["trial_id"] for r in order], "best": dict(order[0]) if order else None,
+        "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
+    }
+
+
+def save(summary: dict[str, Any], folder: Path) -> None:
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    path = folder / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if not math.isnan(value) else "nan"
+    return str(value)
+
+
+def print_summary(summary: dict[str, Any], runs_url: str, top: int = 5) -> None:
+    """The end-of-run table (the study's ranking), the baselines, where everything is."""
+    metric = summary["metric"]
+    by_id = {r["trial_id"]: r for r in summary["trials"]}
+    best = [by_id[t] for t in summary["ranking"][:top]]
+    fixed = ("trial_id", "name", "kind", "outcome", "epochs", metric, *TEST_METRICS)
+    params = [k for k in (best[0] if best else {}) if k not in fixed]
+    header = ["run", *params, metric, "test_acc", "epochs", "outcome"]
+    lines = [[r["name"], *(_fmt(r.get(k)) for k in params), _fmt(r[metric]), _fmt(r.get("test_acc")),
+              str(r["epochs"]), r["outcome"]] for r in best]
+    lines += [[r["name"], *("-" for _ in params), _fmt(r[metric]), _fmt(r.get("test_acc")), str(r["epochs"]),
+               "baseline"] for r in summary["baselines"]]
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
+    print(f"\nBest configurations ({metric} at the last epoch, trials that reached max_t first; test accuracy of "
+          "the best checkpoint):")
+    for row in [header, *lines]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    counts = summary["counts"]
+    print(f"\nTrials: {counts[COMPLETED]} ran to {summary['max_epochs']} epochs, {counts[STOPPED_EARLY]} stopped "
+          f"early by the scheduler, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
+    top_row, baselines = summary["best"], summary["baselines"]
+    if top_row and baselines and top_row.get(metric) is not None and baselines[0].get(metric) is not None:
+        print(f"Best {top_row['name']} against {baselines[0]['name']}: {metric} "
+              f"{top_row[metric] - baselines[0][metric]:+.3f}")
+    print(f"\nStudy folder: {summary['folder']}\nTune results: {summary['tune_path']}")
+    print(f"Optuna storage: {summary['optuna_storage']}\nMLflow: {summary['tracking_uri']} "
+          f"(experiment {summary['study']})")
+    uri = summary["tracking_uri"]
+    print("\nThis study's trial runs in the MLflow UI, best first:")
+    if not uri.startswith("http"):
+        print(f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open:")
+    print(f"  {runs_url}")
+    print("Open optuna-dashboard on its Optuna storage:")
+    print(f"  .venv/bin/optuna-dashboard {summary['optuna_storage']} --host 127.0.0.1 --port 8080")
