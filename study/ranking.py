@@ -1,8 +1,8 @@
 """The one ranking of a study's trials, used by the summary, the MLflow tags and the report.
 
 Sampled trials only (baselines and confirmation runs are not candidates). Trials that reached
-max_t come first, ranked by the metric at their last epoch; if none did, the others by theirs.
-Ties (common on small validation sets) go to the name, then to the trial id.
+max_t (without an error) come first, ranked by the metric at their last epoch; then the others,
+by theirs. Ties (common on small validation sets) go to the name, then to the trial id.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def ranked(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epoc
     """
     sign = 1.0 if mode == "max" else -1.0
     candidates = [t for t in trials if t["kind"] == SEARCH and _number(t.get(metric))]
-    full = [t for t in candidates if int(t["epochs"]) >= max_epochs and t.get("outcome") != ERRORED]
-    return sorted(full or candidates, key=lambda t: (-sign * float(t[metric]), str(t["name"]), str(t["trial_id"])))
+    return sorted(candidates, key=lambda t: (not (int(t["epochs"]) >= max_epochs and t.get("outcome") != ERRORED),
+                                             -sign * float(t[metric]), str(t["name"]), str(t["trial_id"])))
 
 
 def _number(value: Any) -> bool:

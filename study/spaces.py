@@ -255,18 +255,19 @@ class _Loader:
         if "epochs" in constants or "epochs" in parameters:
             raise self.fail("constants.epochs", "no epochs key: study.max_epochs sets every trial's epochs")
         study_block = self.mapping(top.get("study"), "study")
-        if not parameters and "num_samples" not in study_block:
-            raise self.fail("parameters", "at least one parameter to search; nothing to search here (a fixed "
-                            "point belongs in constants with study.num_samples set, as the paper space does)")
+        settings = self.study(study_block)
         baselines = {
             str(name): self.trial_values(self.mapping(v, f"baselines.{name}"), f"baselines.{name}")
             for name, v in self.mapping(top.get("baselines"), "baselines").items()
         }
+        if not parameters and "num_samples" not in study_block:
+            raise self.fail("parameters", "at least one parameter to search; nothing to search here (a fixed "
+                            "point belongs in constants with study.num_samples set, as the paper space does)")
         return SearchSpace(
             name=self.path.stem,
             path=self.path,
             description=str(top.get("description", "")),
-            study=self.study(study_block),
+            study=settings,
             constants=constants,
             parameters=parameters,
             baselines=baselines,

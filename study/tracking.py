@@ -336,15 +336,18 @@ class _RunBook:
         self.last_step: dict[str, int] = {}
         self.nodes: dict[str, list[str]] = {}
 
-    def run_id(self, trial: dict[str, Any]) -> str:
+    def run_id(self, trial: dict[str, Any], existing: Any = None, reopen: bool = True) -> str:
+        """The trial's run: known, else found again (and reopened, for a trial that runs on),
+        else created."""
         trial_id = trial["trial_id"]
         if trial_id in self.runs:
             return self.runs[trial_id]
         client = self.tracker.client
-        existing = self.tracker.find_child(trial_id)
+        existing = existing or self.tracker.find_child(trial_id)
         if existing is not None:  # a resumed study or a retried trial: continue the same run
             run_id = existing.info.run_id
-            client.update_run(run_id, status="RUNNING")
+            if reopen:
+                client.update_run(run_id, status="RUNNING")
             history = client.get_metric_history(run_id, "epoch")
             self.last_step[trial_id] = max((int(m.value) for m in history), default=0)
             nodes = existing.data.tags.get("nodes", "")
@@ -480,7 +483,7 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
         frame = frames.get(trial.trial_id)
         if trial.trial_id not in existing and (frame is None or frame.empty):
             continue  # never started: no run to make
-        run_id = book.run_id(_snapshot(trial))
+        run_id = book.run_id(_snapshot(trial), existing.get(trial.trial_id), reopen=False)
         if frame is not None and not frame.empty and "epoch" in frame:
             logged = {int(m.step) for m in tracker.client.get_metric_history(run_id, "epoch")}
             rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")

@@ -47,3 +47,63 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
     """Stops a server started in its own session, with its children."""
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
+
+
+class HangingProxy:
+    """A TCP server on loopback that accepts connections and, while `hang` is set, never
+    answers them (a hung host, not a refused port); otherwise it forwards them to `target`."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.hang = threading.Event()
+        self.hang.set()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = int(self.server.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.hang.is_set():
+                self.held.append(client)  # read nothing, answer nothing
+                continue
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        import threading
+
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self.held:
+            s.close()

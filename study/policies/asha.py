@@ -9,8 +9,8 @@ rungs and stop none. Given the experiment's path, the scheduler rebuilds its run
 time Tune uses it, from the results the experiment already recorded, each trial in its own
 bracket, so a resumed study stops the trials an uninterrupted one would.
 
-Ray keeps the rungs in private attributes; `_rung_tables` and `_assign` are the only places
-that touch them (tests/study/test_policies.py fails loudly if Ray changes them).
+Ray keeps the rungs in private attributes; `rung_tables` and `_assign` are the only places
+touch them (tests/study/test_policies.py fails loudly if Ray changes them).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class StopListener(Protocol):
 # ---------------------------------------------------------------- Ray's internals, in one place
 
 
-def _rung_tables(scheduler: AsyncHyperBandScheduler) -> list[list[tuple[float, dict[str, float]]]]:
+def rung_tables(scheduler: AsyncHyperBandScheduler) -> list[list[tuple[float, dict[str, float]]]]:
     """Per bracket, Ray's rungs: (milestone, {trial id: recorded metric x mode sign})."""
     return [list(bracket._rungs) for bracket in scheduler._brackets]
 
@@ -61,7 +61,7 @@ def milestones(settings: StudySettings) -> list[float]:
     scheduler = AsyncHyperBandScheduler(time_attr=EPOCH, metric="m", mode="max", max_t=settings.max_epochs,
                                         grace_period=settings.grace_period,
                                         reduction_factor=settings.reduction_factor)
-    return sorted(m for m, _ in _rung_tables(scheduler)[0])
+    return sorted(m for m, _ in rung_tables(scheduler)[0])
 
 
 def rungs(settings: StudySettings) -> list[int]:

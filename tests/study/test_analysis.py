@@ -185,11 +185,16 @@ def test_document_writes_the_same_content_as_markdown_and_self_contained_html(tm
     assert "<b>bold</b> and <code>code</code>" in html and "**bold** and `code`" in md
 
 
-def test_ties_between_best_trials_go_to_the_name_as_in_the_study_summary() -> None:
-    from study.runner import _ranked
+def test_the_report_ranks_as_the_study_summary_does() -> None:
+    """One ranking (study.ranking): trials that reached max_t first, then the metric, ties to
+    the name. The report's table and the summary agree, ties and short trials included."""
+    from study.ranking import ranked
 
-    table = _table([(name, "search", {"recursion_steps": 2}, [0.1, 0.2, 0.5]) for name in ("zeta", "alpha", "mid")])
+    curves = [("zeta", [0.1, 0.2, 0.5]), ("alpha", [0.1, 0.2, 0.5]), ("mid", [0.1, 0.2, 0.5]), ("short", [0.9])]
+    table = _table([(name, "search", {"recursion_steps": 2}, curve) for name, curve in curves])
+    max_t = _space().study.max_epochs
     best = analysis.best_configs(table, _space())
-    rows = [{"name": n, "trial_id": n, "kind": "search", "outcome": "completed", "val_acc": 0.5}
-            for n in ("zeta", "alpha", "mid")]
-    assert list(best["name"]) == [r["name"] for r in _ranked(rows, "val_acc", "max")] == ["alpha", "mid", "zeta"]
+    rows = [{"name": n, "trial_id": n, "kind": "search", "outcome": "completed" if len(c) == max_t else "stopped_early",
+             "epochs": len(c), "val_acc": c[-1]} for n, c in curves]
+    summary_order = [r["name"] for r in ranked(rows, "val_acc", "max", max_t)]
+    assert list(best["name"]) == summary_order == ["alpha", "mid", "zeta", "short"]  # 0.9, but at epoch 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,8 +38,39 @@ SPACE = small_space("metric: val_acc, mode: max, max_epochs: 6, grace_period: 6,
 
 
 def _env(tmpdir: str) -> dict[str, str]:
-    # `ray start --head` turns token authentication on; every client must use it too.
-    return {**os.environ, "RAY_TMPDIR": tmpdir, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)}
+    """`ray start --head` turns token authentication on and every client must use it too. The
+    token is the test's own, in its temporary folder: nothing is read from or left in HOME."""
+    token = Path(tmpdir) / "auth_token"
+    if not token.is_file():
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+    return {**os.environ, "RAY_TMPDIR": tmpdir, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+            "PYTHONPATH": str(ROOT)}
+
+
+def _ray_pids(tmpdir: str) -> list[int]:
+    """Every process of the test's Ray: those whose command line names its own temporary
+    folder (never matched by a broad name: the user's other Ray processes are left alone)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if tmpdir.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop_ray(tmpdir: str) -> None:
+    """Stops the test's Ray by PID: TERM, then KILL what is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _ray_pids(tmpdir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + 15
+        while _ray_pids(tmpdir) and time.time() < deadline:
+            time.sleep(0.3)
 
 
 def _raylet_pid(node_ip: str) -> int:
@@ -68,10 +100,10 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
            "RRA_RAY_PORT": str(PORT), "RRA_RAY_START_ARGS": "--num-cpus 1",
            "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port)}
     try:
-        for command in _start_commands("head_start_ray_commands"):
+        # `ray stop` (each file's first command) would end every Ray process of the user: never run here.
+        for command in [c for c in _start_commands("head_start_ray_commands") if not c.endswith("ray stop")]:
             subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.2"}, check=True,
                            capture_output=True, timeout=180)
-        # Both "nodes" are this machine: the worker's `ray stop` would stop the head too.
         for command in [c for c in _start_commands("worker_start_ray_commands") if not c.endswith("ray stop")]:
             subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"},
                            check=True, capture_output=True, timeout=180)
@@ -79,7 +111,7 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
         wait_for_http(f"{uri}/health", "the MLflow server the head starts")
         yield {**env, "tracking_uri": uri}
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_ray(tmpdir)
         pid_file = mlflow_dir / "server.pid"
         if pid_file.is_file():
             with contextlib.suppress(ProcessLookupError):
@@ -98,7 +130,7 @@ def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:
 def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "space.yaml").write_text(SPACE)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
-            "--address", f"127.0.0.2:{PORT}", "--scheduler", "fifo", "--max-failures", "3", "--concurrency", "2",
+            "--address", f"127.0.0.2:{PORT}", "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
             "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
     proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

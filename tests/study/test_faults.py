@@ -40,13 +40,13 @@ def _study(cwd: Path, *args: str, env: dict[str, str] | None = None, **kw: Any) 
 
 def test_trials_that_raise_are_retried_then_errored_and_the_study_goes_on(tmp_path: Path) -> None:
     (tmp_path / "space.yaml").write_text(FAILING)
-    proc = _study(tmp_path, "--space", "space.yaml", "--name", "faulty", "--scheduler", "fifo", "--max-failures", "1",
+    proc = _study(tmp_path, "--space", "space.yaml", "--name", "faulty", "--policy", "fifo", "--max-failures", "1",
                   env={"RRA_INJECT_FAULT": "oom@2:crop_scale=0.7"})
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     summary = json.loads((tmp_path / "runs" / "faulty" / "summary.json").read_text())
     assert summary["counts"] == {"completed": 2, "stopped_early": 0, "errored": 1}
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("faulty")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
     assert len(runs) == 4  # one run per trial, retries included
@@ -71,7 +71,7 @@ def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     try:
-        proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", "--scheduler", "fifo", "--no-test",
+        proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", "--policy", "fifo", "--no-test",
                       "--tracking-uri", uri)
         client = MlflowClient(uri)
         deadline = time.time() + 300
@@ -99,4 +99,40 @@ def test_an_mlflow_outage_of_30_s_loses_no_metrics(tmp_path: Path) -> None:
         stamps = [m.timestamp / 1000 for r in children for m in client.get_metric_history(r.info.run_id, "epoch")]
         assert any(down_at < t < down_at + 30 for t in stamps), (down_at, sorted(stamps))  # ended while down
     finally:
+        stop_server(server)
+
+
+def test_a_hung_mlflow_server_never_holds_the_study_and_every_metric_arrives(tmp_path: Path) -> None:
+    """A tracking server that accepts connections and never answers (a hung host): Tune goes on
+    (trials record their epochs while MLflow has received nothing), and once the server answers
+    again, every epoch of every trial reaches it before the study ends."""
+    from tests.servers import HangingProxy
+
+    (tmp_path / "space.yaml").write_text(SLOW.replace("max_epochs: 8, grace_period: 8", "max_epochs: 4, grace_period: 4"))
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    proxy = HangingProxy(port)
+    try:
+        proc = _study(tmp_path, "--space", "space.yaml", "--name", "hung", "--policy", "fifo", "--no-test",
+                      "--tracking-uri", f"http://127.0.0.1:{proxy.port}", env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+        deadline = time.time() + 300
+        while time.time() < deadline:  # Tune's own record of the trials' epochs
+            epochs = sum(len(p.read_text().splitlines()) for p in (tmp_path / "runs" / "hung").glob("*/result.json"))
+            if epochs >= 4:
+                break
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.5)
+        assert epochs >= 4, "the trials did not go on while MLflow hung"
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        assert client.get_experiment_by_name("hung") is None and proxy.accepted >= 1  # MLflow got nothing yet
+        proxy.hang.clear()  # the server answers again
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        runs = client.search_runs([client.get_experiment_by_name("hung").experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        for run in children:
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2, 3, 4]
+    finally:
+        proxy.close()
         stop_server(server)

@@ -27,7 +27,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                            "--confirm-seeds", "1"], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = cwd / "runs" / "rep"
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{cwd / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("rep")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -38,7 +39,7 @@ def _study(cwd: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]
 
 
 def _runs(cwd: Path, name: str) -> tuple[MlflowClient, Any, list[Any]]:
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{cwd / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -53,6 +54,11 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Best configurations" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     assert "optuna-dashboard sqlite:///" in proc.stdout
+    # the printed MLflow page shows this study's trial runs, best first: its filter and order,
+    # applied through MLflow's own search, give the trials with the best first
+    url = next(line.strip() for line in proc.stdout.splitlines() if "#/experiments/" in line)
+    query = parse_qs(urlsplit(url.split("#", 1)[1]).query)
+    assert query["orderByKey"] == ["metrics.`val_acc`"] and query["orderByAsc"] == ["false"]
     summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
     client, parent, children = _runs(tmp_path, "e2e")
     # one child per trial (4 sampled + 1 baseline), all ended, named from their values
@@ -79,6 +85,10 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best["val_acc"])
     assert parent.data.metrics["best_test_acc"] == pytest.approx(best["test_acc"])
     assert parent.data.tags["best_trial"] == best["name"]
+    shown = client.search_runs([parent.info.experiment_id], filter_string=query["searchFilter"][0],
+                               order_by=["metrics.val_acc DESC"])
+    assert {r.info.run_id for r in shown} == {c.info.run_id for c in children}
+    assert shown[0].data.metrics["val_acc"] == max(c.data.metrics["val_acc"] for c in children)
     best_run = next(c for c in children if c.data.tags["tune_trial_id"] == best["trial_id"])
     artifacts = [a.path for a in client.list_artifacts(best_run.info.run_id, "checkpoint")]
     assert artifacts == ["checkpoint/checkpoint.pt"]
@@ -101,8 +111,9 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     space = tmp_path / "slow.yaml"
     space.write_text(SLOWER_SMOKE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the study's own budget, set by flags at its start; the resume below does not repeat them
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", str(space), "--name", "killed",
-            "--scheduler", "fifo", "--no-test", "--no-report"]
+            "--policy", "fifo", "--no-test", "--no-report", "--num-samples", "3", "--max-epochs", "3"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     folder = tmp_path / "runs" / "killed"
@@ -126,17 +137,21 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
         assert parent.info.status == "KILLED"
         assert not [c for c in children if c.info.status == "RUNNING"]
 
-    resumed = _study(tmp_path, "--space", str(space), "--name", "killed", "--resume", "--scheduler", "fifo",
-                     "--no-test", "--no-report")
+    contradicting = _study(tmp_path, "--name", "killed", "--resume", "--max-epochs", "4")
+    assert contradicting.returncode == 2
+    assert contradicting.stderr.strip().splitlines() == [
+        "error: --resume: --max-epochs 4 contradicts study 'killed', which was started with 3; drop the flag "
+        "(the study keeps its own settings)"]
+    resumed = _study(tmp_path, "--name", "killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client, parent, children = _runs(tmp_path, "killed")
     assert parent.info.status == "FINISHED"
     ids = [c.data.tags["tune_trial_id"] for c in children]
-    assert len(ids) == len(set(ids)) == 5  # one run per trial, no duplicates
+    assert len(ids) == len(set(ids)) == 4  # 3 sampled + 1 baseline: one run per trial, no duplicates
     assert all(c.info.status == "FINISHED" and c.data.tags["outcome"] == "completed" for c in children)
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
-        assert sorted(steps) == [1, 2, 3, 4]  # each epoch logged once
+        assert sorted(steps) == [1, 2, 3]  # each epoch logged once, to the study's own max_epochs
     # trials with a checkpoint continued from it: their epoch-1 row was not written again
     for trial_dir in folder.iterdir():
         trial_id = trial_dir.name.rsplit("_", 1)[-1]
@@ -146,7 +161,7 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     import optuna
 
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{folder / 'optuna.db'}")
-    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
 def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
@@ -156,7 +171,7 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
     try:
         proc = _study(tmp_path, "--space", "smoke", "--name", "remote", "--tracking-uri", uri)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"open {uri}/#/experiments/" in proc.stdout
+        assert f"{uri}/#/experiments/" in proc.stdout
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("remote")
         runs = client.search_runs([exp.experiment_id])
@@ -169,6 +184,6 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         # the report's files go through the server too
         report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
         assert {"report/report.html", "report/trials.parquet"} <= report
-        assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
+        assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local default store
     finally:
         stop_server(server)

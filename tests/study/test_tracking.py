@@ -1,18 +1,27 @@
-"""MLflow tracking helpers on a real (SQLite) MLflow store."""
+"""MLflow tracking on a real (SQLite) MLflow store, and the queue that keeps Tune from ever
+waiting on MLflow."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from study.tracking import PARENT_TAG, Tracker, backfill, unreachable
+from study.tracking import PARENT_TAG, MlflowQueue, Tracker, sync, unreachable
+from tests.servers import HangingProxy
 
 
-def test_backfill_sends_the_epochs_a_run_lacks_once(tmp_path: Path) -> None:
+def _trial(trial_id: str, status: str, epoch: int) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result={"epoch": epoch},
+                           config={"_kind": "search", "_name": f"run-{trial_id}", "_params": {}})
+
+
+def test_sync_makes_mlflow_agree_with_tunes_results_and_sends_nothing_twice(tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", (tmp_path / "art").as_uri())
     tracker.start({}, {}, {})
     run = tracker.client.create_run(tracker.experiment_id, tags={PARENT_TAG: tracker.parent_run_id,
@@ -21,18 +30,54 @@ def test_backfill_sends_the_epochs_a_run_lacks_once(tmp_path: Path) -> None:
         tracker.client.log_metric(run.info.run_id, "epoch", epoch, step=epoch)
         tracker.client.log_metric(run.info.run_id, "val_acc", epoch / 10, step=epoch)
     frame = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "val_acc": [0.1, 0.2, 0.3, 0.4, 0.5],
-                          "timestamp": [1_700_000_000 + e for e in range(5)], "trial_id": ["t1"] * 5})
-    assert backfill(tracker, {"t1": frame, "unknown": frame}) == 2
+                          "timestamp": [1_700_000_000 + e for e in range(5)], "trial_id": ["t1"] * 5,
+                          "node_ip": ["127.0.0.1"] * 5})
+    # t2's run was never created (MLflow was down when it started): sync creates it
+    frames = {"t1": frame, "t2": frame.assign(trial_id="t2").head(2)}
+    trials = [_trial("t1", "TERMINATED", 5), _trial("t2", "TERMINATED", 2)]
+    assert sync(tracker, trials, frames, max_epochs=5, interrupted=False) == 2 + 2
     history = {int(m.step): m.value for m in tracker.client.get_metric_history(run.info.run_id, "val_acc")}
     assert history == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4, 5: 0.5}
-    assert "trial_id" not in tracker.client.get_run(run.info.run_id).data.metrics  # Tune's bookkeeping stays out
-    assert backfill(tracker, {"t1": frame}) == 0  # nothing twice
+    children = {r.data.tags["tune_trial_id"]: r for r in tracker.child_runs()}
+    assert set(children) == {"t1", "t2"}
+    assert children["t1"].data.tags["outcome"] == "completed" and children["t1"].info.status == "FINISHED"
+    assert children["t2"].data.tags["outcome"] == "stopped_early" and children["t2"].info.run_name == "run-t2"
+    assert children["t2"].data.tags["node_ip"] == "127.0.0.1"
+    assert sync(tracker, trials, frames, max_epochs=5, interrupted=False) == 0  # nothing twice
+
+
+def test_a_hung_server_never_holds_the_caller_and_the_calls_go_through_in_order_once_it_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.servers import free_port, start_mlflow_server, stop_server
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    server = start_mlflow_server(tmp_path, free_port())
+    proxy = HangingProxy(int(server.args[server.args.index("--port") + 1]))  # type: ignore[index]
+    try:
+        tracker = Tracker(f"http://127.0.0.1:{proxy.port}", "hung")
+        queue = MlflowQueue(tracker, retry_s=0.2)
+        queue.put(lambda: tracker.start({}, {}, {}) and None)
+        began = time.monotonic()
+        for step in range(1, 51):
+            queue.put(lambda step=step: tracker.client.log_metric(tracker.parent_run_id, "val_acc", step / 100,
+                                                                  step=step))
+        assert time.monotonic() - began < 0.5  # 51 calls queued while the server answers nothing
+        assert not queue.drain(3.0) and queue.pending() > 0 and proxy.accepted >= 1
+        proxy.hang.clear()  # the server answers again
+        assert queue.drain(60.0), "the queued calls were not sent once the server answered"
+        history = tracker.client.get_metric_history(tracker.parent_run_id, "val_acc")
+        assert [int(m.step) for m in history] == list(range(1, 51))
+    finally:
+        proxy.close()
+        stop_server(server)
 
 
 @pytest.mark.parametrize(
     ("error", "retry"),
     [
         (requests.ConnectionError("refused"), True),
+        (requests.Timeout("read timed out"), True),
         (MlflowException("API request to http://h/api failed with exception HTTPConnectionPool"), True),
         (MlflowException("RESOURCE_DOES_NOT_EXIST: run not found"), False),
         (ValueError("bad value"), False),

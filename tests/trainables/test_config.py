@@ -32,6 +32,11 @@ def test_from_dict_accepts_sampler_types_and_round_trips() -> None:
         ({"dataset": "imagenet"}, "dataset: expected one of synthetic, cub"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"epochs": None}, "epochs: expected a value"),
+        ({"augment": "rotate"}, "augment: expected one of none, flip, flip_crop"),
+        ({"synthetic_classes": 17}, r"synthetic num_classes must be in \[2, 16\]"),
+        ({"weights": "imagenet"}, "weights: backbone 'tiny' has no pretrained weights"),
+        ({"refine": "spiral"}, "refine: expected one of repeat, zoom"),
+        ({"local_backbone": "vit"}, "local_backbone: unknown backbone 'vit'"),
     ],
 )
 def test_bad_values_name_the_key(values: dict[str, object], message: str) -> None:
@@ -57,3 +62,32 @@ def test_the_paper_example_config_builds_the_reference_architecture() -> None:
     cfg = TrialConfig.from_dict(values)
     model_cfg = dataclasses.replace(cfg.model_config(num_classes=200), weights="none")  # no download in tests
     assert count_parameters(build_model(model_cfg)) == 46_134_289
+
+
+def test_model_options_are_defined_once() -> None:
+    """TrialConfig and RRAConfig inherit every model field from ModelOptions (one edit adds an
+    option to both), and a TrialConfig's model part is exactly those fields."""
+    import dataclasses
+
+    from trainables.model import RRAConfig
+    from trainables.model_options import ModelOptions
+
+    options = set(ModelOptions.option_names())
+    assert options <= set(TrialConfig.field_names())
+    assert {f.name for f in dataclasses.fields(RRAConfig)} == options | {"num_classes"}
+    cfg = TrialConfig(recursion_steps=7, crop_scale=0.3, refine="zoom")
+    model = cfg.model_config(num_classes=5)
+    assert {k: getattr(model, k) for k in options} == {k: getattr(cfg, k) for k in options}
+
+
+def test_the_light_name_registries_match_the_real_ones() -> None:
+    """The driver validates names against trainables.names (no torch); every name there has a
+    builder, and every builder a name."""
+    from trainables import names
+    from trainables.backbones import list_backbones
+    from trainables.data.augment import AUGMENTATIONS
+    from trainables.data.formats import READERS
+
+    assert tuple(list_backbones()) == names.BACKBONES
+    assert tuple(READERS) == names.DATASET_FORMATS
+    assert tuple(AUGMENTATIONS) == names.AUGMENTATIONS

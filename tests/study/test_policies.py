@@ -1,4 +1,6 @@
-"""ASHA's rungs rebuilt on resume: a resumed study stops the trials an uninterrupted one would."""
+"""The policies: ASHA's rungs are Ray's own, rebuilt on resume (a resumed study stops the
+trials an uninterrupted one would, each trial in its own bracket); every policy builds a
+searcher and a scheduler from a study record."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from study.scheduling import BaselineExemptASHA, saved_history
-from study.search import KIND
+from study.keys import KIND
+from study.policies import POLICIES, load_policy
+from study.policies.asha import BaselineExemptASHA, milestones, rung_tables, rungs, saved_history
+from study.spaces import StudySettings
 
 # Each trial's validation accuracy per epoch; ASHA (grace 1, rf 2, max_t 4) decides at 1 and 2.
 CURVES = {
@@ -82,6 +86,55 @@ def test_rungs_are_rebuilt_from_a_real_tune_experiment(tmp_path: Path) -> None:
                                    grace_period=1, reduction_factor=2)
     scheduler.set_search_properties("val_acc", "max")
     scheduler.on_trial_add(None, SimpleNamespace(trial_id="new", config={}))
-    rungs = {milestone: sorted(recorded.values()) for milestone, recorded in scheduler._brackets[0]._rungs}
-    assert rungs[1] == [0.40, 0.50, 0.55] and rungs[2] == [0.45, 0.60, 0.65]
+    recorded = {milestone: sorted(values.values()) for milestone, values in rung_tables(scheduler)[0]}
+    assert recorded[1] == [0.40, 0.50, 0.55] and recorded[2] == [0.45, 0.60, 0.65]
     assert saved_history(str(tmp_path / "nothing-here"), "val_acc") == {}
+
+
+@pytest.mark.parametrize(("grace", "rf", "max_t", "expected"), [
+    (1, 3, 15, [1, 3, 9]),
+    (2, 3, 15, [2, 6]),
+    (1, 2.5, 15, [1, 2.5, 6.25]),
+])
+def test_milestones_are_rays_and_the_report_judges_at_the_epoch_ray_does(grace: int, rf: float, max_t: int,
+                                                                        expected: list[float]) -> None:
+    """Ray's ASHA keeps its milestones in private attributes (read in one function,
+    `rung_tables`): this fails loudly if Ray changes them. A non-integer reduction factor gives
+    fractional milestones; Ray judges a trial at the first epoch at or past one."""
+    settings = StudySettings(max_epochs=max_t, grace_period=grace, reduction_factor=rf)
+    assert milestones(settings) == pytest.approx(expected)
+    assert rungs(settings) == sorted({*(int(-(-m // 1)) for m in expected), max_t})
+
+
+def test_a_trial_keeps_its_bracket_when_the_rungs_are_rebuilt() -> None:
+    def asha() -> BaselineExemptASHA:
+        s = BaselineExemptASHA(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, brackets=2)
+        s.set_search_properties("val_acc", "max")
+        return s
+
+    first = asha()
+    for name in CURVES:
+        first.on_trial_add(None, SimpleNamespace(trial_id=name, config={}))
+        for epoch in (1, 2):
+            first.on_trial_result(None, SimpleNamespace(trial_id=name, config={}),
+                                  {"epoch": epoch, "val_acc": CURVES[name][epoch - 1]})
+    placed = {i: sorted(t for _, values in bracket for t in values) for i, bracket in enumerate(rung_tables(first))}
+    assert all(placed.values()), "every bracket got trials"
+    again = asha()
+    again.rebuild({name: {1: CURVES[name][0], 2: CURVES[name][1]} for name in CURVES})
+    assert {i: sorted(t for _, values in b for t in values) for i, b in enumerate(rung_tables(again))} == placed
+
+
+def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
+    from study.options import StudyOptions
+    from study.record import new_record, resolve_space
+
+    opts = StudyOptions(space="smoke", name="p", out=str(tmp_path))
+    for name in POLICIES:
+        record = new_record(opts, resolve_space(opts))
+        record = type(record)(**{**record.__dict__, "settings": {**record.settings, "policy": name}})
+        searcher, scheduler = load_policy(name).build(record)
+        assert searcher.suggest("t0") is not None and hasattr(scheduler, "on_trial_result")
+        assert load_policy(name).rungs(record.space.study)[-1] == record.max_epochs
+    with pytest.raises(ValueError, match="unknown policy 'hyperband'; known: asha, fifo"):
+        load_policy("hyperband")

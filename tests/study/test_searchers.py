@@ -9,7 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.search import KIND, NAME, OPTUNA_NUMBER, PARAMS, FidelitySearcher, run_name
+from study.keys import KIND, NAME, OPTUNA_NUMBER, PARAMS, run_name
+from study.searchers import FidelitySearcher
 from study.spaces import load_space
 
 MAX_T = 4
@@ -42,7 +43,7 @@ def test_stopped_trials_are_pruned_with_every_epoch_and_full_ones_complete(tmp_p
         for epoch in range(1, epochs + 1):
             searcher.on_trial_result(trial_id, {"epoch": epoch, "val_acc": 0.1 * epoch})
         if trial_id == "stopped":
-            searcher.mark_stopped(trial_id)  # as ASHA does
+            searcher.on_trial_stopped(trial_id)  # as ASHA does
         last = {"epoch": epochs, "val_acc": 0.1 * epochs}
         searcher.on_trial_complete(trial_id, result=last, error=trial_id == "broken")
     trials = {t.user_attrs["tune_trial_id"]: t for t in searcher.study.trials}
@@ -68,7 +69,7 @@ def test_a_resumed_searcher_keeps_reporting_to_the_same_optuna_trial(tmp_path: P
     restored.restore(str(tmp_path / "searcher.json"))
     restored.on_trial_result("t", {"epoch": 1, "val_acc": 0.9})  # a re-reported epoch is ignored
     restored.on_trial_result("t", {"epoch": 2, "val_acc": 0.3})
-    restored.mark_stopped("t")
+    restored.on_trial_stopped("t")
     restored.on_trial_complete("t", {"epoch": 2, "val_acc": 0.3})
     (trial,) = restored.study.trials
     assert trial.state == TrialState.PRUNED
@@ -111,7 +112,7 @@ def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
     import ray
     from ray import tune
 
-    from study.scheduling import SCHEDULERS
+    from study.policies.asha import scheduler
 
     space = load_space("smoke")
     space = type(space)(**{**space.__dict__, "study": type(space.study)(**{
@@ -122,7 +123,7 @@ def test_contract_holds_under_real_tune_with_asha(tmp_path: Path) -> None:
         results = tune.Tuner(
             _curve,
             tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher,
-                                        scheduler=SCHEDULERS["asha"](space.study, searcher.mark_stopped, None),
+                                        scheduler=scheduler(space.study, searcher, None),
                                         num_samples=space.study.num_samples + 1, max_concurrent_trials=2),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0),
         ).fit()
@@ -167,3 +168,29 @@ def test_a_resumed_study_does_not_propose_its_first_points_again(tmp_path: Path)
     again = [restored.suggest(f"r{i}") for i in range(3)]
     key = ("recursion_steps", "crop_scale")
     assert {tuple(c[k] for k in key) for c in first if c} & {tuple(c[k] for k in key) for c in again if c} == set()
+
+
+def test_a_result_never_reads_the_whole_study_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a result needs is kept in memory: reporting an epoch does not read (and copy) every
+    trial of the study from its storage, as `study.trials` does, so its cost does not grow
+    with the study."""
+    searcher = _searcher(tmp_path, baselines=False, sampler="random")
+    for i in range(20):
+        searcher.suggest(f"t{i}")
+    reads = []
+    original = optuna.study.Study.get_trials
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "get_trials", counting)
+    for i in range(20):
+        searcher.on_trial_result(f"t{i}", {"epoch": 1, "val_acc": 0.01 * i})
+        searcher.on_trial_stopped(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"epoch": 1, "val_acc": 0.01 * i})
+    assert reads == []
+    monkeypatch.undo()
+    trials = optuna.load_study(study_name="contract", storage=searcher.storage).trials
+    assert {t.state for t in trials} == {TrialState.PRUNED}
+    assert trials[19].intermediate_values == {1: pytest.approx(0.19)}
