@@ -4,16 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study report train test lint bench clean
+.PHONY: study report train test lint bench clean constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions the tests pass with (pyproject keeps the ranges a user's
+# own environment may take). Refresh it with `make constraints` after a deliberate upgrade.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rra-study' > constraints.txt
+
 # The main job: the ablation study on the embedded default (local Ray, CPU, synthetic data,
-# SQLite MLflow store in the working directory).
+# SQLite MLflow store under runs/).
 study: $(STAMP)
 	$(BIN)/python -m study.run --space ablation $(ARGS)
 

@@ -194,3 +194,10 @@ def test_a_result_never_reads_the_whole_study_back(tmp_path: Path, monkeypatch: 
     trials = optuna.load_study(study_name="contract", storage=searcher.storage).trials
     assert {t.state for t in trials} == {TrialState.PRUNED}
     assert trials[19].intermediate_values == {1: pytest.approx(0.19)}
+
+
+def test_the_searcher_names_the_command_line_offers_are_the_registry() -> None:
+    from study.options import SEARCHER_NAMES
+    from study.searchers import SEARCHERS
+
+    assert tuple(SEARCHERS) == SEARCHER_NAMES
