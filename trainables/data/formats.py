@@ -88,56 +88,49 @@ def read_cub(root: Path) -> SplitSamples:
 
 
 def read_stanford_cars(root: Path) -> SplitSamples:
-    """Stanford Cars in torchvision's layout (stanford_cars/devkit/*.mat, cars_train/,
-    cars_test/, cars_test_annos_withlabels.mat), read through torchvision.datasets; the boxes
-    (bbox_x1..bbox_y2) come from the same annotation files."""
+    """Stanford Cars in torchvision's layout (stanford_cars/devkit/cars_meta.mat and
+    cars_train_annos.mat, cars_train/, cars_test/, cars_test_annos_withlabels.mat), read from
+    the devkit's files: class (1-based), fname and box (bbox_x1..bbox_y2) per image."""
     import scipy.io
-    from torchvision.datasets import StanfordCars
 
     base = root / "stanford_cars" if (root / "stanford_cars").is_dir() else root
-    top = base.parent
+    meta = _need(base / "devkit" / "cars_meta.mat", "Stanford Cars devkit/cars_meta.mat")
+    classes = [str(c) for c in scipy.io.loadmat(str(meta), squeeze_me=True)["class_names"].reshape(-1)]
     out: dict[str, list[Sample]] = {}
-    classes: list[str] = []
-    for split, mat in (("train", base / "devkit" / "cars_train_annos.mat"),
-                       ("test", base / "cars_test_annos_withlabels.mat")):
-        try:
-            ds = StanfordCars(str(top), split=split, download=False)
-        except RuntimeError as err:
-            raise DatasetFormatError(f"Stanford Cars not found under {top}: {err}") from None
-        classes = [str(c) for c in ds.classes]
-        annos = scipy.io.loadmat(str(mat), squeeze_me=True)["annotations"]
-        annos = annos.reshape(-1)
-        box = {str(a["fname"]): _box4([float(a[k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")])
-               for a in annos}
-        # torchvision keeps (path, label) pairs in _samples; it has no public accessor.
-        out[split] = [Sample(Path(p), int(y), box.get(Path(p).name)) for p, y in ds._samples]
-    return SplitSamples(
-        sorted(out["train"], key=lambda s: (s.label, s.path.name)),
-        sorted(out["test"], key=lambda s: (s.label, s.path.name)),
-        classes,
-    )
+    for split, folder, mat in (("train", "cars_train", base / "devkit" / "cars_train_annos.mat"),
+                               ("test", "cars_test", base / "cars_test_annos_withlabels.mat")):
+        annos = scipy.io.loadmat(str(_need(mat, f"Stanford Cars {mat.name}")), squeeze_me=True)["annotations"]
+        images = _need(base / folder, f"Stanford Cars {folder}/")
+        out[split] = [Sample(images / str(a["fname"]), int(a["class"]) - 1,
+                             _box4([float(a[k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")]))
+                      for a in annos.reshape(-1)]
+    key = lambda s: (s.label, s.path.name)  # noqa: E731
+    return SplitSamples(sorted(out["train"], key=key), sorted(out["test"], key=key), classes)
 
 
 def read_fgvc_aircraft(root: Path) -> SplitSamples:
-    """FGVC-Aircraft (variants) in torchvision's layout (fgvc-aircraft-2013b/data/...), read
-    through torchvision.datasets; trainval is the training split, boxes from images_box.txt."""
-    from torchvision.datasets import FGVCAircraft
-
+    """FGVC-Aircraft (variants) in torchvision's layout (fgvc-aircraft-2013b/data/...), read from
+    its text files: variants.txt, images_variant_{trainval,test}.txt ('<image id> <variant>'),
+    images_box.txt; trainval is the training split."""
     top = root.parent if root.name == "fgvc-aircraft-2013b" else root
     data = top / "fgvc-aircraft-2013b" / "data"
+    classes = [line.strip() for line in _need(data / "variants.txt", "FGVC-Aircraft variants.txt").read_text()
+               .splitlines() if line.strip()]
+    index = {name: i for i, name in enumerate(classes)}
     box_file = data / "images_box.txt"
     boxes = {k: _box4([float(x) for x in v]) for k, v in _read_table(box_file).items()} if box_file.exists() else {}
     out: dict[str, list[Sample]] = {}
-    classes: list[str] = []
     for split in ("trainval", "test"):
-        try:
-            ds = FGVCAircraft(str(top), split=split, annotation_level="variant", download=False)
-        except RuntimeError as err:
-            raise DatasetFormatError(f"FGVC-Aircraft not found under {top}: {err}") from None
-        classes = list(ds.classes)
-        # torchvision keeps the file list in _image_files/_labels; it has no public accessor.
-        out[split] = [Sample(Path(p), int(y), boxes.get(Path(p).stem))
-                      for p, y in zip(ds._image_files, ds._labels, strict=True)]
+        listing = _need(data / f"images_variant_{split}.txt", f"FGVC-Aircraft images_variant_{split}.txt")
+        samples = []
+        for n, line in enumerate(listing.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            image_id, _, variant = line.strip().partition(" ")
+            if variant not in index:
+                raise DatasetFormatError(f"{listing}:{n}: unknown variant {variant!r}")
+            samples.append(Sample(data / "images" / f"{image_id}.jpg", index[variant], boxes.get(image_id)))
+        out[split] = samples
     key = lambda s: (s.label, s.path.name)  # noqa: E731
     return SplitSamples(sorted(out["trainval"], key=key), sorted(out["test"], key=key), classes)
 
