@@ -72,7 +72,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         run_confirmation(rec, opts.confirm_seeds)
     ray.shutdown()
     if opts.report:
-        _report(rec, mlflow=healthy)
+        report_or_warn(rec, mlflow=healthy)
     return summary
 
 
@@ -86,7 +86,7 @@ def _settle(rec: StudyRecord, queue: Any, searched: Any, interrupted: bool) -> t
     return rec, queue.pending() == 0 and time.monotonic() - start < MLFLOW_WAIT_S
 
 
-def _report(rec: StudyRecord, mlflow: bool) -> None:
+def report_or_warn(rec: StudyRecord, mlflow: bool) -> None:
     """Writes the study's report; a failure here loses nothing already recorded, so it is told,
     not raised."""
     from study.phases.report import write_report

@@ -47,6 +47,11 @@ def _sampler(kind: str, seed: int) -> Any:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
+# Trials at once, per study, as this run of the driver says (--concurrency may change on
+# --resume, but Tune restores the TuneConfig it pickled): the searcher reads its limit here.
+CONCURRENCY: dict[str, int | None] = {}
+
+
 class FidelitySearcher(Searcher):
     """Optuna ask-and-tell for Tune: ASHA-stopped trials are PRUNED, full ones COMPLETE.
 
@@ -67,6 +72,7 @@ class FidelitySearcher(Searcher):
         self.pending_baselines = list(space.baselines) if baselines else []
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number, while it runs in Optuna
         self.stopped: set[str] = set()  # trials the scheduler stopped early in this session
+        self.live: set[str] = set()  # trials suggested and not yet complete (baselines included)
         self._study: Any = None
         self._live: dict[int, Any] = {}  # Optuna number -> its optuna.Trial, while it runs
         self._reported: dict[int, set[int]] = {}  # Optuna number -> epochs already reported
@@ -98,6 +104,10 @@ class FidelitySearcher(Searcher):
         return self._study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        limit = CONCURRENCY.get(self.study_name)
+        if limit is not None and len(self.live) >= limit:
+            return None  # Tune asks again when a trial ends
+        self.live.add(trial_id)
         if self.pending_baselines:
             name = self.pending_baselines.pop(0)
             overrides = self.space.baselines[name]
@@ -144,6 +154,7 @@ class FidelitySearcher(Searcher):
         self.stopped.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.live.discard(trial_id)
         number = self.numbers.get(trial_id)
         if number is None:
             return
@@ -169,12 +180,13 @@ class FidelitySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(json.dumps(
-            {"numbers": self.numbers, "pending_baselines": self.pending_baselines}))
+            {"numbers": self.numbers, "pending_baselines": self.pending_baselines, "live": sorted(self.live)}))
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())
         self.numbers = {k: int(v) for k, v in state["numbers"].items()}
         self.pending_baselines = list(state["pending_baselines"])
+        self.live = set(state.get("live", []))
         self._fail_orphans()
 
     def _fail_orphans(self) -> None:

@@ -36,14 +36,19 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     """Runs (or continues) the study's trials; returns Tune's saved experiment."""
     from ray import tune
 
+    from study import searchers
     from study.policies import load_policy
     from study.tracking import TrialRunsCallback
 
     res = record.resources
     searcher, scheduler = load_policy(str(record.settings["policy"])).build(record)
+    # The project's searchers limit concurrency themselves, from this run's flags (a restored
+    # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
+    searchers.CONCURRENCY[record.name] = execution.concurrency(res)
+    own = isinstance(searcher, searchers.FidelitySearcher)
     tune_config = tune.TuneConfig(
         metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
-        num_samples=record.expected_trials(), max_concurrent_trials=execution.concurrency(res),
+        num_samples=record.expected_trials(), max_concurrent_trials=None if own else execution.concurrency(res),
         reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
         trial_dirname_creator=execution.trial_dirname)
     run_config = tune.RunConfig(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study.cli import _report, resolve
+from study.cli import report_or_warn, resolve
 from study.errors import StudyInputError
 from study.options import parse_options
 from study.record import load
@@ -94,7 +94,7 @@ def test_a_failing_report_warns_and_keeps_the_study(tmp_path: Path, capsys: pyte
     folder = _started(tmp_path)
     record = dataclasses.replace(load(folder), stores=dataclasses.replace(load(folder).stores,
                                                                           storage_path=str(tmp_path / "gone")))
-    _report(record, mlflow=False)  # no Tune results there: returns, the study's record stays
+    report_or_warn(record, mlflow=False)  # no Tune results there: returns, the study's record stays
     err = capsys.readouterr().err
     assert err.startswith("warning: the report failed") and "python -m study.report --name s" in err
     assert (folder / "study.json").is_file()

@@ -201,3 +201,27 @@ def test_the_searcher_names_the_command_line_offers_are_the_registry() -> None:
     from study.searchers import SEARCHERS
 
     assert tuple(SEARCHERS) == SEARCHER_NAMES
+
+
+def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: Path) -> None:
+    """--concurrency may change on --resume: the limit is read when a trial is asked for, not
+    from the pickled state a restored study brings back."""
+    import pickle
+
+    from study.searchers import CONCURRENCY
+
+    searcher = _searcher(tmp_path)  # one baseline, then sampled points
+    CONCURRENCY["contract"] = 2
+    try:
+        assert searcher.suggest("b") is not None and searcher.suggest("t1") is not None
+        assert searcher.suggest("t2") is None  # two running: Tune asks again later
+        searcher.on_trial_complete("b", {"epoch": 3, "val_acc": 0.5})
+        assert searcher.suggest("t2") is not None
+        searcher.save(str(tmp_path / "s.json"))
+        restored = pickle.loads(pickle.dumps(searcher))
+        restored.restore(str(tmp_path / "s.json"))
+        assert restored.suggest("t3") is None  # t1 and t2 still run after the resume
+        CONCURRENCY["contract"] = 3  # resumed with --concurrency 3
+        assert restored.suggest("t3") is not None
+    finally:
+        CONCURRENCY.pop("contract", None)
