@@ -57,10 +57,13 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         if searched.interrupted:
             raise KeyboardInterrupt
         summary = finish.finish(rec, searched.analysis, queue)
-    except BaseException:
+    except BaseException as err:
         queue.put(lambda: queue.tracker.finish("KILLED"))
         _settle(rec, queue, searched, interrupted=True)
         ray.shutdown()
+        if isinstance(err, KeyboardInterrupt):
+            print(f"interrupted; continue with: python -m study.run --name {rec.name} --out {rec.folder.parent} "
+                  "--resume", file=sys.stderr)
         raise
     rec, healthy = _settle(rec, queue, searched, interrupted=False)
     from study.summary import print_summary
@@ -108,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except StudyInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        name = f" --name {opts.name}" if opts.name else ""
-        out = f" --out {opts.out}" if "out" in opts.given else ""
-        print(f"interrupted; continue with: python -m study.run{name}{out} --resume", file=sys.stderr)
+    except KeyboardInterrupt:  # run_study said how to continue
         return 130
     return 0
 
