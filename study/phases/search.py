@@ -4,12 +4,15 @@ tracked in MLflow through the study's queue. Starts a study or continues it from
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from study import execution
 from study.keys import PARAMS, SHORT_NAMES
 from study.record import SPACE_COPY, StudyRecord
+
+_USER_PENDING = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")  # the user's own setting wins
 
 
 @dataclass
@@ -44,8 +47,12 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     searcher, scheduler = load_policy(str(record.settings["policy"])).build(record)
     # The project's searchers limit concurrency themselves, from this run's flags (a restored
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
-    searchers.CONCURRENCY[record.name] = execution.concurrency(res)
+    limit = searchers.CONCURRENCY[record.name] = execution.concurrency(res)
     own = isinstance(searcher, searchers.FidelitySearcher)
+    if own and limit is not None and _USER_PENDING is None:
+        # Tune lets a searcher it does not wrap itself keep one trial pending at a time; up to
+        # `limit` may wait for a node at once, as with Tune's own limit.
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(limit)
     tune_config = tune.TuneConfig(
         metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
         num_samples=record.expected_trials(), max_concurrent_trials=None if own else execution.concurrency(res),
