@@ -164,7 +164,8 @@ def confirmation_section(doc: Any, record: Any, facts: dict[str, Any]) -> None:
     doc.text(f"Around {point['name'].rsplit('-seed', 1)[0].removeprefix('confirm-')}: every run trained "
              f"{record.space.study.max_epochs} epochs without early stopping, {int(best['seeds'])} seed(s) each; "
              "test accuracy of the last epoch (no model selection). Δ: difference of mean test accuracy against "
-             "the best configuration, ± its standard error.")
+             "the best configuration, ± its standard error. The seeds vary the training only: every run is "
+             f"validated on the same images (split_seed {int(record.space.constants.get('split_seed', 0))}).")
     for factor in [*record.space.parameters, *sorted(v for v in set(table["variant"]) if v.startswith("baseline"))]:
         rows = table[table["variant"] == factor]
         if rows.empty:

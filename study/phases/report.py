@@ -6,7 +6,7 @@ stopping could be trusted, computes importance from the Optuna storage, measures
 the global-only baseline, draws the plots and the best trial's attention pictures, and writes
 report.md and a self-contained report.html into STUDY/report/, all logged as artifacts of the
 study's parent MLflow run. `--confirm-seeds N` first reruns the best configuration and
-one-factor-at-a-time variations with N seeds at the full budget (see study.confirm).
+one-factor-at-a-time variations with N seeds at the full budget (see study.phases.confirm).
 """
 
 from __future__ import annotations
