@@ -50,3 +50,32 @@ constants:
   batch_size: 16
 {rest.strip()}
 """
+
+
+_CACHES = (".venv/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", "__pycache__/", ".egg-info/")
+
+
+def _checkout_files() -> set[str] | None:
+    """Untracked and ignored files in the checkout (caches left out); None outside a git checkout."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=root,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    paths = {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(c in p or p.startswith(c) for c in _CACHES)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tests_leave_no_file_in_the_checkout() -> Any:
+    """Tests write into temporary folders only: a file they leave in the source tree fails the run."""
+    before = _checkout_files()
+    yield
+    after = _checkout_files()
+    if before is not None and after is not None:
+        left = sorted(after - before)
+        assert not left, f"tests left files in the checkout: {left[:10]}"

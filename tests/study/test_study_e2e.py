@@ -80,7 +80,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     # the parent: flags, git revision, versions; at the end the best config and its test accuracy
     assert parent.data.tags["space"] == "smoke" and parent.data.tags["git_revision"]
     assert parent.data.tags["version.ray"]
-    assert parent.data.params["flag.searcher"] == "optuna"
+    assert parent.data.params["setting.searcher"] == "optuna" and parent.data.params["setting.policy"] == "asha"
     best = summary["best"]
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best["val_acc"])
     assert parent.data.metrics["best_test_acc"] == pytest.approx(best["test_acc"])
