@@ -68,7 +68,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     rec, healthy = _settle(rec, queue, searched, interrupted=False)
     from study.summary import print_summary
 
-    print_summary(summary, queue.tracker.runs_url(rec.metric, rec.mode))
+    print_summary(summary, queue.tracker.runs_url(finish.RANK_METRIC))
     if opts.confirm_seeds:
         from study.phases.confirm import run_confirmation
 

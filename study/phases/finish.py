@@ -10,6 +10,7 @@ from typing import Any
 from study import execution, summary
 from study.record import StudyRecord
 
+RANK_METRIC = "study_rank"  # a trial's place in the study's ranking (1 = best), on its MLflow run
 # The final test evaluates this many of the best trials, for the report, and the baselines.
 TEST_TOP = 3
 
@@ -61,6 +62,10 @@ def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config:
     from trainables.config import settings
 
     client, parent, metric = tracker.client, tracker.parent_run_id, record.metric
+    runs = {r.data.tags.get("tune_trial_id"): r.info.run_id for r in tracker.child_runs()}
+    for place, trial_id in enumerate(result["ranking"], 1):  # the UI's "best first" is the study's ranking
+        if trial_id in runs:
+            client.log_metric(runs[trial_id], RANK_METRIC, place)
     best = result["best"]
     if best is not None:
         run = tracker.find_child(best["trial_id"])

@@ -58,7 +58,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     # applied through MLflow's own search, give the trials with the best first
     url = next(line.strip() for line in proc.stdout.splitlines() if "#/experiments/" in line)
     query = parse_qs(urlsplit(url.split("#", 1)[1]).query)
-    assert query["orderByKey"] == ["metrics.`val_acc`"] and query["orderByAsc"] == ["false"]
+    assert query["orderByKey"] == ["metrics.`study_rank`"] and query["orderByAsc"] == ["true"]
     summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
     client, parent, children = _runs(tmp_path, "e2e")
     # one child per trial (4 sampled + 1 baseline), all ended, named from their values
@@ -86,9 +86,10 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert parent.data.metrics["best_test_acc"] == pytest.approx(best["test_acc"])
     assert parent.data.tags["best_trial"] == best["name"]
     shown = client.search_runs([parent.info.experiment_id], filter_string=query["searchFilter"][0],
-                               order_by=["metrics.val_acc DESC"])
+                               order_by=["metrics.study_rank ASC"])
     assert {r.info.run_id for r in shown} == {c.info.run_id for c in children}
-    assert shown[0].data.metrics["val_acc"] == max(c.data.metrics["val_acc"] for c in children)
+    order = [r.data.tags["tune_trial_id"] for r in shown]
+    assert order[:len(summary["ranking"])] == summary["ranking"] and order[0] == best["trial_id"]
     best_run = next(c for c in children if c.data.tags["tune_trial_id"] == best["trial_id"])
     artifacts = [a.path for a in client.list_artifacts(best_run.info.run_id, "checkpoint")]
     assert artifacts == ["checkpoint/checkpoint.pt"]
