@@ -217,11 +217,18 @@ def find_for_resume(opts: StudyOptions) -> Path:
     if opts.name is not None:
         return out / opts.name
     stem = Path(opts.space).stem
-    candidates = sorted((p for p in out.glob(f"{stem}-*") if (p / RECORD_FILE).is_file()),
-                        key=lambda p: p.stat().st_mtime)
+    candidates = sorted((p.parent for p in out.glob(f"*/{RECORD_FILE}") if _space_of(p) == stem),
+                        key=lambda p: (p / RECORD_FILE).stat().st_mtime)
     if not candidates:
         raise StudyInputError(f"--resume: no study of space {stem!r} in {out}")
     return candidates[-1]
+
+
+def _space_of(record_file: Path) -> str | None:
+    try:
+        return str(json.loads(record_file.read_text()).get("space_name"))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def for_resume(opts: StudyOptions) -> StudyRecord:
