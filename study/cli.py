@@ -8,6 +8,7 @@ a typo answers about as fast as `--help`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from study.record import StudyRecord
 
 # How long the end of a study waits for MLflow to take the calls still queued (a hung server
 # does not hold the study longer; what is left is sent by the next resume or report).
-MLFLOW_WAIT_S = 60.0
+MLFLOW_WAIT_S = float(os.environ.get("RRA_MLFLOW_WAIT_S", "60"))
 
 
 def resolve(opts: StudyOptions) -> StudyRecord:

@@ -3,6 +3,7 @@ and the best trial's checkpoint and figures in MLflow (through the study's queue
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,19 +40,29 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
         tested = execution.test_checkpoints(record.resources, jobs)
     result = summary.build(record, rows, tested)
     summary.save(result, record.folder)
-    best = result["best"]
-    if best is not None:
-        checkpoint = best_checkpoint(analysis, trials[best["trial_id"]], record.metric, record.mode)
-        local = _local_copy(checkpoint) if checkpoint is not None else None
-        queue.put(lambda: _log_best(queue.tracker, record, result, trials[best["trial_id"]].config, local))
-    else:
-        queue.put(lambda: _log_best(queue.tracker, record, result, None, None))
+    queue.put(lambda: log_best(queue.tracker, record, analysis, result))
     return result
 
 
+def log_best(tracker: Any, record: StudyRecord, analysis: Any, result: dict[str, Any]) -> None:
+    """MLflow: each run's place in the ranking, the best run's checkpoint, the parent's best
+    config, best values and baselines; then the parent run ends (FINISHED)."""
+    trials = {t.trial_id: t for t in analysis.trials}
+    best = result["best"]
+    config, local = None, None
+    if best is not None:
+        config = trials[best["trial_id"]].config
+        checkpoint = best_checkpoint(analysis, trials[best["trial_id"]], record.metric, record.mode)
+        local = _local_copy(checkpoint) if checkpoint is not None else None
+    try:
+        _log_best(tracker, record, result, config, local)
+    finally:
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+
+
 def _local_copy(checkpoint: Any) -> str:
-    """The checkpoint's files in a local folder that lives as long as the process (the queue
-    sends them later)."""
+    """The checkpoint's files in a local folder (read from Tune's storage, local or remote)."""
     folder = tempfile.mkdtemp(prefix="rra-best-")
     return str(checkpoint.to_directory(folder))
 

@@ -105,6 +105,11 @@ def _tracker(results: Any) -> Any:
                             parent_run_id=tracker.parent_run_id).save()
     analysis = results.analysis
     sync(tracker, list(analysis.trials), analysis.trial_dataframes, results.record.max_epochs, interrupted=False)
+    if results.summary and tracker.client.get_run(tracker.parent_run_id).info.status == "RUNNING":
+        # the study finished while MLflow did not answer: its end is recorded now
+        from study.phases.finish import log_best
+
+        log_best(tracker, results.record, analysis, results.summary)
     return tracker
 
 

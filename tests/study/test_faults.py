@@ -136,3 +136,40 @@ def test_a_hung_mlflow_server_never_holds_the_study_and_every_metric_arrives(tmp
     finally:
         proxy.close()
         stop_server(server)
+
+
+def test_a_server_hung_for_the_whole_study_delays_nothing_and_the_report_sends_it_all(tmp_path: Path) -> None:
+    """MLflow never answers during the study: the study waits a bounded time at its end, says
+    so, exits 0; the report, run once the server answers, creates the runs and sends every epoch."""
+    from tests.servers import HangingProxy
+
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    proxy = HangingProxy(port)
+    env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "RRA_MLFLOW_WAIT_S": "5"}
+    try:
+        proc = _study(tmp_path, "--space", "smoke", "--name", "dark", "--tracking-uri", f"http://127.0.0.1:{proxy.port}",
+                      env=env)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert "did not answer within 5 s" in out and "python -m study.report --name dark" in out
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        assert client.get_experiment_by_name("dark") is None
+        proxy.hang.clear()
+        report = subprocess.run([sys.executable, "-m", "study.report", "--name", "dark", "--no-pictures"], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True,
+                                timeout=600)
+        assert report.returncode == 0, report.stderr[-3000:]
+        summary = json.loads((tmp_path / "runs" / "dark" / "summary.json").read_text())
+        runs = client.search_runs([client.get_experiment_by_name("dark").experiment_id])
+        children = {r.data.tags["tune_trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+        assert set(children) == {t["trial_id"] for t in summary["trials"]}
+        assert all(r.info.status == "FINISHED" for r in runs)
+        for trial in summary["trials"]:
+            history = client.get_metric_history(children[trial["trial_id"]].info.run_id, "val_acc")
+            assert sorted(m.step for m in history) == list(range(1, trial["epochs"] + 1))
+        parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+        assert parent.data.tags["best_trial"] == summary["best"]["name"] and "report" in parent.data.tags
+    finally:
+        proxy.close()
+        stop_server(server)
