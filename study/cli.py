@@ -69,7 +69,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     rec, healthy = _settle(rec, queue, searched, interrupted=False)
     from study.summary import print_summary
 
-    print_summary(summary, queue.tracker.runs_url(finish.RANK_METRIC))
+    tracker = queue.tracker
+    print_summary(summary, tracker.runs_url(finish.RANK_METRIC) if tracker.parent_run_id and healthy else None)
     if opts.confirm_seeds:
         from study.phases.confirm import run_confirmation
 

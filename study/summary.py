@@ -62,7 +62,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(summary: dict[str, Any], runs_url: str, top: int = 5) -> None:
+def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -> None:
     """The end-of-run table (the study's ranking), the baselines, where everything is."""
     metric = summary["metric"]
     by_id = {r["trial_id"]: r for r in summary["trials"]}
@@ -90,9 +90,13 @@ def print_summary(summary: dict[str, Any], runs_url: str, top: int = 5) -> None:
     print(f"Optuna storage: {summary['optuna_storage']}\nMLflow: {summary['tracking_uri']} "
           f"(experiment {summary['study']})")
     uri = summary["tracking_uri"]
-    print("\nThis study's trial runs in the MLflow UI, best first:")
-    if not uri.startswith("http"):
-        print(f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open:")
-    print(f"  {runs_url}")
+    if runs_url is None:
+        print(f"\nMLflow has not received all of this study yet; `python -m study.report --name {summary['study']}` "
+              "sends it and gives the page of its runs.")
+    else:
+        print("\nThis study's trial runs in the MLflow UI, best first:")
+        if not uri.startswith("http"):
+            print(f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open:")
+        print(f"  {runs_url}")
     print("Open optuna-dashboard on its Optuna storage:")
     print(f"  .venv/bin/optuna-dashboard {summary['optuna_storage']} --host 127.0.0.1 --port 8080")
