@@ -6,6 +6,7 @@ The trainable drops every config key that starts with "_" (`trainables.config.se
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 # Keys the searcher adds to a trial's config. PARAMS holds every parameter of the space, None
@@ -33,6 +34,11 @@ def run_name(values: dict[str, Any]) -> str:
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(f"{SHORT_NAMES[key]}{text}" if key in SHORT_NAMES else f"{key}={text}")
     return "-".join(parts) or "fixed"
+
+
+def searched_values(parameters: Iterable[str], values: dict[str, Any]) -> dict[str, Any]:
+    """PARAMS of a trial: every parameter of the space with its value, None where it has none."""
+    return {name: values.get(name) for name in parameters}
 
 
 def outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: bool) -> str:

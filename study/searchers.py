@@ -23,16 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune.search import Searcher
 
-from study.keys import BASELINE, EPOCH, KIND, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, run_name
+from study.keys import BASELINE, EPOCH, KIND, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, run_name, searched_values
 from study.spaces import SearchSpace
 
 if TYPE_CHECKING:
     from study.record import StudyRecord
-
-
-def searched_values(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter of the space with its sampled value, None where it was not sampled."""
-    return {name: values.get(name) for name in space.parameters}
 
 
 def _sampler(kind: str, seed: int) -> Any:
@@ -112,7 +107,7 @@ class FidelitySearcher(Searcher):
             name = self.pending_baselines.pop(0)
             overrides = self.space.baselines[name]
             return {**self.space.trial_config(overrides), KIND: BASELINE, NAME: f"baseline-{name}",
-                    PARAMS: searched_values(self.space, {})}
+                    PARAMS: searched_values(self.space.parameters, {})}
         trial = self.study.ask()
         values = self.space.suggest(trial)
         trial.set_user_attr("tune_trial_id", trial_id)
@@ -120,7 +115,7 @@ class FidelitySearcher(Searcher):
         self._live[trial.number] = trial
         self._reported[trial.number] = set()
         return {**self.space.trial_config(values), KIND: SEARCH, NAME: run_name(values), OPTUNA_NUMBER: trial.number,
-                PARAMS: searched_values(self.space, values)}
+                PARAMS: searched_values(self.space.parameters, values)}
 
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -245,7 +240,7 @@ class _DefineByRun:
     def __call__(self, trial: Any) -> dict[str, Any]:
         values = self.space.suggest(trial)  # OptunaSearch puts these values in the config itself
         return {**self.space.constants, "epochs": self.space.study.max_epochs, KIND: SEARCH,
-                NAME: run_name(values), PARAMS: searched_values(self.space, values)}
+                NAME: run_name(values), PARAMS: searched_values(self.space.parameters, values)}
 
 
 def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed: int) -> Any:

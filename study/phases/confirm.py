@@ -20,14 +20,9 @@ from typing import Any
 import pandas as pd
 
 from study.errors import StudyInputError
-from study.keys import CONFIRM, KIND, LEVEL, NAME, PARAMS, VARIANT, run_name
+from study.keys import CONFIRM, KIND, LEVEL, NAME, PARAMS, VARIANT, run_name, searched_values
 from study.record import StudyRecord
 from study.spaces import Parameter, SearchSpace
-
-
-def searched_values(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter of the space with its value, None where it has none."""
-    return {name: values.get(name) for name in space.parameters}
 
 
 def _levels(param: Parameter) -> list[Any]:
@@ -68,12 +63,12 @@ def confirmation_configs(space: SearchSpace, best: dict[str, Any], seeds: list[i
     for factor, level, values in variations(space, best):
         for seed in seeds:
             configs.append({**space.trial_config(values), "seed": seed, "epochs": epochs, KIND: CONFIRM,
-                            NAME: f"confirm-{run_name(values)}-seed{seed}", PARAMS: searched_values(space, values),
-                            VARIANT: factor, LEVEL: level})
+                            NAME: f"confirm-{run_name(values)}-seed{seed}",
+                            PARAMS: searched_values(space.parameters, values), VARIANT: factor, LEVEL: level})
     for name, overrides in space.baselines.items():
         for seed in seeds:
             configs.append({**space.trial_config(overrides), "seed": seed, "epochs": epochs, KIND: CONFIRM,
-                            NAME: f"confirm-baseline-{name}-seed{seed}", PARAMS: searched_values(space, {}),
+                            NAME: f"confirm-baseline-{name}-seed{seed}", PARAMS: searched_values(space.parameters, {}),
                             VARIANT: f"baseline-{name}", LEVEL: None})
     return configs
 
