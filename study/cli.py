@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 from study.errors import StudyInputError
@@ -85,10 +84,9 @@ def _settle(rec: StudyRecord, queue: Any, searched: Any, interrupted: bool) -> t
     from study import execution
 
     analysis = searched.analysis if searched is not None else None
-    start = time.monotonic()
-    rec = execution.settle_tracking(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
+    rec, drained = execution.settle_tracking(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
     rec.save()
-    return rec, queue.pending() == 0 and time.monotonic() - start < MLFLOW_WAIT_S
+    return rec, drained
 
 
 def report_or_warn(rec: StudyRecord, mlflow: bool) -> None:

@@ -136,9 +136,10 @@ def open_tracking(record: StudyRecord, resume: bool) -> tuple[Any, Any]:
 
 
 def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, interrupted: bool,
-                    wait_s: float) -> StudyRecord:
+                    wait_s: float) -> tuple[StudyRecord, bool]:
     """Queues `sync` (MLflow made true to Tune's saved experiment `analysis`, if given), waits up
-    to `wait_s` for the queue, and returns the record with the MLflow ids it now has."""
+    to `wait_s` for the queue; returns the record with the MLflow ids it now has, and whether
+    every queued call was sent."""
     from study.tracking import sync
 
     tracker = queue.tracker
@@ -151,8 +152,10 @@ def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, inter
                       flush=True)
 
         queue.put(settle)
-    if not queue.drain(wait_s):
+    drained = queue.drain(wait_s)
+    if not drained:
         print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
               "are kept in Tune's storage and are sent to MLflow by the next resume or report "
               f"(python -m study.report --name {record.name})", file=sys.stderr)
-    return dataclasses.replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id)
+    ids = {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id}
+    return dataclasses.replace(record, **ids), drained
