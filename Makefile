@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study report train test lint bench clean constraints
+.PHONY: study report train test lint bench clean constraints gpu-check
 
 # constraints.txt: the exact versions the tests pass with (pyproject keeps the ranges a user's
 # own environment may take). Refresh it with `make constraints` after a deliberate upgrade.
@@ -41,3 +41,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs benchmarks/out .pytest_cache .mypy_cache .ruff_cache
+
+# On a machine with a GPU: every CUDA path of the trial and its figures (benchmarks/gpu_check.py).
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)

@@ -7,6 +7,11 @@ the first step; on CUDA, torch.cuda.max_memory_allocated. Writes
 benchmarks/results/throughput.json.
 
     python -m benchmarks.throughput [--device cpu] [--steps 10] [--batch 16]
+    python -m benchmarks.throughput --device cuda --paper --amp none bf16 fp16 --channels-last both
+
+`--paper` measures only the paper's configuration (VGG-19 with the 1024-channel add-on, 448/224,
+T = 10, LSTM 512 x 2, batch 32); `--amp` and `--channels-last` add those axes (fp16 uses a
+GradScaler, as a trial does).
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import machine
+
 # (backbone, image size, patch size): CPU-sized settings; the paper's VGG-19 at 448 is for GPUs.
 CPU_CASES = [("tiny", 64, 64), ("resnet18", 112, 112), ("resnet50", 112, 112)]
 GPU_CASES = [*CPU_CASES, ("vgg19", 448, 224)]
+PAPER_CASE = [("vgg19", 448, 224)]
 
 
 def _rss_mb() -> float:
@@ -40,17 +48,27 @@ def _measure(case: dict[str, Any], queue: Any) -> None:
     cfg = RRAConfig(num_classes=200, backbone=case["backbone"], local_stream=case["local_stream"],
                     patch_size=case["patch"], recursion_steps=case["steps_T"], lstm_hidden=512,
                     add_on=case["backbone"] == "vgg19", refine=case["refine"])
-    model = build_model(cfg).to(device)
+    fmt = torch.channels_last if case.get("channels_last") else torch.contiguous_format
+    model = build_model(cfg).to(device).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(case["batch"], 3, case["image"], case["image"], device=device)
+    x = torch.randn(case["batch"], 3, case["image"], case["image"], device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 200, (case["batch"],), device=device)
+    amp = case.get("amp", "none")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
     def step() -> None:
-        out = model(x)
-        loss = rra_loss(out, y, 1.0)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+            loss = rra_loss(out, y, 1.0)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
 
     rss_before = _rss_mb()
     for _ in range(2):
@@ -77,25 +95,39 @@ def _measure(case: dict[str, Any], queue: Any) -> None:
     queue.put(result)
 
 
-def run(device: str, steps: int, batch: int, threads: int) -> list[dict[str, Any]]:
-    """Measures every case in its own process; returns one row per (backbone, model)."""
+def _in_process(case: dict[str, Any]) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(case, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0 or queue.empty():
+        return {"error": f"the measuring process exited with code {proc.exitcode}"}
+    result: dict[str, Any] = queue.get()
+    return result
+
+
+def run(device: str, steps: int, batch: int, threads: int, paper: bool = False,
+        amps: tuple[str, ...] = ("none",), channels_last: tuple[bool, ...] = (False,)) -> list[dict[str, Any]]:
+    """Measures every case in its own process; returns one row per case."""
     rows = []
-    cases = GPU_CASES if device.startswith("cuda") else CPU_CASES
+    cases = PAPER_CASE if paper else GPU_CASES if device.startswith("cuda") else CPU_CASES
+    models: list[tuple[str, bool, str]] = [("global_only", False, "repeat"), ("rra_repeat", True, "repeat")]
+    if not paper:
+        models.append(("rra_zoom", True, "zoom"))
+    steps_T = 10 if paper else 4
     for backbone, image, patch in cases:
-        for model, local, refine in (("global_only", False, "repeat"), ("rra_repeat", True, "repeat"),
-                                     ("rra_zoom", True, "zoom")):
-            case = {"backbone": backbone, "image": image, "patch": patch, "local_stream": local, "refine": refine,
-                    "steps_T": 4, "batch": batch, "steps": steps, "device": device, "threads": threads}
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_measure, args=(case, queue))
-            proc.start()
-            result = queue.get()
-            proc.join()
-            row = {"backbone": backbone, "model": model, "image_size": image, "patch_size": patch,
-                   "recursion_steps": 4, "batch": batch, **result}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        for model, local, refine in models:
+            for amp in amps:
+                for cl in channels_last:
+                    case = {"backbone": backbone, "image": image, "patch": patch, "local_stream": local,
+                            "refine": refine, "steps_T": steps_T, "batch": batch, "steps": steps,
+                            "device": device, "threads": threads, "amp": amp, "channels_last": cl}
+                    row = {"backbone": backbone, "model": model, "image_size": image, "patch_size": patch,
+                           "recursion_steps": steps_T, "batch": batch, "amp": amp, "channels_last": cl,
+                           **_in_process(case)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     return rows
 
 
@@ -105,13 +137,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--paper", action="store_true", help="only the paper configuration (batch: --batch)")
+    parser.add_argument("--amp", nargs="+", default=["none"], choices=["none", "bf16", "fp16"])
+    parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
-    rows = run(args.device, args.steps, args.batch, args.threads)
+    cl = {"off": (False,), "on": (True,), "both": (False, True)}[args.channels_last]
+    rows = run(args.device, args.steps, args.batch, args.threads, args.paper, tuple(args.amp), cl)
     report = {
-        "command": f"python -m benchmarks.throughput --device {args.device} --steps {args.steps} --batch {args.batch}",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": mp.cpu_count()},
+        "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:]),
+        "machine": machine(gpu=args.device.startswith("cuda")),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
