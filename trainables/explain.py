@@ -54,9 +54,17 @@ def _stack(dataset: Dataset, indices: list[int]) -> tuple[Tensor, Tensor, Tensor
             torch.stack([it[2] for it in items]))
 
 
+def _device(model: RRA) -> torch.device:
+    return next(model.parameters()).device
+
+
 def step_cams(model: RRA, images: Tensor, target: Tensor, boxes: Tensor | None = None) -> tuple[Any, Tensor]:
-    """One forward pass and a Grad-CAM per step for class `target` (B,): (output, cams (B, T, h, w))."""
+    """One forward pass and a Grad-CAM per step for class `target` (B,): (output, cams (B, T, h, w)),
+    on the model's device."""
     model.eval()
+    device = _device(model)
+    images, target = images.to(device), target.to(device)
+    boxes = boxes.to(device) if boxes is not None else None
     with torch.enable_grad():
         out = model(images, boxes)
         if out.hidden is None or out.local_maps is None:
@@ -84,9 +92,10 @@ def explain(model: RRA, cfg: TrialConfig, dataset: Dataset, indices: list[int]) 
     out, cams = step_cams(model, images, labels, use_boxes)
     assert out.boxes is not None and out.attention is not None
     size = cfg.patch_size
-    steps = out.boxes.shape[1]
-    patches = torch.stack([crop_and_resize(images, out.boxes[:, t], size) for t in range(steps)], dim=1)
-    cams = F.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
+    boxes = out.boxes.detach().float().cpu()
+    steps = boxes.shape[1]
+    patches = torch.stack([crop_and_resize(images, boxes[:, t], size) for t in range(steps)], dim=1)
+    cams = F.interpolate(cams.float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in normalisation(cfg.backbone, cfg.weights))
 
     def pixels(x: Tensor) -> np.ndarray:
@@ -95,10 +104,10 @@ def explain(model: RRA, cfg: TrialConfig, dataset: Dataset, indices: list[int]) 
     return Explanation(
         images=pixels(images),
         labels=labels.numpy(),
-        predictions=out.logits.argmax(1).detach().numpy(),
+        predictions=out.logits.argmax(1).detach().cpu().numpy(),
         part_boxes=part.numpy(),
-        boxes=out.boxes.detach().numpy(),
-        attention=out.attention.detach().float().numpy(),
+        boxes=boxes.numpy(),
+        attention=out.attention.detach().float().cpu().numpy(),
         patches=np.stack([pixels(patches[:, t]) for t in range(steps)], axis=1),
         cams=_unit(cams).numpy(),
     )
@@ -123,13 +132,13 @@ def crop_coverage(model: RRA, dataset: Dataset, crop_scale: float, batch_size: i
         keep = ~torch.isnan(part).any(dim=1)
         if not bool(keep.any()):
             continue
-        out = model(images)
+        out = model(images.to(_device(model)))
         if out.boxes is None:
             return {}
         whole = full_boxes(images)
         side = crop_scale * min(images.shape[-2:]) * torch.ones_like(whole[:, 0])
         middle = torch.stack([whole[:, 2] / 2, whole[:, 3] / 2], dim=1)
-        covered.append(_covered(out.boxes[:, 0], part)[keep])
+        covered.append(_covered(out.boxes[:, 0].float().cpu(), part)[keep])
         centred.append(_covered(square_boxes(middle, side, whole), part)[keep])
     if not covered:
         return {}

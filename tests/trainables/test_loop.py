@@ -39,7 +39,7 @@ def test_epoch_metrics_have_the_documented_keys() -> None:
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "step", "milestones": [1], "optimizer": "sgd",
                                             "augment": "flip_crop", "refine": "zoom"}])
 def test_resume_equals_an_uninterrupted_run(overrides: dict[str, Any], tmp_path: Path) -> None:
-    cfg = tiny_config(epochs=3, **overrides)
+    cfg = tiny_config(epochs=3, device="cpu", **overrides)  # exact equality: the CPU contract
     straight, _ = _run(cfg)
     first, states = _run_until(cfg, 2)
     save_checkpoint(tmp_path / "ckpt.pt", states[-1])
