@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from study.keys import NAME, TEST_METRICS
@@ -55,13 +56,29 @@ def init_ray(res: Resources) -> bool:
     return True
 
 
-def trainable(res: Resources) -> Any:
-    """The RRA trainable with a trial's resources."""
+def checkpoint_epochs(every: int, decisions: Iterable[int], last: int) -> tuple[int, ...]:
+    """The epochs a trial checkpoints at: every `every`-th, each epoch where the policy decides
+    whether it goes on (`decisions`), and its last."""
+    return tuple(sorted({*range(every, last + 1, every), *(e for e in decisions if e <= last), last}))
+
+
+def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
+    """The study's trainable (RRA, or the replay of a curve) with a trial's resources and the
+    epochs it checkpoints at."""
     from ray import tune
 
-    from trainables.trainable import train_rra
+    res = record.resources
+    epochs = checkpoint_epochs(record.space.study.checkpoint_every, decisions, record.max_epochs)
+    if record.settings.get("trainable", "rra") == "replay":
+        from trainables.replay import train_replay
 
-    return tune.with_resources(train_rra, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+        fn = tune.with_parameters(train_replay, checkpoint_epochs=epochs,
+                                  epoch_seconds=float(record.settings.get("replay_epoch_s", 1.0)))
+    else:
+        from trainables.trainable import train_rra
+
+        fn = tune.with_parameters(train_rra, checkpoint_epochs=epochs)
+    return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
 
 
 def trial_name(trial: Any) -> str:
@@ -74,16 +91,17 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial_name(trial)}_{trial.trial_id}"
 
 
-def tuner(path: str, res: Resources, tune_config: Any, run_config: Any) -> Any:
-    """A new Tuner, or the one saved at `path` when there is one (a resumed experiment)."""
+def tuner(path: str, fn: Any, tune_config: Any, run_config: Any) -> Any:
+    """A new Tuner of trainable `fn`, or the one saved at `path` when there is one (a resumed
+    experiment)."""
     from ray import tune
 
     if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable(res), resume_unfinished=True, resume_errored=True)
-    return tune.Tuner(trainable(res), param_space={}, tune_config=tune_config, run_config=run_config)
+        return tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(fn, param_space={}, tune_config=tune_config, run_config=run_config)
 
 
-def test_checkpoints(res: Resources, jobs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, dict[str, float]]:
+def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, dict[str, float]]:
     """Evaluates checkpoints on the test split, as Ray tasks with a trial's resources.
 
     Args:
@@ -91,9 +109,13 @@ def test_checkpoints(res: Resources, jobs: dict[str, tuple[dict[str, Any], Any]]
     """
     import ray
 
-    from trainables.trainable import evaluate_tune_checkpoint
+    res = record.resources
+    if record.settings.get("trainable", "rra") == "replay":
+        from trainables.replay import evaluate_replay_checkpoint as evaluate
+    else:
+        from trainables.trainable import evaluate_tune_checkpoint as evaluate
 
-    task = ray.remote(evaluate_tune_checkpoint).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
+    task = ray.remote(evaluate).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
     refs = {trial_id: task.remote(config, checkpoint) for trial_id, (config, checkpoint) in jobs.items()}
     results = dict(zip(refs, ray.get(list(refs.values())), strict=True))
     return {trial_id: {k: metrics[k] for k in TEST_METRICS} for trial_id, metrics in results.items()}

@@ -20,7 +20,7 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 # repeated with the recorded value, never changed. The others say where or how fast to run.
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
-            "evaluate_test")
+            "evaluate_test", "checkpoint_every", "trainable", "replay_epoch_s")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class StudyOptions:
     backbone: str | None = None
     num_samples: int | None = None
     max_epochs: int | None = None
+    checkpoint_every: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     num_cpus: int | None = None
@@ -57,6 +58,8 @@ class StudyOptions:
     verbose: int = 1
     report: bool = True
     confirm_seeds: int = 0
+    trainable: str = "rra"
+    replay_epoch_s: float = 1.0
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def settings(self) -> dict[str, object]:
@@ -111,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_argument_group("budget (override the space's study block)")
     budget.add_argument("--num-samples", type=positive_int, help="sampled trials, besides the baselines")
     budget.add_argument("--max-epochs", type=positive_int, help="epochs of a full trial (ASHA's max_t)")
+    budget.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                        help="a trial saves its full state every N epochs, and always at the epochs where the "
+                             "policy may stop it and at its last (space default: 1; 5-10 for large models)")
     res = p.add_argument_group("resources (may change on --resume)")
     res.add_argument("--cpus-per-trial", type=non_negative_float, help=_d("cpus_per_trial"))
     res.add_argument("--gpus-per-trial", type=non_negative_float, help=f"fractional allowed, e.g. 0.5 "
@@ -140,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--no-test", dest="evaluate_test", action="store_false",
                      help="skip the final test-split evaluation of the best trials")
     how.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no live progress table")
+    sim = p.add_argument_group("simulated trials (try a study's machinery at scale without training)")
+    sim.add_argument("--trainable", choices=names.TRAINABLES,
+                     help="rra: train the model; replay: report a learning curve computed from the config, "
+                          f"sleeping --replay-epoch-s per epoch ({_d('trainable')})")
+    sim.add_argument("--replay-epoch-s", type=non_negative_float, metavar="S",
+                     help=f"seconds per simulated epoch ({_d('replay_epoch_s')})")
     rep = p.add_argument_group("report (also: python -m study.report --name NAME)")
     rep.add_argument("--no-report", dest="report", action="store_false", help="skip the end-of-study report")
     rep.add_argument("--confirm-seeds", type=non_negative_int, metavar="N",

@@ -27,7 +27,8 @@ FORMAT = 2
 RUNTIME = ("cpus_per_trial", "gpus_per_trial", "num_cpus", "concurrency", "address", "verbose", "report",
            "confirm_seeds")
 # Settings of the search itself, recorded as given (the rest of the options are places and resources).
-SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test")
+SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test", "trainable",
+            "replay_epoch_s")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
     if opts.max_epochs is not None:
         study = dataclasses.replace(study, max_epochs=opts.max_epochs,
                                     grace_period=min(study.grace_period, opts.max_epochs))
+    if opts.checkpoint_every is not None:
+        study = dataclasses.replace(study, checkpoint_every=opts.checkpoint_every)
     baselines = space.baselines if opts.baselines and opts.searcher != "optuna-stock" else {}
     return dataclasses.replace(space, constants=constants, study=study, baselines=baselines)
 
@@ -252,6 +255,7 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "space": space.name, "dataset": space.constants.get("dataset", "synthetic"),
         "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
+        "checkpoint_every": space.study.checkpoint_every, "trainable": "rra", "replay_epoch_s": 1.0,
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,
         **record.settings,
     }

@@ -3,7 +3,7 @@
 A space file has five blocks:
 
     description: one line
-    study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples}
+    study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every}
     constants:    trial config keys fixed for every trial
     parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
     baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
@@ -132,6 +132,7 @@ class StudySettings:
     grace_period: int = 1
     reduction_factor: float = 3.0
     num_samples: int = 20
+    checkpoint_every: int = 1  # full checkpoints every N epochs (and where a trial may stop; its last)
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,7 @@ class _Loader:
             "grace_period": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "reduction_factor": (lambda v: _is_number(v) and v > 1, "a number > 1"),
             "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         }
         for key, value in raw.items():
             if key not in checks:

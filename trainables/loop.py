@@ -214,12 +214,14 @@ class Trial:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restores a state written by `state()`."""
         self.model.load_state_dict(state["model"])
+        self.epoch = int(state["epoch"])
+        self.best_val_acc = float(state["best_val_acc"])
+        if "optimizer" not in state:  # a trial's last checkpoint (the model alone): nothing to continue
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.best_val_acc = float(state["best_val_acc"])
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["loader"])
         if "cuda" in state["rng"] and self.device.type == "cuda":

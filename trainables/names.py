@@ -15,6 +15,8 @@ PRETRAINED: tuple[str, ...] = ("resnet18", "resnet50", "vgg19")
 DATASET_FORMATS: tuple[str, ...] = ("cub", "stanford_cars", "fgvc_aircraft", "stanford_dogs", "imagefolder")
 DATASETS: tuple[str, ...] = ("synthetic", *DATASET_FORMATS)
 AUGMENTATIONS: tuple[str, ...] = ("none", "flip", "flip_crop")
+# What runs inside a trial: the RRA training loop, or a replay of a learning curve (no training).
+TRAINABLES: tuple[str, ...] = ("rra", "replay")
 
 
 def check(kind: str, name: str, known: tuple[str, ...]) -> None:

@@ -1,15 +1,19 @@
 """The Ray Tune trainable: a thin function over `trainables.loop.fit`.
 
 It builds the TrialConfig from the sampled config dict, resumes from Tune's checkpoint when
-there is one (a retried or restored trial), and after every epoch reports the epoch's metrics
-together with a checkpoint of the full training state, so ASHA counts epochs and a trial whose
-worker dies continues from its last epoch.
+there is one (a retried or restored trial), and after every epoch reports the epoch's metrics,
+so ASHA counts epochs. The driver says at which epochs a checkpoint is written
+(`checkpoint_epochs`: every N epochs, the epochs where the policy may stop the trial, the last
+one; None: every epoch): a checkpoint holds the full training state, so a trial whose worker
+dies continues from it, except at the last epoch, which nothing resumes from: that one holds
+the model alone (what the final test and the report load), half the bytes with SGD's momentum.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,16 @@ from trainables.config import TrialConfig, settings
 from trainables.loop import fit
 
 
-def train_rra(config: dict[str, Any]) -> None:
+def final_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What a trial's last checkpoint keeps: the model and the bookkeeping, no optimizer or RNG."""
+    return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}
+
+
+def wants_checkpoint(epoch: int, checkpoint_epochs: Collection[int] | None) -> bool:
+    return checkpoint_epochs is None or epoch in checkpoint_epochs
+
+
+def train_rra(config: dict[str, Any], checkpoint_epochs: Collection[int] | None = None) -> None:
     """Runs one trial under Ray Tune (call it through tune.Tuner, not directly)."""
     from ray import tune
 
@@ -32,9 +45,13 @@ def train_rra(config: dict[str, Any]) -> None:
             start = load_checkpoint(Path(folder) / CHECKPOINT_NAME)
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        faults.check(cfg, int(metrics["epoch"]))
+        epoch = int(metrics["epoch"])
+        faults.check(cfg, epoch)
+        if not wants_checkpoint(epoch, checkpoint_epochs) and epoch < cfg.epochs:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(Path(folder) / CHECKPOINT_NAME, state)
+            save_checkpoint(Path(folder) / CHECKPOINT_NAME, final_state(state) if epoch >= cfg.epochs else state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(cfg, report, resume=start)

@@ -113,7 +113,7 @@ def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> di
     started = execution.init_ray(res)
     _, queue = execution.open_tracking(record, resume=True)
     try:
-        tuner = execution.tuner(record.confirm_path, res, tune.TuneConfig(
+        tuner = execution.tuner(record.confirm_path, execution.trainable(record), tune.TuneConfig(
             metric=record.metric, mode=record.mode, search_alg=FixedConfigs(configs, record.metric, record.mode),
             num_samples=len(configs), max_concurrent_trials=execution.concurrency(res),
             reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
@@ -126,7 +126,7 @@ def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> di
         # No model selection in a confirmation: every run is tested at its last epoch.
         finished = [results[i] for i in range(len(results))]
         jobs = {r.metrics["trial_id"]: (r.config, r.checkpoint) for r in finished if r.checkpoint and r.metrics}
-        return execution.test_checkpoints(res, jobs)
+        return execution.test_checkpoints(record, jobs)
     finally:
         queue.put(lambda: queue.tracker.finish("FINISHED"))
         execution.settle_tracking(record, queue, None, False, wait_s=60)

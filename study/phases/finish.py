@@ -37,7 +37,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
             checkpoint = best_checkpoint(analysis, trials[trial_id], record.metric, record.mode)
             if checkpoint is not None:
                 jobs[trial_id] = (trials[trial_id].config, checkpoint)
-        tested = execution.test_checkpoints(record.resources, jobs)
+        tested = execution.test_checkpoints(record, jobs)
     result = summary.build(record, rows, tested)
     summary.save(result, record.folder)
     queue.put(lambda: log_best(queue.tracker, record, analysis, result))

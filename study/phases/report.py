@@ -279,6 +279,9 @@ def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, 
     analysis = record.analysis
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
+    if record.record.settings.get("trainable", "rra") == "replay":
+        doc.text(f"{name} is a replayed curve (--trainable replay): there is no model to explain.")
+        return
     if checkpoint is None or not trial.config.get("local_stream", True):
         doc.text(f"{name} has no checkpoint or no local stream to explain.")
         return

@@ -44,7 +44,8 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     from study.tracking import TrialRunsCallback
 
     res = record.resources
-    searcher, scheduler = load_policy(str(record.settings["policy"])).build(record)
+    policy = load_policy(str(record.settings["policy"]))
+    searcher, scheduler = policy.build(record)
     # The project's searchers limit concurrency themselves, from this run's flags (a restored
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
     limit = searchers.CONCURRENCY[record.name] = execution.concurrency(res)
@@ -66,7 +67,8 @@ def run(record: StudyRecord, queue: Any) -> Searched:
                                                 checkpoint_score_order=record.mode),
         callbacks=[TrialRunsCallback(record.name, record.max_epochs)], verbose=res.verbose,
         progress_reporter=_reporter(record) if res.verbose else None)
-    execution.tuner(record.tune_path, res, tune_config, run_config).fit()
+    fn = execution.trainable(record, decisions=policy.rungs(record.space.study))
+    execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
     analysis = tune.ExperimentAnalysis(record.tune_path)
     # After Ctrl-C, Tune reports the trials it stopped as terminated but saves them as pending:
     # the saved state says whether the study is done.
