@@ -71,19 +71,23 @@ def train_replay(config: dict[str, Any], checkpoint_epochs: Collection[int] | No
         with checkpoint.as_directory() as folder:
             state = json.loads((Path(folder) / STATE_FILE).read_text())
         epoch, best = int(state["epoch"]), float(state["best_val_acc"])
+    waited = 0.0  # how long the last report held the trial: the driver's turnaround of a result
     while epoch < cfg.epochs:
         start = time.perf_counter()
         time.sleep(epoch_seconds)
         epoch += 1
         metrics = curve(cfg, epoch)
         best = max(best, metrics["val_acc"])
-        metrics.update({"epoch": epoch, "best_val_acc": best, "epoch_seconds": time.perf_counter() - start})
+        metrics.update({"epoch": epoch, "best_val_acc": best, "epoch_seconds": time.perf_counter() - start,
+                        "report_wait_s": waited, "wall_time": time.time()})
+        sent = time.perf_counter()
         if checkpoint_epochs is not None and epoch not in checkpoint_epochs and epoch < cfg.epochs:
             tune.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best_val_acc": best}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best_val_acc": best}))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        waited = time.perf_counter() - sent
 
 
 def evaluate_replay_checkpoint(config: dict[str, Any], checkpoint: Any, split: str = "test") -> dict[str, float]:

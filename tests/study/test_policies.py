@@ -138,3 +138,15 @@ def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
         assert load_policy(name).rungs(record.space.study)[-1] == record.max_epochs
     with pytest.raises(ValueError, match="unknown policy 'hyperband'; known: asha, fifo"):
         load_policy("hyperband")
+
+
+@pytest.mark.parametrize(("every", "decisions", "last", "expected"), [
+    (1, (), 4, (1, 2, 3, 4)),
+    (5, (1, 3, 9, 20), 20, (1, 3, 5, 9, 10, 15, 20)),
+    (10, (), 25, (10, 20, 25)),  # the last epoch always, even off the interval
+    (3, (2, 40), 10, (2, 3, 6, 9, 10)),  # a decision past the trial's end is no epoch of it
+])
+def test_checkpoint_epochs(every: int, decisions: tuple[int, ...], last: int, expected: tuple[int, ...]) -> None:
+    from study.execution import checkpoint_epochs
+
+    assert checkpoint_epochs(every, decisions, last) == expected

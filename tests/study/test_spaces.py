@@ -95,6 +95,7 @@ BAD = [
     ("study: {max_epochs: 0}", "study.max_epochs: expected an integer >= 1"),
     ("study: {max_epochs: 3, grace_period: 5}", "study.grace_period: expected at most max_epochs"),
     ("study: {reduction_factor: 1}", "study.reduction_factor: expected a number > 1"),
+    ("study: {checkpoint_every: 0}", "study.checkpoint_every: expected an integer >= 1"),
     ("study: {patience: 3}", "study.patience: expected one of"),
     ("constants: {recursion_step: 3}", "constants.recursion_step: expected a trial config key"),
     ("constants: {epochs: 3}", "constants.epochs: expected no epochs key"),

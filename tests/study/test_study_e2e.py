@@ -188,3 +188,47 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local default store
     finally:
         stop_server(server)
+
+
+REPLAY_SPACE = """\
+description: replayed curves
+study: {metric: val_acc, mode: max, max_epochs: 5, grace_period: 1, reduction_factor: 2, num_samples: 8,
+        checkpoint_every: 2}
+constants: {backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}
+parameters:
+  recursion_steps: {type: int, low: 1, high: 6}
+  crop_scale: {type: float, low: 0.1, high: 1.0}
+baselines:
+  global_only: {local_stream: false}
+"""
+
+
+def test_a_replayed_study_checkpoints_where_the_policy_says(tmp_path: Path) -> None:
+    from study.execution import checkpoint_epochs
+    from study.policies.asha import rungs
+    from study.spaces import load_space
+
+    space_file = tmp_path / "replay.yaml"
+    space_file.write_text(REPLAY_SPACE)
+    proc = _study(tmp_path, "--space", str(space_file), "--name", "rp", "--trainable", "replay",
+                  "--replay-epoch-s", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "rp" / "summary.json").read_text())
+    assert len(summary["trials"]) == 9 and summary["best"]["test_acc"] > 0
+    decisions = rungs(load_space(str(space_file)).study)
+    policy = set(checkpoint_epochs(2, decisions, 5))
+    assert 3 not in policy and {2, 4, 5} <= policy  # every 2nd epoch, the rungs, the last
+    lengths = set()
+    for result in (tmp_path / "runs" / "rp").glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        epochs = [int(r["epoch"]) for r in rows]
+        assert epochs == list(range(1, len(rows) + 1))
+        lengths.add(len(rows))
+        saved = {int(r["epoch"]) for r in rows if r.get("checkpoint_dir_name")}
+        assert saved == {e for e in policy if e <= len(rows)}
+    assert len(lengths) > 1  # some trials were stopped early, some ran to the end
+    report = (tmp_path / "runs" / "rp" / "report" / "report.md").read_text()
+    assert "replayed curve" in report
+    # --resume may not change what the study simulates
+    again = _study(tmp_path, "--space", str(space_file), "--name", "rp", "--resume", "--trainable", "rra")
+    assert again.returncode == 2 and "--trainable rra contradicts" in again.stderr

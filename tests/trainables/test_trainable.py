@@ -22,7 +22,10 @@ class _FakeTune:
     def get_checkpoint(self) -> tune.Checkpoint | None:
         return self.start
 
-    def report(self, metrics: dict[str, float], checkpoint: tune.Checkpoint) -> None:
+    def report(self, metrics: dict[str, float], checkpoint: tune.Checkpoint | None = None) -> None:
+        if checkpoint is None:
+            self.reports.append((metrics, {}))
+            return
         with checkpoint.as_directory() as folder:
             self.reports.append((metrics, load_checkpoint(Path(folder) / CHECKPOINT_NAME)))
 
@@ -49,6 +52,20 @@ def test_reports_every_epoch_with_a_checkpoint_and_resumes_from_one(
     timing = ("epoch_seconds", "images_per_second", "val_seconds")
     same = {k: v for k, v in retry.reports[0][0].items() if k not in timing}
     assert same == {k: v for k, v in fake.reports[2][0].items() if k not in timing}
+
+
+def test_checkpoints_only_at_the_epochs_asked_and_the_last_holds_the_model_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeTune()
+    monkeypatch.setattr(tune, "get_checkpoint", fake.get_checkpoint)
+    monkeypatch.setattr(tune, "report", fake.report)
+    train_rra({**TINY, "epochs": 4}, checkpoint_epochs=(2, 4))
+    assert [m["epoch"] for m, _ in fake.reports] == [1, 2, 3, 4]  # every epoch is reported
+    saved = {int(m["epoch"]): state for m, state in fake.reports if state}
+    assert sorted(saved) == [2, 4]
+    assert {"model", "optimizer", "rng", "scheduler"} <= set(saved[2])  # what a retry resumes from
+    assert "model" in saved[4] and not {"optimizer", "rng", "scheduler"} & set(saved[4])
 
 
 @pytest.mark.slow
