@@ -168,7 +168,8 @@ def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, inter
     if analysis is not None:
 
         def settle() -> None:
-            sent = sync(tracker, list(analysis.trials), analysis.trial_dataframes, record.max_epochs, interrupted)
+            sent = sync(tracker, list(analysis.trials), analysis.trial_dataframes, record.max_epochs, interrupted,
+                        book=queue.runs)
             if sent:
                 print(f"MLflow: {sent} epoch(s) missing from the trials' runs were sent from Tune's results",
                       flush=True)

@@ -336,6 +336,7 @@ class _RunBook:
         self.runs: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.nodes: dict[str, list[str]] = {}
+        self.confirmed: dict[str, set[int]] = {}  # trial id -> epochs MLflow took from this book
 
     def run_id(self, trial: dict[str, Any], existing: Any = None, reopen: bool = True) -> str:
         """The trial's run: known, else found again (and reopened, for a trial that runs on),
@@ -372,17 +373,21 @@ class _RunBook:
     def log_epochs(self, group: list[_Metrics]) -> None:
         """Sends a group of epochs, one log_batch per run (split at MLflow's batch limit)."""
         by_run: dict[str, list[Any]] = {}
+        steps: dict[str, tuple[str, list[int]]] = {}
         for item in group:
             trial_id = item.trial["trial_id"]
             run_id = self.run_id(item.trial)
             if item.step <= self.last_step.get(trial_id, 0):
                 continue  # already logged before a resume
             by_run.setdefault(run_id, []).extend(item.metrics)
+            steps.setdefault(run_id, (trial_id, []))[1].append(item.step)
             self.last_step[trial_id] = item.step
             self.node(item.trial, run_id, item.node)
         for run_id, metrics in by_run.items():
             for i in range(0, len(metrics), MAX_BATCH):
                 self.tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
+            trial_id, sent = steps[run_id]
+            self.confirmed.setdefault(trial_id, set()).update(sent)
 
     def node(self, trial: dict[str, Any], run_id: str, node: str) -> None:
         nodes = self.nodes.setdefault(trial["trial_id"], [])
@@ -465,7 +470,8 @@ def _last_error_line(trial: Any) -> str:
 # ---------------------------------------------------------------- after Tune: MLflow made true to Tune's record
 
 
-def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs: int, interrupted: bool) -> int:
+def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs: int, interrupted: bool,
+         book: _RunBook | None = None) -> int:
     """Makes the child runs agree with Tune's saved experiment: a run for every trial, every
     epoch Tune recorded, each run's outcome and status (none left RUNNING). Returns how many
     epochs were sent that MLflow lacked (e.g. when the driver ended during an outage).
@@ -476,8 +482,11 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
         frames: Tune's per-trial result tables (ExperimentAnalysis.trial_dataframes).
         interrupted: the study stopped before its end; unfinished trials' runs become KILLED
             with outcome "interrupted" until a resume continues them.
+        book: the study queue's own book (run in the queue's thread): the runs it knows and
+            the epochs MLflow took from it are not read back, so a study that ends with every
+            call sent costs no call per trial here.
     """
-    book = _RunBook(tracker)
+    book = book or _RunBook(tracker)
     existing = {r.data.tags.get("tune_trial_id"): r for r in tracker.child_runs()}
     sent = 0
     for trial in trials:
@@ -486,8 +495,10 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
             continue  # never started: no run to make
         run_id = book.run_id(_snapshot(trial), existing.get(trial.trial_id), reopen=False)
         if frame is not None and not frame.empty and "epoch" in frame:
-            logged = {int(m.step) for m in tracker.client.get_metric_history(run_id, "epoch")}
             rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
+            logged = book.confirmed.get(trial.trial_id, set())
+            if any(int(r["epoch"]) not in logged for r in rows):
+                logged = {int(m.step) for m in tracker.client.get_metric_history(run_id, "epoch")}
             missing = [r for r in rows if int(r["epoch"]) not in logged]
             metrics = [m for r in missing for m in _metrics(r, int(r["epoch"]))]
             for i in range(0, len(metrics), MAX_BATCH):

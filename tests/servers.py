@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -33,11 +35,12 @@ def wait_for_http(url: str, what: str, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    """`mlflow server` on 127.0.0.1:port with its store and artifacts in `folder`; returns once
-    it answers."""
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen[bytes]:
+    """`mlflow server` on 127.0.0.1:port with its artifacts in `folder` and its store there too
+    (SQLite) or at `backend`; returns once it answers."""
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}",
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+         backend or f"sqlite:///{folder / 'srv.db'}",
          "--artifacts-destination", str(folder / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for_http(f"http://127.0.0.1:{port}/health", "the MLflow server")
@@ -106,3 +109,48 @@ class HangingProxy:
         self.server.close()
         for s in self.held:
             s.close()
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server (Debian's package) on 127.0.0.1: its own data folder,
+    trust authentication, no fsync; `url(db)` gives SQLAlchemy URLs. As root it runs as the
+    package's `postgres` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self) -> None:
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="rra-pg-"))  # not under pytest's 0700 root folder
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.folder, "postgres")
+        data = self.folder / "data"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._run("pg_ctl", "-D", str(data), "-l", str(self.folder / "server.log"), "-w", "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
+
+    def create(self, db: str) -> str:
+        """Creates database `db`; its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", db)
+        return self.url(db)
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _postgres_bin() -> Path:
+    """The folder of PostgreSQL's server programs (Debian keeps them out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    assert initdb, "PostgreSQL's server programs are not installed (Debian: apt-get install postgresql)"
+    return Path(initdb).resolve().parent

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import small_space
-from tests.servers import free_port, start_mlflow_server, stop_server
+from tests.servers import PostgresServer, free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +188,35 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local default store
     finally:
         stop_server(server)
+
+
+def test_smoke_study_with_optuna_and_mlflow_on_postgresql(tmp_path: Path) -> None:
+    """The cluster option: Optuna's storage and MLflow's store (behind its server) on PostgreSQL."""
+    pg = PostgresServer()
+    try:
+        optuna_url, mlflow_url = pg.create("optuna"), pg.create("mlflow")
+        port = free_port()
+        server = start_mlflow_server(tmp_path, port, backend=mlflow_url)
+        try:
+            uri = f"http://127.0.0.1:{port}"
+            proc = _study(tmp_path, "--space", "smoke", "--name", "pg", "--tracking-uri", uri,
+                          "--optuna-storage", optuna_url)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            summary = json.loads((tmp_path / "runs" / "pg" / "summary.json").read_text())
+            import optuna
+
+            study = optuna.load_study(study_name="pg", storage=optuna_url)
+            assert len(study.trials) == 4 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+            assert not (tmp_path / "runs" / "pg" / "optuna.db").exists()
+            client = MlflowClient(uri)
+            runs = client.search_runs([client.get_experiment_by_name("pg").experiment_id])
+            assert len(runs) == 1 + len(summary["trials"]) and all(r.info.status == "FINISHED" for r in runs)
+            report = (tmp_path / "runs" / "pg" / "report" / "report.md").read_text()
+            assert "one run per trial, same outcome" in report  # MLflow (on PostgreSQL) agrees with Tune
+        finally:
+            stop_server(server)
+    finally:
+        pg.stop()
 
 
 REPLAY_SPACE = """\

@@ -85,3 +85,35 @@ def test_a_hung_server_never_holds_the_caller_and_the_calls_go_through_in_order_
 )
 def test_only_an_unreachable_server_is_worth_retrying(error: Exception, retry: bool) -> None:
     assert unreachable(error) is retry
+
+
+def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from study.tracking import _metrics, _Metrics
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", (tmp_path / "art").as_uri())
+    tracker.start({}, {}, {})
+    queue = MlflowQueue(tracker)
+    trial = {"trial_id": "t1", "config": {"_kind": "search", "_name": "run-t1", "_params": {}}}
+    for epoch in (1, 2):
+        queue.put(_Metrics(trial, epoch, _metrics({"epoch": epoch, "val_acc": epoch / 10}, epoch), "127.0.0.1"))
+    assert queue.drain(30)
+    reads: list[str] = []
+    original = tracker.client.get_metric_history
+    monkeypatch.setattr(tracker.client, "get_metric_history",
+                        lambda run_id, key: reads.append(run_id) or original(run_id, key))
+
+    def frame(epochs: int) -> pd.DataFrame:
+        return pd.DataFrame({"epoch": list(range(1, epochs + 1)), "val_acc": [e / 10 for e in range(1, epochs + 1)],
+                             "trial_id": ["t1"] * epochs, "node_ip": ["127.0.0.1"] * epochs})
+
+    # every epoch went through the queue: nothing is read back, nothing sent again
+    assert sync(tracker, [_trial("t1", "TERMINATED", 2)], {"t1": frame(2)}, 2, False, book=queue.runs) == 0
+    assert reads == []
+    # an epoch Tune has that the queue never sent: the run's history is read, the epoch sent
+    assert sync(tracker, [_trial("t1", "TERMINATED", 3)], {"t1": frame(3)}, 3, False, book=queue.runs) == 1
+    assert len(reads) == 1
+    run_id = queue.runs.runs["t1"]
+    assert sorted(int(m.step) for m in original(run_id, "val_acc")) == [1, 2, 3]
+    queue.close(5)
