@@ -312,7 +312,7 @@ def stock_run(space_path: Path, slots: int, epoch_s: float, tracking: str, out: 
 
 
 def study_section(sizes: list[int], slots: int, epoch_s: float, max_epochs: int, wirings: list[str],
-                  done: list[dict[str, Any]], save: Any) -> list[dict[str, Any]]:
+                  done: list[dict[str, Any]], save: Any, stock_sizes: list[int] | None = None) -> list[dict[str, Any]]:
     rows = list(done)
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
@@ -321,6 +321,8 @@ def study_section(sizes: list[int], slots: int, epoch_s: float, max_epochs: int,
         try:
             for size in sizes:
                 for wiring in wirings:
+                    if wiring == "stock" and stock_sizes is not None and size not in stock_sizes:
+                        continue
                     if any(r["wiring"] == wiring and r["size"] == size and r.get("epoch_s") == epoch_s
                            for r in rows):
                         continue
@@ -461,6 +463,8 @@ def main() -> None:
     parser.add_argument("--epoch-s", type=float, default=1.0)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--wirings", nargs="+", default=["project", "stock"], choices=["project", "stock"])
+    parser.add_argument("--stock-sizes", type=int, nargs="+",
+                        help="the sizes the stock wiring runs at (default: --sizes); its MLflow calls make it slow")
     parser.add_argument("--sections", nargs="+", default=["searcher", "study", "checkpoint"],
                         choices=["searcher", "study", "checkpoint"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
@@ -493,7 +497,7 @@ def main() -> None:
         save("searcher", searcher_section(args.sizes, args.slots, args.max_epochs))
     if "study" in args.sections:
         study_section(args.sizes, args.slots, args.epoch_s, args.max_epochs, args.wirings,
-                      report.get("study", []), lambda rows: save("study", rows))
+                      report.get("study", []), lambda rows: save("study", rows), args.stock_sizes)
 
 
 if __name__ == "__main__":

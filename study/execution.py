@@ -22,7 +22,10 @@ from study.record import Resources, StudyRecord
 _RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
             # A call to an unreachable MLflow server fails at once (MLflow's own retries would hold
             # the queue's thread for minutes without telling); the queue retries it itself.
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+            # Tune's default loggers add a TensorBoard event file per trial, written on the
+            # driver at every result; MLflow is the study's UI: `callbacks` keeps JSON and CSV.
+            "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 def set_ray_env() -> None:
@@ -79,6 +82,14 @@ def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
 
         fn = tune.with_parameters(train_rra, checkpoint_epochs=epochs)
     return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+
+
+def callbacks(*extra: Any) -> list[Any]:
+    """Tune's callbacks: its JSON and CSV result files (what ExperimentAnalysis, the report and
+    the MLflow sync read), then `extra`."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback(), *extra]
 
 
 def trial_name(trial: Any) -> str:
@@ -143,7 +154,7 @@ def open_tracking(record: StudyRecord, resume: bool) -> tuple[Any, Any]:
     from study.tracking import QUEUES, MlflowQueue, Tracker
 
     tracker = Tracker.of_record(record)
-    queue = MlflowQueue(tracker)
+    queue = MlflowQueue(tracker, fresh=not resume)
     QUEUES[record.name] = queue
 
     def parent() -> None:

@@ -225,13 +225,13 @@ class MlflowQueue:
     any other failure is logged and the call dropped (the study goes on whatever MLflow says).
     """
 
-    def __init__(self, tracker: Tracker, capacity: int = 100_000, retry_s: float = 2.0) -> None:
+    def __init__(self, tracker: Tracker, capacity: int = 100_000, retry_s: float = 2.0, fresh: bool = False) -> None:
         self.tracker = tracker
         self.capacity = capacity
         self.retry_s = retry_s
         self.dropped = 0
         self.outage_since: float | None = None
-        self.runs = _RunBook(tracker)
+        self.runs = _RunBook(tracker, fresh)
         self._items: collections.deque[Operation | _Metrics] = collections.deque()
         self._cond = threading.Condition()
         self._busy = False
@@ -331,8 +331,9 @@ def _merged(batch: list[Operation | _Metrics]) -> list[Operation | list[_Metrics
 class _RunBook:
     """The queue thread's view of the child runs: trial id -> run id, last step, nodes."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, fresh: bool = False) -> None:
         self.tracker = tracker
+        self.fresh = fresh  # a study this process started: no earlier run to look for
         self.runs: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.nodes: dict[str, list[str]] = {}
@@ -345,7 +346,8 @@ class _RunBook:
         if trial_id in self.runs:
             return self.runs[trial_id]
         client = self.tracker.client
-        existing = existing or self.tracker.find_child(trial_id)
+        if existing is None and not self.fresh:
+            existing = self.tracker.find_child(trial_id)
         if existing is not None:  # a resumed study or a retried trial: continue the same run
             run_id = existing.info.run_id
             if reopen:
@@ -372,8 +374,11 @@ class _RunBook:
 
     def log_epochs(self, group: list[_Metrics]) -> None:
         """Sends a group of epochs, one log_batch per run (split at MLflow's batch limit)."""
+        from mlflow.entities import RunTag
+
         by_run: dict[str, list[Any]] = {}
         steps: dict[str, tuple[str, list[int]]] = {}
+        tags: dict[str, list[Any]] = {}
         for item in group:
             trial_id = item.trial["trial_id"]
             run_id = self.run_id(item.trial)
@@ -382,10 +387,14 @@ class _RunBook:
             by_run.setdefault(run_id, []).extend(item.metrics)
             steps.setdefault(run_id, (trial_id, []))[1].append(item.step)
             self.last_step[trial_id] = item.step
-            self.node(item.trial, run_id, item.node)
+            nodes = self.nodes.setdefault(trial_id, [])
+            if item.node and item.node not in nodes:  # the node tags ride with the epoch's batch
+                nodes.append(item.node)
+                tags[run_id] = [RunTag("node_ip", item.node), RunTag("nodes", ",".join(nodes))]
         for run_id, metrics in by_run.items():
             for i in range(0, len(metrics), MAX_BATCH):
-                self.tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
+                self.tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH],
+                                              tags=tags.pop(run_id, []) if i == 0 else [])
             trial_id, sent = steps[run_id]
             self.confirmed.setdefault(trial_id, set()).update(sent)
 

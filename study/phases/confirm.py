@@ -121,7 +121,7 @@ def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> di
             tune.RunConfig(name=f"{record.name}-confirm", storage_path=record.stores.storage_path,
                            failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
                            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                           callbacks=[TrialRunsCallback(record.name, record.max_epochs)], verbose=0))
+                           callbacks=execution.callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=0))
         results = tuner.fit()
         # No model selection in a confirmation: every run is tested at its last epoch.
         finished = [results[i] for i in range(len(results))]

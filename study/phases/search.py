@@ -65,7 +65,7 @@ def run(record: StudyRecord, queue: Any) -> Searched:
         # The best checkpoints by the study's metric, and always the latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
                                                 checkpoint_score_order=record.mode),
-        callbacks=[TrialRunsCallback(record.name, record.max_epochs)], verbose=res.verbose,
+        callbacks=execution.callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=res.verbose,
         progress_reporter=_reporter(record) if res.verbose else None)
     fn = execution.trainable(record, decisions=policy.rungs(record.space.study))
     execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
