@@ -65,7 +65,8 @@ def step_cams(model: RRA, images: Tensor, target: Tensor, boxes: Tensor | None =
     device = _device(model)
     images, target = images.to(device), target.to(device)
     boxes = boxes.to(device) if boxes is not None else None
-    with torch.enable_grad():
+    # cuDNN's LSTM has no backward in eval mode; PyTorch's own kernels have (the same numbers).
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
         out = model(images, boxes)
         if out.hidden is None or out.local_maps is None:
             raise ValueError("Grad-CAM per step needs a model with a local stream")
