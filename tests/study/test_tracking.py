@@ -90,14 +90,16 @@ def test_only_an_unreachable_server_is_worth_retrying(error: Exception, retry: b
 def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from study.tracking import _metrics, _Metrics
+    from study.tracking import QUEUES, TrialRunsCallback
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", (tmp_path / "art").as_uri())
     tracker.start({}, {}, {})
-    queue = MlflowQueue(tracker)
-    trial = {"trial_id": "t1", "config": {"_kind": "search", "_name": "run-t1", "_params": {}}}
+    queue = QUEUES["sync-book"] = MlflowQueue(tracker, fresh=True)
+    callback = TrialRunsCallback("sync-book", max_epochs=3)
+    trial = _trial("t1", "RUNNING", 0)
+    callback.on_trial_start(0, [], trial)
     for epoch in (1, 2):
-        queue.put(_Metrics(trial, epoch, _metrics({"epoch": epoch, "val_acc": epoch / 10}, epoch), "127.0.0.1"))
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": epoch / 10, "node_ip": "127.0.0.1"})
     assert queue.drain(30)
     reads: list[str] = []
     original = tracker.client.get_metric_history
@@ -117,3 +119,4 @@ def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
     run_id = queue.runs.runs["t1"]
     assert sorted(int(m.step) for m in original(run_id, "val_acc")) == [1, 2, 3]
     queue.close(5)
+    del QUEUES["sync-book"]
