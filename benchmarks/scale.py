@@ -209,7 +209,7 @@ def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:
     return before[-1] if before else 0.0
 
 
-def _study_figures(trials: list[list[dict[str, Any]]], slots: int, epoch_s: float, process_start: float,
+def _study_figures(trials: list[list[dict[str, Any]]], slots: int, process_start: float,
                    driver: dict[str, Any]) -> dict[str, Any]:
     starts = [rows[0]["wall_time"] - rows[0]["epoch_seconds"] for rows in trials]
     ends = [rows[-1]["wall_time"] for rows in trials]
@@ -263,7 +263,7 @@ def run_study(wiring: str, size: int, slots: int, epoch_s: float, max_epochs: in
             raise RuntimeError(f"{wiring} study of {size} trials exited with {rc}:\n" + "\n".join(tail))
         time.sleep(2)  # the server's log catches up
         requests = _requests(log, mark)
-        figures = _study_figures(_trial_frames(out / "scale"), slots, epoch_s, start, driver)
+        figures = _study_figures(_trial_frames(out / "scale"), slots, start, driver)
         figures.update({"wiring": wiring, "size": size, "wall_s": round(wall, 1),
                         "mlflow_requests": sum(requests.values()),
                         "mlflow_requests_per_s": round(sum(requests.values()) / wall, 1),
@@ -278,21 +278,18 @@ def stock_run(space_path: Path, slots: int, epoch_s: float, tracking: str, out: 
 
     import ray
     import yaml
-    from optuna.distributions import FloatDistribution, IntDistribution
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from study.spaces import space_from_raw
     from trainables.replay import train_replay
 
     raw = yaml.safe_load(space_path.read_text())
     study = raw["study"]
-    space: dict[str, Any] = {
-        "recursion_steps": IntDistribution(1, 8),
-        "crop_scale": FloatDistribution(0.1, 1.0, log=True),
-        "attention_temperature": FloatDistribution(0.1, 10.0, log=True),
-    }
+    # the same parameters as the project's study, as the Optuna distributions a user would write
+    space = {name: p.distribution() for name, p in space_from_raw(raw, "scale", space_path).parameters.items()}
     ray.init(num_cpus=slots, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     searcher = OptunaSearch(space=space, metric="val_acc", mode="max", seed=0)
     tuner = tune.Tuner(
@@ -356,6 +353,8 @@ def checkpoint_section() -> dict[str, Any]:
     import torch
 
     from study.execution import checkpoint_epochs
+    from study.policies.asha import rungs
+    from study.spaces import StudySettings
     from trainables.model import RRAConfig, build_model
     from trainables.trainable import final_state
 
@@ -375,8 +374,10 @@ def checkpoint_section() -> dict[str, Any]:
     full, last = size(state), size(final_state(state))
     epochs = 90
     cases = {}
+    asha = rungs(StudySettings(max_epochs=epochs, grace_period=10, reduction_factor=3))
     for name, every, decisions in (("paper (fixed point, every 10)", 10, ()),
-                                   ("ablation on the paper model (ASHA rungs 10/30/90, every 10)", 10, (10, 30, 90)),
+                                   (f"ablation on the paper model (ASHA rungs {'/'.join(map(str, asha))}, every 10)",
+                                    10, asha),
                                    ("every 5 epochs", 5, ())):
         at = checkpoint_epochs(every, decisions, epochs)
         total = (len(at) - 1) * full + last

@@ -374,8 +374,6 @@ class _RunBook:
 
     def log_epochs(self, group: list[_Metrics]) -> None:
         """Sends a group of epochs, one log_batch per run (split at MLflow's batch limit)."""
-        from mlflow.entities import RunTag
-
         by_run: dict[str, list[Any]] = {}
         steps: dict[str, tuple[str, list[int]]] = {}
         tags: dict[str, list[Any]] = {}
@@ -387,10 +385,9 @@ class _RunBook:
             by_run.setdefault(run_id, []).extend(item.metrics)
             steps.setdefault(run_id, (trial_id, []))[1].append(item.step)
             self.last_step[trial_id] = item.step
-            nodes = self.nodes.setdefault(trial_id, [])
-            if item.node and item.node not in nodes:  # the node tags ride with the epoch's batch
-                nodes.append(item.node)
-                tags[run_id] = [RunTag("node_ip", item.node), RunTag("nodes", ",".join(nodes))]
+            new_node = self._node_tags(trial_id, item.node)
+            if new_node:  # the node tags ride with the epoch's batch (the latest node, all nodes)
+                tags[run_id] = new_node
         for run_id, metrics in by_run.items():
             for i in range(0, len(metrics), MAX_BATCH):
                 self.tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH],
@@ -398,12 +395,20 @@ class _RunBook:
             trial_id, sent = steps[run_id]
             self.confirmed.setdefault(trial_id, set()).update(sent)
 
+    def _node_tags(self, trial_id: str, node: str) -> list[Any]:
+        """The node tags of a node the trial had not run on (a retried trial may move), else none."""
+        from mlflow.entities import RunTag
+
+        nodes = self.nodes.setdefault(trial_id, [])
+        if not node or node in nodes:
+            return []
+        nodes.append(node)
+        return [RunTag("node_ip", node), RunTag("nodes", ",".join(nodes))]
+
     def node(self, trial: dict[str, Any], run_id: str, node: str) -> None:
-        nodes = self.nodes.setdefault(trial["trial_id"], [])
-        if node and node not in nodes:  # a retried trial may move to another node
-            self.tracker.client.set_tag(run_id, "node_ip", node)
-            self.tracker.client.set_tag(run_id, "nodes", ",".join([*nodes, node]))
-            nodes.append(node)
+        tags = self._node_tags(trial["trial_id"], node)
+        if tags:
+            self.tracker.client.log_batch(run_id, tags=tags)
 
     def end(self, trial: dict[str, Any], how: str, error: str = "") -> None:
         run_id = self.run_id(trial)

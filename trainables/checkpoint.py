@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
-
-import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+def wants_checkpoint(epoch: int, checkpoint_epochs: Collection[int] | None) -> bool:
+    """Whether a trial checkpoints at `epoch` (None: at every epoch). Its last epoch is saved
+    whatever this says."""
+    return checkpoint_epochs is None or epoch in checkpoint_epochs
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Writes `state` to `path` atomically: a temporary file in the same folder, then a rename."""
+    import torch  # here: the replay trainable uses this module without torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -29,4 +36,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Reads a checkpoint written by `save_checkpoint` (tensors and plain values only)."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)

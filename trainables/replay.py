@@ -22,6 +22,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from trainables.checkpoint import wants_checkpoint
 from trainables.config import TrialConfig, settings
 
 STATE_FILE = "replay.json"
@@ -81,7 +82,7 @@ def train_replay(config: dict[str, Any], checkpoint_epochs: Collection[int] | No
         metrics.update({"epoch": epoch, "best_val_acc": best, "epoch_seconds": time.perf_counter() - start,
                         "report_wait_s": waited, "wall_time": time.time()})
         sent = time.perf_counter()
-        if checkpoint_epochs is not None and epoch not in checkpoint_epochs and epoch < cfg.epochs:
+        if not wants_checkpoint(epoch, checkpoint_epochs) and epoch < cfg.epochs:
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as folder:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables import faults
-from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, wants_checkpoint
 from trainables.config import TrialConfig, settings
 from trainables.loop import fit
 
@@ -26,10 +26,6 @@ from trainables.loop import fit
 def final_state(state: dict[str, Any]) -> dict[str, Any]:
     """What a trial's last checkpoint keeps: the model and the bookkeeping, no optimizer or RNG."""
     return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}
-
-
-def wants_checkpoint(epoch: int, checkpoint_epochs: Collection[int] | None) -> bool:
-    return checkpoint_epochs is None or epoch in checkpoint_epochs
 
 
 def train_rra(config: dict[str, Any], checkpoint_epochs: Collection[int] | None = None) -> None:
