@@ -1,7 +1,8 @@
 """How the study's driver holds as a study grows: 100, 300 and 1,000 trials on many slots.
 
-    python -m benchmarks.scale [--sizes 100 300 1000] [--slots 32] [--epoch-s 1.0] [--max-epochs 20]
-                               [--sections searcher study checkpoint] [--out benchmarks/results/scale.json]
+    python -m benchmarks.scale [--sizes 100 300 1000] [--slots 32] [--epoch-s 1.0 [3.0 ...]] [--max-epochs 20]
+                               [--storage sqlite|postgresql] [--sections searcher study checkpoint]
+                               [--out benchmarks/results/scale.json]
 
 Three sections, each written to the JSON as soon as it ends (a rerun skips what is there unless
 --fresh):
@@ -18,8 +19,12 @@ Three sections, each written to the JSON as soon as it ends (a rerun skips what 
   `--epoch-s` per epoch, so what is measured is the driver. Per run: makespan and its ideal
   (trial time / slots), utilisation (trial time / (slots x span from the first trial's start to
   the last one's end)), start-up (process start to the first trial's start), the time a trial
-  waits on each report (median, p99: the driver's turnaround of a result), the driver's CPU
-  seconds per result, its peak memory, and MLflow requests per second (from the server's log).
+  waits on each report (median, p99: the driver's turnaround of a result), where the slots'
+  time went that was not epochs (waiting on reports, or no trial in the slot), trial starts per
+  second, the driver's CPU per result (over the whole study, and the median of 20 s windows),
+  its peak memory, and MLflow requests per second (from the server's log). Several --epoch-s
+  values make a sweep; --storage postgresql puts MLflow's server and the Optuna study on a
+  PostgreSQL server started for the run.
 - `checkpoint`: bytes a trial writes per epoch at the paper configuration, every-epoch full
   checkpoints against the checkpoint policy.
 """
@@ -27,6 +32,7 @@ Three sections, each written to the JSON as soon as it ends (a rerun skips what 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import json
@@ -163,12 +169,12 @@ def _watch(proc: subprocess.Popen[bytes], into: dict[str, Any]) -> None:
         time.sleep(0.5)
 
 
-def _mlflow_server(folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _mlflow_server(folder: Path, port: int, log: Path, backend: str) -> subprocess.Popen[bytes]:
     import urllib.request
 
     out = log.open("ab")
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}",
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend,
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "2"],
         cwd=folder, stdout=out, stderr=out, start_new_session=True)
@@ -219,23 +225,49 @@ def _study_figures(trials: list[list[dict[str, Any]]], slots: int, process_start
     span = max(ends) - min(starts)
     # The driver's CPU while trials ran (its start-up, ray.init and imports, left out).
     running_cpu = _cpu_at(driver["samples"], max(ends)) - _cpu_at(driver["samples"], min(starts))
+    # Slot time not spent in epochs: waiting on the driver's turnaround of a report, or no
+    # trial in the slot at all (a trial ending, the next one starting: process, actor, config).
+    slot_time = slots * span
     return {
         "trials": len(trials), "results": results, "epochs_per_trial": round(results / len(trials), 2),
         "makespan_s": round(span, 1), "ideal_s": round(busy / slots, 1),
-        "utilisation": round(busy / (slots * span), 3),
+        "utilisation": round(busy / slot_time, 3),
+        "slot_share_waiting_on_reports": round(sum(waits) / slot_time, 3),
+        "slot_share_without_trial": round(1 - (busy + sum(waits)) / slot_time, 3),
+        "trial_starts_per_s": round(len(trials) / span, 2),
+        "mean_running": round((busy + sum(waits)) / span, 1),
         "startup_s": round(min(starts) - process_start, 1),
         "report_wait_ms_median": round(1000 * statistics.median(waits), 1),
         "report_wait_ms_p99": round(1000 * _percentile(waits, 0.99), 1),
         "driver_cpu_ms_per_result": round(1000 * running_cpu / results, 2),
+        **_windowed_cpu(trials, driver["samples"], min(starts), max(ends)),
         "driver_cpu_s_while_trials_ran": round(running_cpu, 1),
         "driver_cpu_s_total": round(driver.get("cpu_s", float("nan")), 1),
         "driver_peak_rss_mb": round(driver.get("peak_rss_mb", float("nan")), 1),
     }
 
 
+def _windowed_cpu(trials: list[list[dict[str, Any]]], samples: list[tuple[float, float]], first: float,
+                  last: float, window_s: float = 20.0) -> dict[str, float]:
+    """The driver's CPU per result in consecutive windows of the study (the CPU it used in a
+    window over the results reported in it): median and p90 over the windows with results."""
+    times = sorted(r["wall_time"] for rows in trials for r in rows)
+    costs, edge = [], first
+    while edge + window_s <= last:
+        n = sum(1 for t in times if edge <= t < edge + window_s)
+        if n:
+            costs.append(1000 * (_cpu_at(samples, edge + window_s) - _cpu_at(samples, edge)) / n)
+        edge += window_s
+    if not costs:
+        return {}
+    return {"driver_cpu_ms_per_result_window_median": round(statistics.median(costs), 2),
+            "driver_cpu_ms_per_result_window_p90": round(_percentile(costs, 0.9), 2)}
+
+
 def run_study(wiring: str, size: int, slots: int, epoch_s: float, max_epochs: int, tracking: str,
-              log: Path) -> dict[str, Any]:
-    """One study in a fresh driver process; its figures."""
+              log: Path, optuna_storage: str | None = None) -> dict[str, Any]:
+    """One study in a fresh driver process (its Optuna study in `optuna_storage`, else SQLite
+    in its folder); its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         space = Path(tmp) / "scale.yaml"
         space.write_text(SPACE.format(max_epochs=max_epochs, num_samples=size))
@@ -244,6 +276,8 @@ def run_study(wiring: str, size: int, slots: int, epoch_s: float, max_epochs: in
             argv = [sys.executable, "-m", "study.run", "--space", str(space), "--name", "scale", "--trainable",
                     "replay", "--replay-epoch-s", str(epoch_s), "--num-cpus", str(slots), "--out", str(out),
                     "--tracking-uri", tracking, "--no-baselines", "--no-test", "--no-report", "--quiet"]
+            if optuna_storage:
+                argv += ["--optuna-storage", optuna_storage]
         else:
             argv = [sys.executable, "-m", "benchmarks.scale", "--stock-run", str(space), "--slots", str(slots),
                     "--epoch-s", str(epoch_s), "--tracking-uri", tracking, "--stock-out", str(out)]
@@ -308,32 +342,49 @@ def stock_run(space_path: Path, slots: int, epoch_s: float, tracking: str, out: 
     ray.shutdown()
 
 
-def study_section(sizes: list[int], slots: int, epoch_s: float, max_epochs: int, wirings: list[str],
-                  done: list[dict[str, Any]], save: Any, stock_sizes: list[int] | None = None) -> list[dict[str, Any]]:
+def study_section(sizes: list[int], slots: int, epochs_s: list[float], max_epochs: int, wirings: list[str],
+                  done: list[dict[str, Any]], save: Any, stock_sizes: list[int] | None = None,
+                  storage: str = "sqlite") -> list[dict[str, Any]]:
+    """Each (size, epoch length, wiring) not in `done`, with MLflow's server and the project's
+    Optuna study on `storage`: SQLite files (the embedded default) or one PostgreSQL server.
+    The stock wiring runs on SQLite only (its Optuna study is in memory)."""
     rows = list(done)
-    with tempfile.TemporaryDirectory() as tmp:
+
+    def runs(wiring: str, size: int) -> bool:
+        return wiring == "project" or (storage == "sqlite" and (stock_sizes is None or size in stock_sizes))
+
+    todo = [(size, epoch_s, wiring) for epoch_s in epochs_s for size in sizes for wiring in wirings
+            if runs(wiring, size) and not any((r["wiring"], r["size"], r.get("epoch_s"), r.get("storage", "sqlite"))
+                                              == (wiring, size, epoch_s, storage) for r in rows)]
+    if not todo:
+        return rows
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        postgres = None
+        if storage == "postgresql":
+            from tests.servers import PostgresServer  # Debian's PostgreSQL, as the storage test starts it
+
+            postgres = PostgresServer()
+            stack.callback(postgres.stop)
         port = _free_port()
         log = Path(tmp) / "mlflow.log"
-        server = _mlflow_server(Path(tmp), port, log)
-        try:
-            for size in sizes:
-                for wiring in wirings:
-                    if wiring == "stock" and stock_sizes is not None and size not in stock_sizes:
-                        continue
-                    if any(r["wiring"] == wiring and r["size"] == size and r.get("epoch_s") == epoch_s
-                           for r in rows):
-                        continue
-                    row = {**run_study(wiring, size, slots, epoch_s, max_epochs, f"http://127.0.0.1:{port}", log),
-                           "epoch_s": epoch_s, "slots": slots}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-                    save(rows)
-        finally:
-            import signal
-
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        backend = postgres.create("mlflow") if postgres else f"sqlite:///{Path(tmp) / 'srv.db'}"
+        server = _mlflow_server(Path(tmp), port, log, backend)
+        stack.callback(_stop, server)
+        for i, (size, epoch_s, wiring) in enumerate(todo):
+            optuna_storage = postgres.create(f"optuna{i}") if postgres and wiring == "project" else None
+            row = {**run_study(wiring, size, slots, epoch_s, max_epochs, f"http://127.0.0.1:{port}", log,
+                               optuna_storage), "epoch_s": epoch_s, "slots": slots, "storage": storage}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            save(rows)
     return rows
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
 
 
 def _free_port() -> int:
@@ -394,17 +445,23 @@ def checkpoint_section() -> dict[str, Any]:
 def tables(report: dict[str, Any]) -> str:
     """The README's tables from a result file."""
     lines = []
-    study = sorted(report.get("study", []), key=lambda r: (r["epoch_s"], r["size"], r["wiring"]))
+    study = sorted(report.get("study", []),
+                   key=lambda r: (r.get("storage", "sqlite"), r["epoch_s"], r["size"], r["wiring"]))
     if study:
-        lines += ["| trials | wiring | epoch s | results | makespan s (ideal) | utilisation | start-up s | "
-                  "report wait ms median / p99 | driver CPU ms per result | driver peak MB | MLflow req/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| trials | wiring | storage | epoch s | results | makespan s (ideal) | utilisation | slot time "
+                  "waiting on reports / without a trial | trial starts per s | report wait ms median / p99 | "
+                  "driver CPU ms per result: all / window median | driver peak MB | MLflow req/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in study:
-            lines.append(f"| {r['size']} | {r['wiring']} | {r['epoch_s']:g} | {r['results']} | {r['makespan_s']:.0f} "
-                         f"({r['ideal_s']:.0f}) | {r['utilisation']:.2f} | {r['startup_s']:.0f} | "
+            split = (f"{r['slot_share_waiting_on_reports']:.2f} / {r['slot_share_without_trial']:.2f}"
+                     if "slot_share_without_trial" in r else "-")
+            window = r.get("driver_cpu_ms_per_result_window_median")
+            lines.append(f"| {r['size']} | {r['wiring']} | {r.get('storage', 'sqlite')} | {r['epoch_s']:g} | "
+                         f"{r['results']} | {r['makespan_s']:.0f} ({r['ideal_s']:.0f}) | {r['utilisation']:.2f} | "
+                         f"{split} | {r.get('trial_starts_per_s', float('nan')):.2f} | "
                          f"{r['report_wait_ms_median']:.0f} / {r['report_wait_ms_p99']:.0f} | "
-                         f"{r['driver_cpu_ms_per_result']:.1f} | {r['driver_peak_rss_mb']:.0f} | "
-                         f"{r['mlflow_requests_per_s']:.1f} |")
+                         f"{r['driver_cpu_ms_per_result']:.1f} / {'-' if window is None else f'{window:.1f}'} | "
+                         f"{r['driver_peak_rss_mb']:.0f} | {r['mlflow_requests_per_s']:.1f} |")
     searcher = report.get("searcher", {}).get("by_wiring", {})
     if searcher:
         lines += ["", "| searcher | trials | suggest ms median / p99 | per result ms median / p99 |",
@@ -461,7 +518,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--slots", type=int, default=32)
-    parser.add_argument("--epoch-s", type=float, default=1.0)
+    parser.add_argument("--epoch-s", type=float, nargs="+", default=[1.0],
+                        help="seconds per simulated epoch; several: a sweep (the shortest epoch at 0.90 utilisation)")
+    parser.add_argument("--storage", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="MLflow's server store and the project's Optuna storage (postgresql: a local server "
+                             "started for the run, Debian's package)")
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--wirings", nargs="+", default=["project", "stock"], choices=["project", "stock"])
     parser.add_argument("--stock-sizes", type=int, nargs="+",
@@ -476,7 +537,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stock_run:
-        return stock_run(args.stock_run, args.slots, args.epoch_s, args.tracking_uri, args.stock_out)
+        return stock_run(args.stock_run, args.slots, args.epoch_s[0], args.tracking_uri, args.stock_out)
 
     report: dict[str, Any] = {}
     if args.out.is_file() and not args.fresh:
@@ -498,7 +559,7 @@ def main() -> None:
         save("searcher", searcher_section(args.sizes, args.slots, args.max_epochs))
     if "study" in args.sections:
         study_section(args.sizes, args.slots, args.epoch_s, args.max_epochs, args.wirings,
-                      report.get("study", []), lambda rows: save("study", rows), args.stock_sizes)
+                      report.get("study", []), lambda rows: save("study", rows), args.stock_sizes, args.storage)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ space and do not enter the Optuna study.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -52,10 +54,13 @@ CONCURRENCY: dict[str, int | None] = {}
 class FidelitySearcher(Searcher):
     """Optuna ask-and-tell for Tune: ASHA-stopped trials are PRUNED, full ones COMPLETE.
 
-    What it needs per result is kept in memory (each running trial's Optuna id, the epochs it
-    reported, whether it is still running), so a result costs one write to the storage however
-    many trials the study holds. A policy whose scheduler stops trials early tells it through
-    `on_trial_stopped`.
+    The Optuna study in the RDB storage is the record (what survives the driver, what the
+    report, importance and optuna-dashboard read). The sampler works on an in-memory mirror of
+    it: Optuna's `ask` on an RDB study reads every unfinished trial back from the storage, once
+    per sampled parameter, which cost ~85 ms a trial with 32 trials running on SQLite (more
+    over a network to PostgreSQL). The storage is written what changed (a new trial, an
+    epoch's value, the end) and read once when the searcher starts or resumes. A policy whose
+    scheduler stops trials early tells it through `on_trial_stopped`.
     """
 
     def __init__(self, space: SearchSpace, storage: str, study_name: str, sampler: str = "tpe",
@@ -71,34 +76,56 @@ class FidelitySearcher(Searcher):
         self.stopped: set[str] = set()  # trials the scheduler stopped early in this session
         self.live: set[str] = set()  # trials suggested and not yet complete (baselines included)
         self._study: Any = None
-        self._live: dict[int, Any] = {}  # Optuna number -> its optuna.Trial, while it runs
-        self._reported: dict[int, set[int]] = {}  # Optuna number -> epochs already reported
+        self._ledger: _Ledger | None = None
+        self._mirror: Any = None
+        self._running: dict[int, _Running] = {}  # Optuna number -> what a result needs, while it runs
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _reported={})  # reconnect to the storage after unpickling
+        state.update(_study=None, _ledger=None, _mirror=None, _running={})  # rebuilt from the storage
         return state
 
     @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        return "maximize" if self.space.study.mode == "max" else "minimize"
+
+    @property
     def study(self) -> Any:
-        """The Optuna study, created (with the enqueued points) on first use, else loaded."""
+        """The Optuna study in its storage (created on first use, else loaded)."""
         if self._study is None:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            direction: Literal["maximize", "minimize"] = "maximize" if self.space.study.mode == "max" else "minimize"
+            # It never samples (the mirror does): a sampler that reads nothing.
             self._study = optuna.create_study(storage=_rdb(self.storage), study_name=self.study_name,
-                                              direction=direction, sampler=_sampler(self.sampler_kind, self.seed),
+                                              direction=self.direction, sampler=optuna.samplers.RandomSampler(),
                                               load_if_exists=True)
-            done = len(self._study.get_trials(deepcopy=False))
-            if done == 0:
-                for point in self.space.enqueue:
-                    self._study.enqueue_trial(point, skip_if_exists=True)
-            else:
-                # A resumed study: a sampler seeded as at the start would propose the points of
-                # the first trials again; seed it past them instead (still deterministic).
-                self._study.sampler = _sampler(self.sampler_kind, self.seed + done)
         return self._study
+
+    @property
+    def ledger(self) -> _Ledger:
+        if self._ledger is None:
+            rdb = _rdb(self.storage)
+            self._ledger = _Ledger(rdb, rdb.get_study_id_from_name(self.study.study_name))
+        return self._ledger
+
+    @property
+    def mirror(self) -> Any:
+        """The in-memory study the sampler reads: the stored study's finished trials (one read),
+        the enqueued points not asked yet, then every trial this searcher asks."""
+        if self._mirror is None:
+            import optuna
+
+            trials = self.study.get_trials(deepcopy=False)
+            # A resumed study: a sampler seeded as at the start would propose the points of the
+            # first trials again; seed it past them instead (still deterministic).
+            self._mirror = optuna.create_study(direction=self.direction,
+                                               sampler=_sampler(self.sampler_kind, self.seed + len(trials)))
+            self._mirror.add_trials([t for t in trials if t.state.is_finished()])
+            for point in self.space.enqueue:
+                if not any(all(t.params.get(k) == v for k, v in point.items()) for t in trials):
+                    self._mirror.enqueue_trial(point)
+        return self._mirror
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         limit = CONCURRENCY.get(self.study_name)
@@ -110,15 +137,13 @@ class FidelitySearcher(Searcher):
             overrides = self.space.baselines[name]
             return {**self.space.trial_config(overrides), KIND: BASELINE, NAME: f"baseline-{name}",
                     PARAMS: searched_values(self.space.parameters, {})}
-        trial = self.study.ask()
+        trial = self.mirror.ask()
         values = self.space.suggest(trial)
-        trial.set_user_attr("tune_trial_id", trial_id)
-        self.numbers[trial_id] = trial.number
-        self._live[trial.number] = trial
-        self._reported[trial.number] = set()
-        return {**self.space.trial_config(values), KIND: SEARCH, NAME: run_name(values), OPTUNA_NUMBER: trial.number,
+        storage_id, number = self.ledger.create(trial.params, trial.distributions, {"tune_trial_id": trial_id})
+        self.numbers[trial_id] = number
+        self._running[number] = _Running(storage_id, trial.params, trial.distributions, {}, trial)
+        return {**self.space.trial_config(values), KIND: SEARCH, NAME: run_name(values), OPTUNA_NUMBER: number,
                 PARAMS: searched_values(self.space.parameters, values)}
-
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         number = self.numbers.get(trial_id)
@@ -126,25 +151,23 @@ class FidelitySearcher(Searcher):
             self._report(number, result)
 
     def _report(self, number: int, result: dict[str, Any]) -> None:
-
         if self.metric not in result or EPOCH not in result:
             return
-        step = int(result[EPOCH])
-        if number not in self._live:
-            self._reattach(number)
-        if step not in self._reported[number]:  # a resumed trial re-reports nothing twice
-            self._live[number].report(float(result[self.metric]), step)
-            self._reported[number].add(step)
+        step, value = int(result[EPOCH]), float(result[self.metric])
+        running = self._running.get(number) or self._reattach(number)
+        if step not in running.values:  # a resumed trial re-reports nothing twice
+            self.ledger.report(running.storage_id, step, value)
+            running.values[step] = value
+            if running.mirrored is not None:
+                running.mirrored.report(value, step)
 
-    def _reattach(self, number: int) -> None:
-        """After a restore: the optuna.Trial of a trial asked before, and the epochs it reported
-        (one read from the storage, through its public API)."""
-        import optuna
-
-        rdb = _rdb(self.storage)
-        storage_id = rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(self.study_name), number)
-        self._live[number] = optuna.trial.Trial(self.study, storage_id)
-        self._reported[number] = set(rdb.get_trial(storage_id).intermediate_values)
+    def _reattach(self, number: int) -> _Running:
+        """After a restore: a trial asked before, with the epochs it reported (one read of that
+        trial). The mirror learns of it when it ends."""
+        storage_id, stored = self.ledger.trial(number)
+        running = _Running(storage_id, stored.params, stored.distributions, dict(stored.intermediate_values))
+        self._running[number] = running
+        return running
 
     def on_trial_stopped(self, trial_id: str) -> None:
         """Called by the policy's scheduler when it stops a trial early."""
@@ -159,21 +182,34 @@ class FidelitySearcher(Searcher):
 
         state = optuna.trial.TrialState
         if error or result is None or self.metric not in result:
-            self._tell(trial_id, number, state=state.FAIL)
+            self._tell(trial_id, number, state.FAIL)
             return
         self._report(number, result)  # Tune hands a trial's final result only to this method
         if int(result[EPOCH]) >= self.space.study.max_epochs:
-            self._tell(trial_id, number, value=float(result[self.metric]))
+            self._tell(trial_id, number, state.COMPLETE, float(result[self.metric]))
         elif trial_id in self.stopped:  # stopped early: its per-epoch values are on the Optuna trial
-            self._tell(trial_id, number, state=state.PRUNED)
+            self._tell(trial_id, number, state.PRUNED)
         # Else neither finished nor stopped: the study was interrupted (Ctrl-C) and Tune will
         # continue this trial on resume. It stays RUNNING in Optuna until then.
 
-    def _tell(self, trial_id: str, number: int, value: float | None = None, state: Any = None) -> None:
-        self.study.tell(number, value, state=state, skip_if_finished=True)  # told before a resume: kept
+    def _tell(self, trial_id: str, number: int, state: Any, value: float | None = None) -> None:
+        import optuna
+
+        mirror = self.mirror  # built (from the stored study) before this trial ends there
+        running = self._running.get(number) or self._reattach(number)
+        del self._running[number]
+        if state == optuna.trial.TrialState.PRUNED and running.values:
+            value = running.values[max(running.values)]  # as Optuna's tell: a pruned trial's value is its last
+        self.ledger.finish(running.storage_id, state, value)  # told before a resume: kept as it was
+        if running.mirrored is not None:
+            # Optuna's tell takes a value only for COMPLETE (it sets a pruned trial's itself)
+            mirror.tell(running.mirrored, value if state == optuna.trial.TrialState.COMPLETE else None,
+                             state=state, skip_if_finished=True)
+        else:
+            mirror.add_trial(optuna.trial.create_trial(
+                state=state, value=value if state != optuna.trial.TrialState.FAIL else None, params=running.params,
+                distributions=running.distributions, intermediate_values=running.values))
         del self.numbers[trial_id]
-        self._live.pop(number, None)
-        self._reported.pop(number, None)
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(json.dumps(
@@ -195,6 +231,59 @@ class FidelitySearcher(Searcher):
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.number not in known:
                 self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+@dataclasses.dataclass
+class _Running:
+    """A trial running in Optuna: its storage id, its point, the values reported so far, and
+    its trial in the mirror (None for one asked before a restore)."""
+
+    storage_id: int
+    params: dict[str, Any]
+    distributions: dict[str, Any]
+    values: dict[int, float]
+    mirrored: Any = None
+
+
+class _Ledger:
+    """Writes a study's Optuna trials into its RDB storage one change at a time.
+
+    The one place that calls Optuna's storage methods (create_new_trial,
+    set_trial_intermediate_value, set_trial_state_values) instead of the Study API, which
+    would read the study's unfinished trials back on each call.
+    tests/study/test_searchers.py checks that what it writes reads back through Optuna's
+    public API as `Study.ask`/`report`/`tell` would have written it.
+    """
+
+    def __init__(self, storage: Any, study_id: int) -> None:
+        self.storage = storage
+        self.study_id = study_id
+
+    def create(self, params: dict[str, Any], distributions: dict[str, Any],
+               user_attrs: dict[str, Any]) -> tuple[int, int]:
+        """A RUNNING trial with its point; its (storage id, number)."""
+        import optuna
+
+        template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=params,
+                                             distributions=distributions, user_attrs=user_attrs)
+        storage_id = self.storage.create_new_trial(self.study_id, template_trial=template)
+        return storage_id, self.storage.get_trial_number_from_id(storage_id)
+
+    def report(self, storage_id: int, step: int, value: float) -> None:
+        self.storage.set_trial_intermediate_value(storage_id, step, value)
+
+    def finish(self, storage_id: int, state: Any, value: float | None) -> None:
+        """Ends a trial; one that has ended already (told before a resume) is left as it is."""
+        import optuna
+
+        values = None if value is None or state == optuna.trial.TrialState.FAIL else [value]
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_state_values(storage_id, state, values)
+
+    def trial(self, number: int) -> tuple[int, Any]:
+        """Trial `number`: its storage id and the stored trial (a FrozenTrial)."""
+        storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        return storage_id, self.storage.get_trial(storage_id)
 
 
 def _rdb(url: str) -> Any:

@@ -187,3 +187,53 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
     children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
+
+
+REPLAY_ON_TWO_NODES = """\
+study: {metric: val_acc, mode: max, max_epochs: 6, grace_period: 1, reduction_factor: 2, num_samples: 16,
+        checkpoint_every: 2}
+constants: {backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}
+parameters:
+  recursion_steps: {type: int, low: 1, high: 6}
+  crop_scale: {type: float, low: 0.1, high: 1.0}
+"""
+
+
+def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_on_the_shared_storage(
+        two_nodes: dict[str, str], tmp_path: Path) -> None:
+    """What a cluster adds to a local study, at scale without training: trials on both nodes
+    (four slots each), Tune's storage on a path both nodes write (--storage) apart from the
+    study folder, checkpoints at the policy's epochs written there from either node, the
+    Optuna study and MLflow complete at the end."""
+    import optuna
+
+    from study.execution import checkpoint_epochs
+    from study.policies.asha import rungs
+    from study.spaces import load_space
+
+    (tmp_path / "space.yaml").write_text(REPLAY_ON_TWO_NODES)
+    shared = tmp_path / "shared"
+    args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "many",
+            "--address", f"127.0.0.2:{PORT}", "--trainable", "replay", "--replay-epoch-s", "0.5",
+            "--cpus-per-trial", "0.25", "--concurrency", "8", "--storage", str(shared), "--no-baselines", "--no-report",
+            "--tracking-uri", two_nodes["tracking_uri"]]
+    proc = subprocess.run(args, cwd=tmp_path, env=two_nodes, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    policy = set(checkpoint_epochs(2, rungs(load_space(str(tmp_path / "space.yaml")).study), 6))
+    trials = _rows(shared / "many")
+    assert len(trials) == 16
+    assert {r["node_ip"] for rows in trials.values() for r in rows} == {"127.0.0.2", "127.0.0.3"}
+    for trial_id, rows in trials.items():
+        saved = {int(r["epoch"]) for r in rows if r.get("checkpoint_dir_name")}
+        assert saved == {e for e in policy if e <= len(rows)}, trial_id
+        # the kept checkpoints are on the shared storage, whichever node wrote them
+        (folder,) = (shared / "many").glob(f"*_{trial_id}")
+        kept = [json.loads((c / "replay.json").read_text())["epoch"] for c in folder.glob("checkpoint_*")]
+        assert kept and max(kept) == len(rows) and set(kept) <= policy, (trial_id, kept)
+    study = optuna.load_study(study_name="many", storage=f"sqlite:///{tmp_path / 'runs' / 'many' / 'optuna.db'}")
+    assert len(study.trials) == 16 and all(t.state.is_finished() for t in study.trials)
+    client = MlflowClient(two_nodes["tracking_uri"])
+    exp = client.get_experiment_by_name("many")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 16 and all(c.info.status == "FINISHED" for c in children)

@@ -74,6 +74,10 @@ def test_a_resumed_searcher_keeps_reporting_to_the_same_optuna_trial(tmp_path: P
     (trial,) = restored.study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.intermediate_values == {1: pytest.approx(0.2), 2: pytest.approx(0.3)}
+    # the sampler's in-memory view learns of the trial when it ends
+    (mirrored,) = restored.mirror.get_trials()
+    assert (mirrored.state, mirrored.params, mirrored.intermediate_values) == \
+        (trial.state, trial.params, trial.intermediate_values)
 
 
 def test_an_interrupted_trial_stays_running_until_it_is_resumed(tmp_path: Path) -> None:
@@ -170,21 +174,28 @@ def test_a_resumed_study_does_not_propose_its_first_points_again(tmp_path: Path)
     assert {tuple(c[k] for k in key) for c in first if c} & {tuple(c[k] for k in key) for c in again if c} == set()
 
 
-def test_a_result_never_reads_the_whole_study_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a result needs is kept in memory: reporting an epoch does not read (and copy) every
-    trial of the study from its storage, as `study.trials` does, so its cost does not grow
-    with the study."""
-    searcher = _searcher(tmp_path, baselines=False, sampler="random")
+def test_asking_and_reporting_never_read_the_stored_study_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler reads an in-memory mirror, and what a result needs is kept in memory: after
+    the one read that builds the mirror, asking for a trial (TPE with 30 trials in the study),
+    reporting an epoch and ending a trial read no set of trials from the storage, so their cost
+    does not grow with the study or with the trials running (a new trial's number is read back
+    from that one trial)."""
+    searcher = _searcher(tmp_path, baselines=False)
+    for i in range(30):
+        searcher.suggest(f"w{i}")
+        searcher.on_trial_complete(f"w{i}", {"epoch": 3, "val_acc": 0.01 * i})
+    reads = []
+    for owner in (optuna.study.Study, optuna.storages.RDBStorage):
+        for name in ("get_trials", "get_all_trials"):
+            original = getattr(owner, name, None)
+            if original is not None:
+                def counting(self: Any, *args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+                    reads.append(_name)
+                    return _original(self, *args, **kwargs)
+
+                monkeypatch.setattr(owner, name, counting)
     for i in range(20):
         searcher.suggest(f"t{i}")
-    reads = []
-    original = optuna.study.Study.get_trials
-
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        reads.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(optuna.study.Study, "get_trials", counting)
     for i in range(20):
         searcher.on_trial_result(f"t{i}", {"epoch": 1, "val_acc": 0.01 * i})
         searcher.on_trial_stopped(f"t{i}")
@@ -192,8 +203,40 @@ def test_a_result_never_reads_the_whole_study_back(tmp_path: Path, monkeypatch: 
     assert reads == []
     monkeypatch.undo()
     trials = optuna.load_study(study_name="contract", storage=searcher.storage).trials
-    assert {t.state for t in trials} == {TrialState.PRUNED}
-    assert trials[19].intermediate_values == {1: pytest.approx(0.19)}
+    assert [t.state for t in trials[30:]] == [TrialState.PRUNED] * 20
+    assert trials[49].intermediate_values == {1: pytest.approx(0.19)} and trials[49].value == pytest.approx(0.19)
+    assert len(searcher.mirror.get_trials()) == 50
+
+
+def test_the_ledger_writes_what_optunas_ask_report_and_tell_would(tmp_path: Path) -> None:
+    """The searcher writes the stored study through Optuna's storage methods (one class,
+    _Ledger): if a new Optuna stores a trial differently from its own Study API, this fails."""
+    from study.searchers import _Ledger, _rdb
+
+    rdb = _rdb(f"sqlite:///{tmp_path / 'optuna.db'}")
+    distributions = load_space("smoke").distributions()
+    point = {"recursion_steps": 2, "crop_scale": 0.4, "attention_temperature": 1.5}
+    reference = optuna.create_study(storage=rdb, study_name="reference", direction="maximize")
+    optuna.create_study(storage=rdb, study_name="ledger", direction="maximize")
+    ledger = _Ledger(rdb, rdb.get_study_id_from_name("ledger"))
+    for state, values in ((TrialState.COMPLETE, [0.1, 0.2, 0.3]), (TrialState.PRUNED, [0.1, 0.05]),
+                          (TrialState.FAIL, [0.2])):
+        reference.enqueue_trial(point)
+        trial = reference.ask(fixed_distributions=distributions)
+        trial.set_user_attr("tune_trial_id", state.name)
+        storage_id, number = ledger.create(point, distributions, {"tune_trial_id": state.name})
+        assert number == trial.number
+        for step, value in enumerate(values, 1):
+            trial.report(value, step)
+            ledger.report(storage_id, step, value)
+        reference.tell(trial, values[-1] if state == TrialState.COMPLETE else None, state=state)
+        ledger.finish(storage_id, state, values[-1] if state != TrialState.FAIL else None)
+        ledger.finish(storage_id, TrialState.FAIL, None)  # told again after a resume: kept as it was
+    fields = ("number", "state", "values", "params", "distributions", "intermediate_values", "user_attrs")
+    written = optuna.load_study(study_name="ledger", storage=rdb).trials
+    expected = optuna.load_study(study_name="reference", storage=rdb).trials
+    assert [[getattr(t, f) for f in fields] for t in written] == [[getattr(t, f) for f in fields] for t in expected]
+    assert ledger.trial(1)[1].intermediate_values == {1: 0.1, 2: 0.05}
 
 
 def test_the_searcher_names_the_command_line_offers_are_the_registry() -> None:
