@@ -546,7 +546,10 @@ def main() -> None:
         print(tables(report))
         plot(report, args.out.with_suffix(".png"))
         return
-    report.update({"command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]), "machine": machine()})
+    # the commands that made the file (a resumed or added run appends its own)
+    command = "python -m benchmarks.scale " + " ".join(sys.argv[1:])
+    report.pop("command", None)
+    report.update({"commands": [*report.get("commands", []), command], "machine": machine()})
 
     def save(part: str, value: Any) -> None:
         report[part] = value
