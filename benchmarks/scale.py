@@ -169,6 +169,40 @@ def _watch(proc: subprocess.Popen[bytes], into: dict[str, Any]) -> None:
         time.sleep(0.5)
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICKS  # all but idle and iowait
+
+
+def _watch_machine(proc: subprocess.Popen[bytes], into: dict[str, Any]) -> None:
+    """Until `proc` exits: the machine's busy CPU seconds over time, and when each Ray worker
+    process (a trial's actor, or a worker Ray starts for one) was first seen."""
+    into["busy"], into["workers"] = [], {}
+    now = 0.0  # processes there before the first look did not start during the study
+    while proc.poll() is None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) not in into["workers"]:
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmdline.startswith((b"ray::", b"ray_")) or b"default_worker.py" in cmdline:
+                    into["workers"][int(entry.name)] = now
+        now = time.time()
+        into["busy"].append((now, _machine_busy_s()))
+        time.sleep(0.5)
+
+
+def _machine_figures(machine_samples: dict[str, Any], first: float, last: float, trials: int) -> dict[str, float]:
+    """While trials ran: how many of the machine's cores were busy, and how many Ray worker
+    processes started per trial (each costs an interpreter start and Ray's imports)."""
+    busy = _cpu_at(machine_samples["busy"], last) - _cpu_at(machine_samples["busy"], first)
+    started = sum(1 for t in machine_samples["workers"].values() if first <= t <= last)
+    return {"machine_cores_busy": round(busy / (last - first), 2), "cores": os.cpu_count() or 0,
+            "worker_processes_started_per_trial": round(started / trials, 2)}
+
+
 def _mlflow_server(folder: Path, port: int, log: Path, backend: str) -> subprocess.Popen[bytes]:
     import urllib.request
 
@@ -283,21 +317,29 @@ def run_study(wiring: str, size: int, slots: int, epoch_s: float, max_epochs: in
                     "--epoch-s", str(epoch_s), "--tracking-uri", tracking, "--stock-out", str(out)]
         mark = log.stat().st_size if log.exists() else 0
         driver: dict[str, Any] = {}
+        machine_samples: dict[str, Any] = {}
         start = time.time()
         with (Path(tmp) / "driver.log").open("wb") as dlog:
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=dlog, stderr=subprocess.STDOUT,
                                     env={**os.environ, "RAY_DEDUP_LOGS": "0"})
-            watcher = threading.Thread(target=_watch, args=(proc, driver), daemon=True)
-            watcher.start()
+            watchers = [threading.Thread(target=_watch, args=(proc, driver), daemon=True),
+                        threading.Thread(target=_watch_machine, args=(proc, machine_samples), daemon=True)]
+            for watcher in watchers:
+                watcher.start()
             rc = proc.wait()
-            watcher.join()
+            for watcher in watchers:
+                watcher.join()
         wall = time.time() - start
         if rc != 0:
             tail = (Path(tmp) / "driver.log").read_text(errors="replace").splitlines()[-20:]
             raise RuntimeError(f"{wiring} study of {size} trials exited with {rc}:\n" + "\n".join(tail))
         time.sleep(2)  # the server's log catches up
         requests = _requests(log, mark)
-        figures = _study_figures(_trial_frames(out / "scale"), slots, start, driver)
+        trials = _trial_frames(out / "scale")
+        figures = _study_figures(trials, slots, start, driver)
+        first = min(rows[0]["wall_time"] - rows[0]["epoch_seconds"] for rows in trials)
+        figures.update(_machine_figures(machine_samples, first, max(rows[-1]["wall_time"] for rows in trials),
+                                        len(trials)))
         figures.update({"wiring": wiring, "size": size, "wall_s": round(wall, 1),
                         "mlflow_requests": sum(requests.values()),
                         "mlflow_requests_per_s": round(sum(requests.values()) / wall, 1),
@@ -448,20 +490,28 @@ def tables(report: dict[str, Any]) -> str:
     study = sorted(report.get("study", []),
                    key=lambda r: (r.get("storage", "sqlite"), r["epoch_s"], r["size"], r["wiring"]))
     if study:
-        lines += ["| trials | wiring | storage | epoch s | results | makespan s (ideal) | utilisation | slot time "
-                  "waiting on reports / without a trial | trial starts per s | report wait ms median / p99 | "
-                  "driver CPU ms per result: all / window median | driver peak MB | MLflow req/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| trials | wiring | storage | epoch s | results | makespan s (ideal) | utilisation | "
+                  "report wait ms median / p99 | driver CPU ms per result: all / window median | driver peak MB | "
+                  "MLflow req/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in study:
-            split = (f"{r['slot_share_waiting_on_reports']:.2f} / {r['slot_share_without_trial']:.2f}"
-                     if "slot_share_without_trial" in r else "-")
             window = r.get("driver_cpu_ms_per_result_window_median")
             lines.append(f"| {r['size']} | {r['wiring']} | {r.get('storage', 'sqlite')} | {r['epoch_s']:g} | "
                          f"{r['results']} | {r['makespan_s']:.0f} ({r['ideal_s']:.0f}) | {r['utilisation']:.2f} | "
-                         f"{split} | {r.get('trial_starts_per_s', float('nan')):.2f} | "
                          f"{r['report_wait_ms_median']:.0f} / {r['report_wait_ms_p99']:.0f} | "
                          f"{r['driver_cpu_ms_per_result']:.1f} / {'-' if window is None else f'{window:.1f}'} | "
                          f"{r['driver_peak_rss_mb']:.0f} | {r['mlflow_requests_per_s']:.1f} |")
+        lines += ["", "| trials | wiring | storage | epoch s | utilisation | slot time waiting on reports | "
+                  "slot time without a trial | trial starts per s | Ray worker processes started per trial | "
+                  "machine cores busy |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in study:
+            if "slot_share_without_trial" not in r:
+                continue
+            lines.append(f"| {r['size']} | {r['wiring']} | {r.get('storage', 'sqlite')} | {r['epoch_s']:g} | "
+                         f"{r['utilisation']:.2f} | {r['slot_share_waiting_on_reports']:.2f} | "
+                         f"{r['slot_share_without_trial']:.2f} | {r['trial_starts_per_s']:.2f} | "
+                         f"{r.get('worker_processes_started_per_trial', float('nan')):.1f} | "
+                         f"{r.get('machine_cores_busy', float('nan')):.2f} of {r.get('cores', '?')} |")
     searcher = report.get("searcher", {}).get("by_wiring", {})
     if searcher:
         lines += ["", "| searcher | trials | suggest ms median / p99 | per result ms median / p99 |",
