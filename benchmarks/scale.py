@@ -191,7 +191,7 @@ def _watch_machine(proc: subprocess.Popen[bytes], into: dict[str, Any]) -> None:
                     into["workers"][int(entry.name)] = now
         now = time.time()
         into["busy"].append((now, _machine_busy_s()))
-        time.sleep(0.5)
+        time.sleep(2.0)  # a look at every process costs CPU; a worker starts in seconds here
 
 
 def _machine_figures(machine_samples: dict[str, Any], first: float, last: float, trials: int) -> dict[str, float]:
