@@ -510,8 +510,8 @@ def tables(report: dict[str, Any]) -> str:
             lines.append(f"| {r['size']} | {r['wiring']} | {r.get('storage', 'sqlite')} | {r['epoch_s']:g} | "
                          f"{r['utilisation']:.2f} | {r['slot_share_waiting_on_reports']:.2f} | "
                          f"{r['slot_share_without_trial']:.2f} | {r['trial_starts_per_s']:.2f} | "
-                         f"{r.get('worker_processes_started_per_trial', float('nan')):.1f} | "
-                         f"{r.get('machine_cores_busy', float('nan')):.2f} of {r.get('cores', '?')} |")
+                         + (f"{r['worker_processes_started_per_trial']:.1f} | {r['machine_cores_busy']:.2f} of "
+                            f"{r['cores']} |" if "machine_cores_busy" in r else "- | - |"))
     searcher = report.get("searcher", {}).get("by_wiring", {})
     if searcher:
         lines += ["", "| searcher | trials | suggest ms median / p99 | per result ms median / p99 |",
@@ -548,14 +548,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
              title="searcher, driven directly")
     left.legend(fontsize=8)
     study = report.get("study", [])
-    for wiring in sorted({r["wiring"] for r in study}):
-        rows = sorted((r for r in study if r["wiring"] == wiring), key=lambda r: r["size"])
+    series = sorted({(r["wiring"], r.get("storage", "sqlite")) for r in study if r["epoch_s"] == 1.0})
+    for wiring, storage in series:
+        rows = sorted((r for r in study if (r["wiring"], r.get("storage", "sqlite")) == (wiring, storage)
+                       and r["epoch_s"] == 1.0), key=lambda r: r["size"])
+        wiring = f"{wiring} ({storage})"
         right.plot([r["size"] for r in rows], [r["driver_cpu_ms_per_result"] for r in rows], marker="o",
                    label=f"{wiring}: driver CPU per result")
         right.plot([r["size"] for r in rows], [r["report_wait_ms_median"] for r in rows], marker="s", ls="--",
                    label=f"{wiring}: trial's wait per report")
     right.set(xscale="log", yscale="log", xlabel="trials in the study", ylabel="ms (median)",
-              title="whole study, replayed trials")
+              title="whole study, replayed trials, 1 s epochs")
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
