@@ -204,7 +204,7 @@ class FidelitySearcher(Searcher):
         if running.mirrored is not None:
             # Optuna's tell takes a value only for COMPLETE (it sets a pruned trial's itself)
             mirror.tell(running.mirrored, value if state == optuna.trial.TrialState.COMPLETE else None,
-                             state=state, skip_if_finished=True)
+                        state=state, skip_if_finished=True)
         else:
             mirror.add_trial(optuna.trial.create_trial(
                 state=state, value=value if state != optuna.trial.TrialState.FAIL else None, params=running.params,

@@ -52,6 +52,21 @@ constants:
 """
 
 
+def replay_space(max_epochs: int, num_samples: int, baselines: bool = True) -> str:
+    """A search space file for replayed studies (`--trainable replay`): two parameters, ASHA with
+    grace 1 and reduction factor 2, a checkpoint every 2 epochs, and the global-only baseline."""
+    space = f"""\
+description: replayed curves
+study: {{metric: val_acc, mode: max, max_epochs: {max_epochs}, grace_period: 1, reduction_factor: 2,
+        num_samples: {num_samples}, checkpoint_every: 2}}
+constants: {{backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}}
+parameters:
+  recursion_steps: {{type: int, low: 1, high: 6}}
+  crop_scale: {{type: float, low: 0.1, high: 1.0}}
+"""
+    return space + "baselines:\n  global_only: {local_stream: false}\n" if baselines else space
+
+
 _CACHES = (".venv/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", "__pycache__/", ".egg-info/")
 
 

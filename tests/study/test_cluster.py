@@ -22,7 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_space
+from tests.conftest import replay_space, small_space
 from tests.servers import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -189,14 +189,7 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
     assert {c.data.tags["node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
 
 
-REPLAY_ON_TWO_NODES = """\
-study: {metric: val_acc, mode: max, max_epochs: 6, grace_period: 1, reduction_factor: 2, num_samples: 16,
-        checkpoint_every: 2}
-constants: {backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}
-parameters:
-  recursion_steps: {type: int, low: 1, high: 6}
-  crop_scale: {type: float, low: 0.1, high: 1.0}
-"""
+REPLAY_ON_TWO_NODES = replay_space(max_epochs=6, num_samples=16, baselines=False)
 
 
 def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_on_the_shared_storage(

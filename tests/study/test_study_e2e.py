@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_space
+from tests.conftest import replay_space, small_space
 from tests.servers import PostgresServer, free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -219,17 +219,7 @@ def test_smoke_study_with_optuna_and_mlflow_on_postgresql(tmp_path: Path) -> Non
         pg.stop()
 
 
-REPLAY_SPACE = """\
-description: replayed curves
-study: {metric: val_acc, mode: max, max_epochs: 5, grace_period: 1, reduction_factor: 2, num_samples: 8,
-        checkpoint_every: 2}
-constants: {backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}
-parameters:
-  recursion_steps: {type: int, low: 1, high: 6}
-  crop_scale: {type: float, low: 0.1, high: 1.0}
-baselines:
-  global_only: {local_stream: false}
-"""
+REPLAY_SPACE = replay_space(max_epochs=5, num_samples=8)
 
 
 def test_a_replayed_study_checkpoints_where_the_policy_says(tmp_path: Path) -> None:
