@@ -43,7 +43,7 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
     """Builds what a trial builds before it reads data (see the module's docstring)."""
     import torch
 
-    from trainables.backbones import normalisation
+    from trainables.backbones import check_weights
     from trainables.data.augment import get_augmentation
     from trainables.errors import TrialError
     from trainables.model import build_model
@@ -55,13 +55,14 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         for cfg in {_model_key(c): c for c in configs}.values():
             get_augmentation(cfg.augment)
             if local or not _is_file(cfg.weights):  # a weights file may exist on the workers only
-                normalisation(cfg.backbone, cfg.weights)
+                check_weights(cfg.backbone, cfg.weights)
                 if cfg.local_backbone:
-                    normalisation(cfg.local_backbone, cfg.weights)
+                    check_weights(cfg.local_backbone, cfg.weights)
             with torch.device("meta"):  # shapes only: no memory, no weights downloaded
                 build_model(dataclasses.replace(cfg.model_config(num_classes=2), weights="none"))
         if local and configs[0].dataset != "synthetic":
             _check_local_dataset(configs[0])
+            _say_cache_size(configs)
     except (TrialError, ValueError) as err:
         raise StudyInputError(f"{space.path}: {err}") from None
 
@@ -88,3 +89,24 @@ def _check_local_dataset(cfg: Any) -> None:
     split = READERS[cfg.dataset](root)
     for sample in [*split.train, *split.test]:
         verify_image(sample.path)
+
+
+def _say_cache_size(configs: list[Any]) -> None:
+    """States, before any trial starts, the disk the decoded-image cache will take on a node."""
+    import shutil
+
+    from trainables.data.cache import cache_bytes, default_folder
+    from trainables.data.formats import READERS
+
+    cfg = configs[0]
+    if cfg.image_cache == "off":
+        return
+    split = READERS[cfg.dataset](Path(cfg.data_dir))
+    count = len(split.train) + len(split.test)
+    folder = default_folder() if cfg.image_cache == "auto" else Path(cfg.image_cache).expanduser()
+    sizes = sorted({c.image_size for c in configs})
+    each = ", ".join(f"{cache_bytes(count, size) / 2**30:.2f} GiB at {size} px" for size in sizes)
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    print(f"image cache: {count} images decoded once per node and image size into {folder} ({each}; "
+          f"{shutil.disk_usage(probe).free / 2**30:.0f} GiB free here; image_cache: off to decode every epoch)",
+          flush=True)

@@ -34,6 +34,21 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """On-disk datasets' decoded-image caches go to the session's temporary folder (the
+    variable reaches the processes that tests start, Ray workers included)."""
+    import os
+
+    before = os.environ.get("RRA_IMAGE_CACHE")
+    os.environ["RRA_IMAGE_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if before is None:
+        del os.environ["RRA_IMAGE_CACHE"]
+    else:
+        os.environ["RRA_IMAGE_CACHE"] = before
+
+
 def small_space(study: str, images: int, rest: str) -> str:
     """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
     32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after

@@ -120,14 +120,15 @@ def _tiny(weights: object | None, drop_last_pool: bool) -> tuple[nn.Module, int]
     return feats, 96
 
 
-def _resolve_weights(name: str, weights: str) -> tuple[object | None, Path | None]:
-    """Splits a weights string into a torchvision enum member or a local file."""
+def _resolve_weights(name: str, weights: str, need_file: bool = True) -> tuple[object | None, Path | None]:
+    """Splits a weights string into a torchvision enum member or a local file (which must exist
+    when `need_file`)."""
     if weights == "none":
         return None, None
     enum = _REGISTRY[name][1]
     if weights.endswith((".pth", ".pt")) or "/" in weights:
         path = Path(weights).expanduser()
-        if not path.is_file():
+        if need_file and not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
         return None, path
     if enum is None:
@@ -179,10 +180,18 @@ def create_backbone(name: str, weights: str = "none", drop_last_pool: bool = Fal
     return Backbone(features, channels, *_mean_std(enum_member))
 
 
-def normalisation(name: str, weights: str = "none") -> tuple[Triple, Triple]:
-    """Mean and std the backbone's weights expect, without building the network."""
+def check_weights(name: str, weights: str = "none") -> None:
+    """Raises WeightsError when backbone `name` cannot have `weights` (no such file, no such
+    torchvision weights), without building the network or downloading anything."""
     _check_name(name)
-    return _mean_std(_resolve_weights(name, weights)[0])
+    _resolve_weights(name, weights)
+
+
+def normalisation(name: str, weights: str = "none") -> tuple[Triple, Triple]:
+    """Mean and std the backbone's weights expect, without building the network (or reading a
+    weights file: a checkpoint's model is evaluated without it)."""
+    _check_name(name)
+    return _mean_std(_resolve_weights(name, weights, need_file=False)[0])
 
 
 def _mean_std(enum_member: object | None) -> tuple[Triple, Triple]:

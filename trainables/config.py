@@ -60,6 +60,9 @@ class TrialConfig(ModelOptions):
     synthetic_distractors: int = 3
     synthetic_distractor_contrast: float = 0.7
     num_workers: int = 0
+    # on-disk datasets: images decoded and resized once per node, into "auto" (the node's
+    # temporary folder) or a folder given here; "off" decodes them in every epoch
+    image_cache: str = "auto"
     # optimisation
     optimizer: Optimizer = "adamw"
     lr: float = 0.002
@@ -96,6 +99,8 @@ class TrialConfig(ModelOptions):
             raise ConfigError(f"val_fraction: expected a value in (0, 1), got {self.val_fraction!r}")
         if self.num_workers < 0 or self.threads < 0 or self.weight_decay < 0:
             raise ConfigError("num_workers, threads and weight_decay must be >= 0")
+        if not self.image_cache:
+            raise ConfigError('image_cache: expected "auto", "off" or a folder')
         if self.dataset != "synthetic" and not self.data_dir:
             raise ConfigError(f"data_dir: dataset {self.dataset!r} needs a data_dir")
         if self.dataset == "synthetic":

@@ -6,7 +6,7 @@ step t saw, averaged over space to weight the map's channels, then ReLU. The tar
 class with weight 1 (a one-hot), unlike the reference script, which scales the one-hot by the
 max logit and so flips the map when that logit is negative.
 
-`crop_coverage` measures, over a whole split, how much of the dataset's part box (the synthetic
+`crop_coverage` measures, over a split (or an even sample of it), how much of the dataset's part box (the synthetic
 set's class code) the first crop covers, against a centred crop of the same size.
 """
 
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from trainables.backbones import normalisation
 from trainables.config import TrialConfig, settings
 from trainables.crops import crop_and_resize, full_boxes, square_boxes
+from trainables.loop import prepare_for
 from trainables.model import RRA
 
 
@@ -88,22 +88,24 @@ def _unit(maps: Tensor) -> Tensor:
 
 def explain(model: RRA, cfg: TrialConfig, dataset: Dataset, indices: list[int]) -> Explanation:
     """Crops, attention and per-step Grad-CAM of the model on `dataset[indices]` (true class)."""
-    images, labels, part = _stack(dataset, indices)
+    raw, labels, part = _stack(dataset, indices)
+    prepare = prepare_for(cfg, _device(model), train=False)
+    images, _ = prepare(raw, part)
     use_boxes = part if cfg.crop_source == "box" else None
     out, cams = step_cams(model, images, labels, use_boxes)
     assert out.boxes is not None and out.attention is not None
     size = cfg.patch_size
     boxes = out.boxes.detach().float().cpu()
     steps = boxes.shape[1]
-    patches = torch.stack([crop_and_resize(images, boxes[:, t], size) for t in range(steps)], dim=1)
+    unit = raw.float() / 255.0  # what the model saw, before normalisation
+    patches = torch.stack([crop_and_resize(unit, boxes[:, t], size) for t in range(steps)], dim=1)
     cams = F.interpolate(cams.float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in normalisation(cfg.backbone, cfg.weights))
 
     def pixels(x: Tensor) -> np.ndarray:
-        return (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
     return Explanation(
-        images=pixels(images),
+        images=pixels(unit),
         labels=labels.numpy(),
         predictions=out.logits.argmax(1).detach().cpu().numpy(),
         part_boxes=part.numpy(),
@@ -122,18 +124,29 @@ def _covered(crop: Tensor, part: Tensor) -> Tensor:
     return w * h / area
 
 
+COVERAGE_IMAGES = 512  # images of the split that crop_coverage looks at, spread evenly
+
+
 @torch.no_grad()
-def crop_coverage(model: RRA, dataset: Dataset, crop_scale: float, batch_size: int = 64) -> dict[str, float]:
-    """Over a split with part boxes: mean fraction of the part inside the model's first crop,
-    share of images whose crop holds the whole part, and the same for a centred crop."""
+def crop_coverage(model: RRA, dataset: Dataset, cfg: TrialConfig, batch_size: int = 64,
+                  max_images: int | None = COVERAGE_IMAGES) -> dict[str, float]:
+    """Over a split with part boxes (at most `max_images` of it, spread evenly over the split):
+    mean fraction of the part inside the model's first crop (of side cfg.crop_scale), share of images whose crop holds
+    the whole part, and the same for a centred crop. "images" counts the images with a part
+    box among the "looked_at" ones, "of_images" is the split's size."""
     model.eval()
-    covered, centred, n = [], [], len(dataset)  # type: ignore[arg-type]
-    for start in range(0, n, batch_size):
-        images, _, part = _stack(dataset, list(range(start, min(n, start + batch_size))))
+    prepare, crop_scale = prepare_for(cfg, _device(model), train=False), cfg.crop_scale
+    n = len(dataset)  # type: ignore[arg-type]
+    chosen = list(range(n))
+    if max_images is not None and n > max_images:
+        chosen = np.linspace(0, n - 1, max_images).round().astype(int).tolist()
+    covered, centred = [], []
+    for start in range(0, len(chosen), batch_size):
+        images, _, part = _stack(dataset, chosen[start:start + batch_size])
         keep = ~torch.isnan(part).any(dim=1)
         if not bool(keep.any()):
             continue
-        out = model(images.to(_device(model)))
+        out = model(prepare(images, part)[0])
         if out.boxes is None:
             return {}
         whole = full_boxes(images)
@@ -144,27 +157,28 @@ def crop_coverage(model: RRA, dataset: Dataset, crop_scale: float, batch_size: i
     if not covered:
         return {}
     model_cov, centre_cov = torch.cat(covered), torch.cat(centred)
-    return {"images": float(model_cov.numel()), "part_covered": float(model_cov.mean()),
+    return {"images": float(model_cov.numel()), "looked_at": float(len(chosen)), "of_images": float(n),
+            "part_covered": float(model_cov.mean()),
             "whole_part_inside": float((model_cov > 0.999).float().mean()),
             "centred_part_covered": float(centre_cov.mean()),
             "centred_whole_part_inside": float((centre_cov > 0.999).float().mean())}
 
 
 def explain_checkpoint(config: dict[str, Any], checkpoint_dir: str, images: int = 4) -> tuple[Explanation, dict]:
-    """Loads a trial's checkpoint and explains its first validation images of distinct classes;
-    also returns the crop coverage over the whole validation split."""
+    """Loads a trial's checkpoint (the model alone: no training data, optimizer or pretrained
+    weights) and explains its first validation images of distinct classes; also returns the
+    crop coverage over up to COVERAGE_IMAGES validation images."""
     from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from trainables.loop import setup_trial
+    from trainables.data.build import build_split
+    from trainables.loop import load_model
 
     cfg = TrialConfig.from_dict({**settings(config), "device": "cpu", "amp": "none", "channels_last": False})
-    trial = setup_trial(cfg)
-    trial.model.load_state_dict(load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
-    val = trial.data.val
+    model = load_model(cfg, load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
+    val = build_split(cfg, "val")
     chosen: dict[int, int] = {}
     for i in range(len(val)):  # type: ignore[arg-type]
         label = int(val[i][1])
         chosen.setdefault(label, i)
         if len(chosen) == images:
             break
-    model = trial.model
-    return explain(model, cfg, val, sorted(chosen.values())), crop_coverage(model, val, cfg.crop_scale)
+    return explain(model, cfg, val, sorted(chosen.values())), crop_coverage(model, val, cfg)

@@ -139,17 +139,25 @@ class RRA(nn.Module):
             return torch.einsum("bchw,bc->bhw", fmap, weights.detach().to(fmap.dtype))
         return fmap.mean(dim=1)
 
+    def _patches(self, images: Tensor, box: Tensor) -> Tensor:
+        """The crops resized to the patch size, in the images' memory format (roi_align returns
+        a contiguous NCHW batch, which would undo channels_last for the local backbone)."""
+        patches = crop_and_resize(images, box, self.cfg.patch_size)
+        if images.dim() == 4 and not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
+            patches = patches.contiguous(memory_format=torch.channels_last)
+        return patches
+
     def _look(self, images: Tensor, box: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Runs the local backbone on the crop(s): (B, T, D) LSTM inputs, each step's box and
         the feature map of each look."""
         steps = self.cfg.recursion_steps
         if self.cfg.refine == "repeat":
-            x = self.local_features(crop_and_resize(images, box, self.cfg.patch_size))
+            x = self.local_features(self._patches(images, box))
             pooled = x.mean(dim=(2, 3))
             return pooled.unsqueeze(1).expand(-1, steps, -1), [box] * steps, [x]
         inputs, boxes, maps = [], [], []
         for step in range(steps):
-            x = self.local_features(crop_and_resize(images, box, self.cfg.patch_size))
+            x = self.local_features(self._patches(images, box))
             inputs.append(x.mean(dim=(2, 3)))
             boxes.append(box)
             maps.append(x)

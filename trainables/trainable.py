@@ -59,13 +59,13 @@ def evaluate_checkpoint(config: dict[str, Any], checkpoint_dir: str, split: str 
     Runs wherever it is called (the driver sends it to a worker as a Ray task with the
     trial's resources); the model selection that chose the checkpoint used validation only.
     """
-    from trainables.loop import evaluate, make_loader, setup_trial
+    from trainables.data.build import build_split
+    from trainables.loop import evaluate, load_model, make_loader
 
     cfg = TrialConfig.from_dict(settings(config))
-    trial = setup_trial(cfg)
-    trial.model.load_state_dict(load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
-    dataset = trial.data.test if split == "test" else trial.data.val
-    metrics = evaluate(trial.model, make_loader(dataset, cfg, trial.device, False), cfg, trial.device)
+    model = load_model(cfg, load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)["model"])
+    device = next(model.parameters()).device
+    metrics = evaluate(model, make_loader(build_split(cfg, split), cfg, device, False), cfg, device)
     return {f"{split}_{k}": v for k, v in metrics.items()}
 
 

@@ -293,7 +293,9 @@ def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, 
               f"{name} (best checkpoint by validation): crops, attention per step and Grad-CAM per step "
               "(gradient of the true class's score of that step, weight 1)")
     if coverage:
-        doc.text(f"Over the {int(coverage['images'])} validation images with a part box, the first crop covers "
+        split = int(coverage["of_images"])
+        among = f" (of an even sample of the split's {split})" if coverage["looked_at"] < split else ""
+        doc.text(f"Over {int(coverage['images'])} validation images with a part box{among}, the first crop covers "
                  f"{100 * coverage['part_covered']:.0f}% of the part on average and holds the whole part in "
                  f"{100 * coverage['whole_part_inside']:.0f}% of them; a centred crop of the same size covers "
                  f"{100 * coverage['centred_part_covered']:.0f}% and holds it whole in "

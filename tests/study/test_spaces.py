@@ -211,6 +211,7 @@ def test_cli_module_imports_no_heavy_library() -> None:
         ("synthetic_classes: 40", "synthetic num_classes must be in [2, 16], got 40"),
         ("weights: imagenet", "weights: backbone 'tiny' has no pretrained weights 'imagenet'"),
         ("backbone: resnet18\n  weights: IMAGENET1K_V9", "unknown weights 'IMAGENET1K_V9' for backbone 'resnet18'"),
+        ("weights: /no/such/weights.pth", "weights file not found: /no/such/weights.pth"),
         ("refine: spiral", "refine: expected one of repeat, zoom, got 'spiral'"),
     ],
 )

@@ -8,13 +8,13 @@ import torch
 
 from tests.conftest import tiny_config
 from tests.trainables import formats_fixtures as fx
-from trainables.backbones import IMAGENET_MEAN, IMAGENET_STD
 from trainables.data.augment import hflip, scale_crop
 from trainables.data.base import CorruptImageError, ImageFileDataset, Sample, stratified_split
 from trainables.data.boxes import BoxFileError, attach_reference_boxes
 from trainables.data.build import build_datasets
 from trainables.data.formats import READERS, DatasetFormatError, SplitSamples
 from trainables.data.synthetic import SyntheticSpec, class_codes, generate
+from trainables.loop import prepare_for
 
 SPEC = SyntheticSpec(num_classes=5, images_per_class=6, test_images_per_class=2, image_size=48)
 
@@ -59,14 +59,22 @@ def test_build_datasets_carves_val_from_train_and_keeps_test_apart() -> None:
     assert len(splits.train) + len(splits.val) == cfg.synthetic_classes * per_class
     assert len(splits.test) == cfg.synthetic_classes * cfg.synthetic_test_images_per_class
     image, label, box = splits.val[0]
-    assert image.shape == (3, 32, 32) and 0 <= label < 4 and box.shape == (4,)
-    # normalised with the backbone's statistics: pixel = (raw / 255 - mean) / std, channel by channel
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and 0 <= label < 4 and box.shape == (4,)
+
+
+def test_a_batch_reaches_the_model_normalised_with_the_backbones_statistics() -> None:
     from trainables.backbones import IMAGENET_MEAN, IMAGENET_STD
 
-    plain = splits.val.dataset  # type: ignore[attr-defined]
-    raw = plain.images[splits.val.indices[0]].float() / 255.0  # type: ignore[attr-defined]
-    expected = (raw - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    assert torch.allclose(image, expected)
+    cfg = tiny_config()
+    val = build_datasets(cfg).val
+    raw = torch.stack([val[i][0] for i in range(4)])
+    boxes = torch.stack([val[i][2] for i in range(4)])
+    images, same_boxes = prepare_for(cfg, torch.device("cpu"), train=False)(raw, boxes)
+    # pixel = (raw / 255 - mean) / std, channel by channel
+    expected = (raw.float() / 255.0 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    assert torch.allclose(images, expected) and torch.equal(same_boxes, boxes)
+    channels_last = prepare_for(tiny_config(channels_last=True), torch.device("cpu"), train=False)(raw, boxes)[0]
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and torch.equal(channels_last, images)
 
 
 def test_the_validation_split_follows_the_studys_split_seed_not_the_training_seed() -> None:
@@ -81,16 +89,20 @@ def test_the_validation_split_follows_the_studys_split_seed_not_the_training_see
 def test_flip_and_scale_crop_move_the_box_with_the_image() -> None:
     image = torch.zeros(3, 20, 20)
     image[:, 2:6, 10:18] = 1.0
-    box = torch.tensor([10.0, 2.0, 18.0, 6.0])
+    images = image.expand(16, 3, 20, 20).clone()
+    boxes = torch.tensor([10.0, 2.0, 18.0, 6.0]).expand(16, 4).clone()
+    boxes[3] = float("nan")  # an image without a box keeps none
     torch.manual_seed(0)
-    for _ in range(8):
-        out, moved = hflip(image, box)
-        x1, y1, x2, y2 = moved.round().int().tolist()
-        assert out[0, y1:y2, x1:x2].mean() == 1.0 and out.sum() == image.sum()
-        out, moved = scale_crop(image, box, min_scale=0.9)
-        x1, y1, x2, y2 = moved.tolist()
-        inside = out[0, int(y1) + 1 : int(y2) - 1, int(x1) + 1 : int(x2) - 1]
-        assert inside.numel() > 0 and inside.min() > 0.5
+    flipped, moved = hflip(images, boxes)
+    assert 0 < sum(not torch.equal(f, image) for f in flipped) < 16  # some flipped, some not
+    cropped, moved_too = scale_crop(images, boxes, min_scale=0.9)
+    for out, box in ((flipped, moved), (cropped, moved_too)):
+        assert torch.isnan(box[3]).all()
+        for i in (0, 1, 2, *range(4, 16)):
+            x1, y1, x2, y2 = box[i].tolist()
+            inside = out[i, 0, int(y1) + 1 : int(y2) - 1, int(x1) + 1 : int(x2) - 1]
+            assert inside.numel() > 0 and inside.min() > 0.5
+    assert torch.equal(flipped.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))
 
 
 @pytest.mark.parametrize(
@@ -114,7 +126,7 @@ def test_every_format_reader_on_its_fixture(tmp_path: Path, name: str, writer, n
     assert set(labels) == set(range(n_classes)) and labels == sorted(labels)  # ImageFolder order
     if name != "imagefolder":
         assert all(s.box is not None for s in samples.train)
-    ds = ImageFileDataset(samples.train, 24, IMAGENET_MEAN, IMAGENET_STD)
+    ds = ImageFileDataset(samples.train, 24)
     image, label, box = ds[0]
     assert image.shape == (3, 24, 24) and label == samples.train[0].label
     if name != "imagefolder":
@@ -147,7 +159,7 @@ def test_corrupt_image_error_names_the_file(tmp_path: Path) -> None:
     fx.write_image_folder(tmp_path)
     bad = tmp_path / "train" / "cat" / "0.png"
     bad.write_bytes(b"not a png")
-    ds = ImageFileDataset(READERS["imagefolder"](tmp_path).train, 16, IMAGENET_MEAN, IMAGENET_STD)
+    ds = ImageFileDataset(READERS["imagefolder"](tmp_path).train, 16)
     with pytest.raises(CorruptImageError, match=str(bad)):
         ds[0]
 
@@ -173,7 +185,7 @@ def test_reference_boxes_load_and_become_crop_boxes(tmp_path: Path) -> None:
     assert len(attached[0].crops) == 3
     first = attached[0].crops[0]
     assert first == (arr[0, 0, 2], arr[0, 0, 0], arr[0, 0, 3], arr[0, 0, 1])
-    ds = ImageFileDataset(attached, 448, IMAGENET_MEAN, IMAGENET_STD)
+    ds = ImageFileDataset(attached, 448)
     assert torch.allclose(ds[0][2], torch.tensor(first))  # evaluation: always the first box
 
 

@@ -9,7 +9,7 @@ import torch
 from tests.conftest import tiny_config
 from trainables.crops import crop_and_resize
 from trainables.explain import _covered, crop_coverage, explain, step_cams
-from trainables.loop import fit
+from trainables.loop import fit, prepare_for
 
 
 @pytest.mark.parametrize("refine", ["repeat", "zoom"])
@@ -33,7 +33,8 @@ def test_explanation_shapes_ranges_and_crops(refine: str) -> None:
 def test_step_cams_follow_the_target_class_gradient() -> None:
     cfg = tiny_config(recursion_steps=2, epochs=1)
     trial = fit(cfg, lambda metrics, state: None)
-    images = torch.stack([trial.data.val[i][0] for i in range(4)])
+    raw = torch.stack([trial.data.val[i][0] for i in range(4)])
+    images, _ = prepare_for(cfg, torch.device("cpu"), train=False)(raw, torch.zeros(4, 4))
     target = torch.tensor([0, 1, 2, 3])
     out, cams = step_cams(trial.model, images, target)
     assert cams.shape[:2] == (4, 2) and (cams >= 0).all()
@@ -57,20 +58,29 @@ def test_part_coverage_geometry() -> None:
 def test_crop_coverage_reports_model_and_centred_crops() -> None:
     cfg = tiny_config(epochs=1, crop_scale=1.0)
     trial = fit(cfg, lambda metrics, state: None)
-    cov = crop_coverage(trial.model, trial.data.val, crop_scale=1.0)
+    cov = crop_coverage(trial.model, trial.data.val, cfg)
     # a crop of the whole image holds every part, wherever the model looks
-    assert cov["images"] == len(trial.data.val)
+    assert cov["images"] == cov["looked_at"] == cov["of_images"] == len(trial.data.val)
     assert cov["part_covered"] == pytest.approx(1.0) and cov["centred_whole_part_inside"] == pytest.approx(1.0)
+
+
+def test_crop_coverage_looks_at_an_even_sample_of_a_large_split() -> None:
+    cfg = tiny_config(epochs=1, crop_scale=0.5, synthetic_images_per_class=40)
+    trial = fit(cfg, lambda metrics, state: None)
+    val = trial.data.val
+    sample = crop_coverage(trial.model, val, cfg, max_images=10)
+    assert (sample["looked_at"], sample["of_images"]) == (10, len(val)) and len(val) > 10
+    every = np.linspace(0, len(val) - 1, 10).round().astype(int).tolist()
+    picked = crop_coverage(trial.model, torch.utils.data.Subset(val, every), cfg, max_images=None)
+    assert picked["part_covered"] == pytest.approx(sample["part_covered"])
 
 
 def test_patches_are_the_crops_of_the_boxes() -> None:
     cfg = tiny_config(epochs=1)
     trial = fit(cfg, lambda metrics, state: None)
     expl = explain(trial.model, cfg, trial.data.val, [0])
-    image = torch.stack([trial.data.val[0][0]])
+    image = torch.stack([trial.data.val[0][0]]).float() / 255  # the pixels, in [0, 1]
     box = torch.from_numpy(expl.boxes[:, 0]).float()
-    crop = crop_and_resize(image, box, cfg.patch_size)[0]
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    expected = (crop * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    expected = crop_and_resize(image, box, cfg.patch_size)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     assert np.allclose(expl.patches[0, 0], expected, atol=1e-5)
+    assert np.array_equal(expl.images[0], image[0].permute(1, 2, 0).numpy())

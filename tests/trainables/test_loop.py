@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from tests.conftest import tiny_config
+from trainables import loop
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import ConfigError
-from trainables.data.build import DataSplits
-from trainables.loop import NonFiniteLossError, fit
+from trainables.data.augment import AUGMENTATIONS, get_augmentation
+from trainables.data.build import DataSplits, build_datasets
+from trainables.loop import NonFiniteLossError, SeededItems, SeededSampler, fit, setup_trial, train_one_epoch
 
 TIMING = ("epoch_seconds", "images_per_second", "val_seconds")
 
@@ -37,7 +41,8 @@ def test_epoch_metrics_have_the_documented_keys() -> None:
 
 
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "step", "milestones": [1], "optimizer": "sgd",
-                                            "augment": "flip_crop", "refine": "zoom"}])
+                                            "augment": "flip_crop", "refine": "zoom"},
+                                       {"augment": "flip_crop", "num_workers": 1}])
 def test_resume_equals_an_uninterrupted_run(overrides: dict[str, Any], tmp_path: Path) -> None:
     cfg = tiny_config(epochs=3, device="cpu", **overrides)  # exact equality: the CPU contract
     straight, _ = _run(cfg)
@@ -80,6 +85,97 @@ def test_non_finite_loss_stops_the_trial() -> None:
     data = DataSplits(ds, ds, ds, num_classes=4)
     with pytest.raises(NonFiniteLossError, match="loss is nan"):
         fit(tiny_config(batch_size=4), lambda m, s: None, data=data)
+
+
+def _inf_at(calls: set[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Makes the training loss infinite at the given (1-based) calls; returns the call log."""
+    real, seen = loop.rra_loss, []
+
+    def loss(*args: Any) -> torch.Tensor:
+        seen.append(len(seen) + 1)
+        value = real(*args)
+        return value * float("inf") if seen[-1] in calls else value
+
+    monkeypatch.setattr(loop, "rra_loss", loss)
+    return seen
+
+
+def test_gradscaler_skips_a_non_finite_step_and_the_trial_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GradScaler's contract (here on the CPU device, as on CUDA under fp16): a step whose
+    # gradients are not finite is skipped and the scale lowered; training goes on.
+    trial = setup_trial(tiny_config(epochs=1, device="cpu"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = {k: v.clone() for k, v in trial.model.state_dict().items()}
+    _inf_at({2}, monkeypatch)
+    loader = loop.make_loader(trial.data.train, trial.cfg, trial.device, True, trial.generator)
+    metrics = train_one_epoch(trial.model, loader, trial.optimizer, trial.cfg, trial.device, scaler)
+    assert metrics["skipped_steps"] == 1 and len(loader) >= 3
+    assert scaler.get_scale() < 2.0**10  # lowered at the skipped step
+    assert math.isfinite(metrics["train_loss"])
+    after = trial.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the finite steps trained
+
+
+def test_a_loss_that_stays_non_finite_under_gradscaler_ends_the_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "NONFINITE_PATIENCE", 3)
+    monkeypatch.setattr(loop, "CHECK_EVERY", 2)
+    trial = setup_trial(tiny_config(epochs=1, device="cpu", batch_size=2))
+    calls = _inf_at(set(range(1, 1000)), monkeypatch)
+    loader = loop.make_loader(trial.data.train, trial.cfg, trial.device, True, trial.generator)
+    with pytest.raises(NonFiniteLossError, match="non-finite for 4 steps in a row"):
+        train_one_epoch(trial.model, loader, trial.optimizer, trial.cfg, trial.device,
+                        torch.amp.GradScaler("cpu"))
+    assert len(calls) == 4 < len(loader)  # read back at the check after the third, not at the epoch's end
+
+
+class _PidLog(Dataset):
+    """A dataset that notes the process each item is read in."""
+
+    def __init__(self, inner: Dataset, log: Path) -> None:
+        self.inner, self.log = inner, log
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with self.log.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return self.inner[index]
+
+
+def test_loader_workers_live_for_the_whole_trial(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=3, num_workers=1)
+    data = build_datasets(cfg)
+    logs = tmp_path / "train", tmp_path / "val"
+    splits = DataSplits(_PidLog(data.train, logs[0]), _PidLog(data.val, logs[1]), data.test, data.num_classes)
+    fit(cfg, lambda m, s: None, data=splits)
+    for log in logs:
+        pids = set(log.read_text().split())
+        assert len(pids) == 1 and str(os.getpid()) not in pids  # one worker, started once
+
+
+def test_every_augmentation_pickles() -> None:
+    for name in AUGMENTATIONS:
+        assert pickle.loads(pickle.dumps(get_augmentation(name))) == get_augmentation(name)
+
+
+def test_the_numbers_do_not_depend_on_the_number_of_workers() -> None:
+    cfg = tiny_config(epochs=2, augment="flip_crop", device="cpu")
+    by_workers = [_run(tiny_config(**{**cfg.to_dict(), "num_workers": n}))[0] for n in (0, 2)]
+    assert by_workers[0] == by_workers[1]
+
+
+def test_training_items_load_in_spawned_workers() -> None:
+    # A worker started with spawn (macOS; Linux from Python 3.14) gets the dataset pickled and
+    # makes the same items as the main process.
+    data = build_datasets(tiny_config(augment="flip_crop"))
+    batches = []
+    for workers, context in ((0, None), (1, "spawn")):
+        loader = DataLoader(SeededItems(data.train), batch_size=8, num_workers=workers, multiprocessing_context=context,
+                            sampler=SeededSampler(len(data.train), True, torch.Generator().manual_seed(3)))  # type: ignore[arg-type]
+        batches.append(next(iter(loader)))
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
 
 
 @pytest.mark.slow

@@ -119,3 +119,33 @@ def test_paper_configuration_has_the_reference_parameter_count() -> None:
 def test_invalid_model_config_is_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         dataclasses.replace(SMALL, **bad)  # type: ignore[arg-type]
+
+
+def test_the_local_stream_keeps_channels_last() -> None:
+    # roi_align returns a contiguous NCHW batch; the local backbone must still get channels_last.
+    model = build_model(SMALL).to(memory_format=torch.channels_last)
+    seen: list[torch.Tensor] = []
+    model.local_features.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    seen.clear()
+    model(torch.randn(2, 3, 64, 64))
+    assert seen[0].is_contiguous()  # a plain batch stays plain
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_lstm_trains_under_bf16_autocast(device: str) -> None:
+    # On CUDA this is cuDNN's LSTM under autocast; on the CPU, PyTorch's own kernels.
+    model = build_model(dataclasses.replace(SMALL, lstm_layers=2)).to(device)
+    images = torch.randn(4, 3, 64, 64, device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        out = model(images)
+        loss = out.logits.float().logsumexp(1).mean()
+    loss.backward()
+    assert out.hidden is not None and out.hidden.dtype in (torch.bfloat16, torch.float32)
+    grads = [p.grad for p in model.lstm.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert all(p.dtype == torch.float32 for p in model.lstm.parameters())  # autocast leaves the weights alone

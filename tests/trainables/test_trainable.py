@@ -7,9 +7,12 @@ import pytest
 import torch
 from ray import tune
 
-from tests.conftest import TINY
+from tests.conftest import TINY, tiny_config
+from trainables.backbones import create_backbone
 from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from trainables.trainable import train_rra
+from trainables.data import build
+from trainables.loop import evaluate, fit, make_loader
+from trainables.trainable import evaluate_checkpoint, final_state, train_rra
 
 
 class _FakeTune:
@@ -66,6 +69,28 @@ def test_checkpoints_only_at_the_epochs_asked_and_the_last_holds_the_model_alone
     assert sorted(saved) == [2, 4]
     assert {"model", "optimizer", "rng", "scheduler"} <= set(saved[2])  # what a retry resumes from
     assert "model" in saved[4] and not {"optimizer", "rng", "scheduler"} & set(saved[4])
+
+
+def test_a_checkpoint_is_evaluated_without_training_data_optimizer_or_pretrained_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    weights = tmp_path / "tiny.pth"
+    torch.save(create_backbone("tiny").features.state_dict(), weights)
+    cfg = tiny_config(epochs=1, backbone="tiny", weights=str(weights))
+    states: list[dict[str, Any]] = []
+    trial = fit(cfg, lambda m, s: states.append(s))
+    save_checkpoint(tmp_path / "trial" / CHECKPOINT_NAME, final_state(states[-1]))
+    expected = {split: evaluate(trial.model, make_loader(getattr(trial.data, split), cfg, trial.device, False), cfg,
+                                trial.device) for split in ("test", "val")}
+    weights.unlink()  # the checkpoint holds every weight: the pretrained file is not read again
+    generated: list[str] = []
+    real = build.generate
+    monkeypatch.setattr(build, "generate", lambda spec, split: generated.append(split) or real(spec, split))
+    for split in ("test", "val"):
+        generated.clear()
+        got = evaluate_checkpoint(cfg.to_dict(), str(tmp_path / "trial"), split)
+        assert got == {f"{split}_{k}": v for k, v in expected[split].items()}
+        assert generated == [{"test": "test", "val": "train"}[split]]  # the split's images alone
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """Datasets shared by every format: image files or in-memory arrays, with optional boxes.
 
-Every item is ``(image, label, box)``: image a float tensor (3, S, S) normalised with the
-backbone's mean and std after a non-aspect-preserving resize to S x S (as the reference code
-does); box a (4,) tensor (x1, y1, x2, y2) in pixels of that S x S frame, NaN where the dataset
-has no box.
+Every item is ``(image, label, box)``: image a uint8 tensor (3, S, S) after a
+non-aspect-preserving resize to S x S (as the reference code does); box a (4,) tensor
+(x1, y1, x2, y2) in pixels of that S x S frame, NaN where the dataset has no box. The training
+loop converts, augments and normalises whole batches on its device (`trainables.data.augment`).
 
 A corrupt or unreadable image raises `CorruptImageError` naming the file: a study should not
 silently train on fewer images than it reports.
@@ -11,7 +11,7 @@ silently train on fewer images than it reports.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,6 @@ from torch.utils.data import Dataset
 from trainables.errors import TrialError
 
 NO_BOX = (float("nan"),) * 4
-
-# An augmentation takes (image in [0, 1], box) and returns both, transformed alike.
-Augment = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
 
 class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
@@ -74,33 +70,15 @@ def verify_image(path: Path) -> None:
         raise CorruptImageError(f"cannot read image {path}: {err}") from err
 
 
-class _Normalised(Dataset[tuple[Tensor, int, Tensor]]):
-    """Shared tail of every dataset: augmentation, then normalisation."""
+class ImageFileDataset(Dataset[tuple[Tensor, int, Tensor]]):
+    """Images read from disk and resized to image_size x image_size.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], augment: Augment | None) -> None:
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
-        self.augment = augment
+    Args:
+        random_crop_box: with several crop boxes per image (a box file), draw one at random
+            (training) rather than take the first (evaluation).
+    """
 
-    def _finish(self, image: Tensor, label: int, box: Tensor) -> tuple[Tensor, int, Tensor]:
-        if self.augment is not None:
-            image, box = self.augment(image, box)
-        return (image - self.mean) / self.std, label, box
-
-
-class ImageFileDataset(_Normalised):
-    """Images read from disk and resized to image_size x image_size."""
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        augment: Augment | None = None,
-        random_crop_box: bool = False,
-    ) -> None:
-        super().__init__(mean, std, augment)
+    def __init__(self, samples: Sequence[Sample], image_size: int, random_crop_box: bool = False) -> None:
         self.samples = list(samples)
         self.image_size = image_size
         self.random_crop_box = random_crop_box
@@ -114,11 +92,15 @@ class ImageFileDataset(_Normalised):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor]:
         sample = self.samples[index]
-        img = load_image(sample.path)
+        image, width, height = self._pixels(index)
+        return image, sample.label, self._box(sample, width, height)
+
+    def _pixels(self, index: int) -> tuple[Tensor, int, int]:
+        """The resized image, uint8 (3, S, S), and its own width and height before the resize."""
+        img = load_image(self.samples[index].path)
         width, height = img.size
         img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return self._finish(image, sample.label, self._box(sample, width, height))
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1), width, height
 
     def _box(self, sample: Sample, width: int, height: int) -> Tensor:
         """The box that centres the crop, in the resized frame: a crop box, else the object's."""
@@ -133,19 +115,10 @@ class ImageFileDataset(_Normalised):
         return torch.tensor([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy])
 
 
-class ArrayDataset(_Normalised):
+class ArrayDataset(Dataset[tuple[Tensor, int, Tensor]]):
     """Images held in memory as uint8 (N, H, W, 3) arrays (the synthetic dataset)."""
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        boxes: np.ndarray | None,
-        mean: Sequence[float],
-        std: Sequence[float],
-        augment: Augment | None = None,
-    ) -> None:
-        super().__init__(mean, std, augment)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | None) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view, no copy
         self._labels = labels.astype(np.int64)
         self.boxes = torch.from_numpy(boxes) if boxes is not None else None
@@ -158,9 +131,8 @@ class ArrayDataset(_Normalised):
         return self._labels.tolist()
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor]:
-        image = self.images[index].float() / 255.0
         box = self.boxes[index].clone() if self.boxes is not None else torch.tensor(NO_BOX)
-        return self._finish(image, int(self._labels[index]), box)
+        return self.images[index], int(self._labels[index]), box
 
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch.utils.data import Dataset, Subset
 
 from trainables import names
-from trainables.backbones import normalisation
 from trainables.config import TrialConfig
-from trainables.data.augment import get_augmentation
 from trainables.data.base import ArrayDataset, ImageFileDataset, Sample, stratified_split
 from trainables.data.boxes import attach_reference_boxes
+from trainables.data.cache import CachedImageDataset, default_folder, ensure_cache
 from trainables.data.formats import READERS, DatasetFormatError, SplitSamples
 from trainables.data.synthetic import generate
 
@@ -35,14 +35,20 @@ class DataSplits:
     num_classes: int
 
 
-def _synthetic(cfg: TrialConfig) -> tuple[list[Dataset], list[int], int]:
+# The datasets a trial is made of: the training images (drawing one of several crop boxes at
+# random, where a box file gives several) and the plain ones (val is carved from these), and the
+# test images. Augmentation is the training loop's (trainables.data.augment.Prepare).
+Part = Literal["train", "plain", "test", "test_cache"]  # test_cache: the test split from the cache
+
+
+def _synthetic(cfg: TrialConfig, parts: tuple[Part, ...]) -> tuple[dict[Part, Dataset], int]:
     spec = cfg.synthetic_spec()
-    mean, std = normalisation(cfg.backbone, cfg.weights)
-    train_arrays, test_arrays = generate(spec, "train"), generate(spec, "test")
-    augmented = ArrayDataset(*train_arrays, mean, std, get_augmentation(cfg.augment))
-    plain = ArrayDataset(*train_arrays, mean, std)
-    test = ArrayDataset(*test_arrays, mean, std)
-    return [augmented, plain, test], plain.labels, spec.num_classes
+    made: dict[Part, Dataset] = {}
+    if "train" in parts or "plain" in parts:
+        made["train"] = made["plain"] = ArrayDataset(*generate(spec, "train"))
+    if "test" in parts:
+        made["test"] = ArrayDataset(*generate(spec, "test"))
+    return made, spec.num_classes
 
 
 def _read(cfg: TrialConfig) -> SplitSamples:
@@ -56,30 +62,73 @@ def _read(cfg: TrialConfig) -> SplitSamples:
     return samples
 
 
-def _on_disk(cfg: TrialConfig) -> tuple[list[Dataset], list[int], int]:
+def _on_disk(cfg: TrialConfig, parts: tuple[Part, ...]) -> tuple[dict[Part, Dataset], int]:
     samples = _read(cfg)
-    train: list[Sample] = samples.train
-    test: list[Sample] = samples.test
-    if cfg.boxes_file:
-        train = attach_reference_boxes(train, Path(cfg.boxes_file))
-    if cfg.test_boxes_file:
-        test = attach_reference_boxes(test, Path(cfg.test_boxes_file))
-    mean, std = normalisation(cfg.backbone, cfg.weights)
-    size = cfg.image_size
-    augmented = ImageFileDataset(train, size, mean, std, get_augmentation(cfg.augment), random_crop_box=True)
-    plain = ImageFileDataset(train, size, mean, std)
-    return [augmented, plain, ImageFileDataset(test, size, mean, std)], plain.labels, len(samples.classes)
+    made: dict[Part, Dataset] = {}
+    if "train" in parts or "plain" in parts:
+        train: list[Sample] = samples.train
+        if cfg.boxes_file:
+            train = attach_reference_boxes(train, Path(cfg.boxes_file))
+        cache = _cache(cfg, "train", train)
+        made["train"] = _images(cfg, train, cache, random_crop_box=True)
+        made["plain"] = _images(cfg, train, cache)
+    if "test" in parts:
+        test: list[Sample] = samples.test
+        if cfg.test_boxes_file:
+            test = attach_reference_boxes(test, Path(cfg.test_boxes_file))
+        # every trial holds a test split, but only evaluations read it: they build its cache
+        made["test"] = _images(cfg, test, _cache(cfg, "test", test) if "test_cache" in parts else None)
+    return made, len(samples.classes)
+
+
+def _cache(cfg: TrialConfig, split: str, samples: list[Sample]) -> Path | None:
+    """The node's decoded-image cache of a split (built if missing); None when it is off or the
+    disk has no room for it."""
+    if cfg.image_cache == "off":
+        return None
+    folder = default_folder() if cfg.image_cache == "auto" else Path(cfg.image_cache).expanduser()
+    return ensure_cache(samples, cfg.image_size, folder, f"{cfg.dataset}-{split}", cfg.num_workers)
+
+
+def _images(cfg: TrialConfig, samples: list[Sample], cache: Path | None, random_crop_box: bool = False) -> Dataset:
+    if cache is not None:
+        return CachedImageDataset(cache, samples, cfg.image_size, random_crop_box)
+    return ImageFileDataset(samples, cfg.image_size, random_crop_box)
+
+
+def _build(cfg: TrialConfig, parts: tuple[Part, ...]) -> tuple[dict[Part, Dataset], int]:
+    if cfg.dataset not in DATASETS:
+        raise DatasetFormatError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
+    return (_synthetic if cfg.dataset == "synthetic" else _on_disk)(cfg, parts)
+
+
+def _split(cfg: TrialConfig, plain: Dataset) -> tuple[list[int], list[int]]:
+    return stratified_split(plain.labels, cfg.val_fraction, cfg.split_seed)  # type: ignore[attr-defined]
 
 
 def build_datasets(cfg: TrialConfig) -> DataSplits:
-    """Builds the train (augmented), val and test datasets of a trial config.
+    """Builds the train, val and test datasets of a trial config (augmentation is the training
+    loop's).
 
     Raises:
         DatasetFormatError: unknown dataset name, or a folder that does not hold the format.
     """
-    if cfg.dataset not in DATASETS:
-        raise DatasetFormatError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
-    build = _synthetic if cfg.dataset == "synthetic" else _on_disk
-    (augmented, plain, test), labels, num_classes = build(cfg)
-    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.split_seed)
-    return DataSplits(Subset(augmented, train_idx), Subset(plain, val_idx), test, num_classes)
+    made, num_classes = _build(cfg, ("train", "plain", "test"))
+    train_idx, val_idx = _split(cfg, made["plain"])
+    return DataSplits(Subset(made["train"], train_idx), Subset(made["plain"], val_idx), made["test"], num_classes)
+
+
+def build_split(cfg: TrialConfig, split: str) -> Dataset:
+    """One evaluation split alone, "val" (the same images as `build_datasets`' val) or "test":
+    what evaluating a checkpoint needs, without the other splits (the synthetic test set is
+    generated without the training set; on disk, only the split's box file is read).
+
+    Raises:
+        DatasetFormatError: as `build_datasets`.
+    """
+    if split == "test":
+        return _build(cfg, ("test", "test_cache"))[0]["test"]
+    if split != "val":
+        raise ValueError(f"split: expected 'val' or 'test', got {split!r}")
+    plain = _build(cfg, ("plain",))[0]["plain"]
+    return Subset(plain, _split(cfg, plain)[1])
