@@ -251,3 +251,20 @@ def test_a_space_typo_answers_without_importing_any_heavy_library(tmp_path: Path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr[-2000:]
     assert "parameters.crop_scal: expected a trial config key" in proc.stderr
+
+
+def test_the_image_caches_disk_is_said_before_a_study_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from study import preflight
+    from tests.trainables import formats_fixtures as fx
+
+    fx.write_cub(tmp_path / "data")  # 12 images
+    space = tmp_path / "cub.yaml"
+    space.write_text(f"study: {{max_epochs: 2}}\nconstants: {{dataset: cub, data_dir: {tmp_path / 'data'}, "
+                     f"image_cache: {tmp_path / 'cache'}}}\n"
+                     "parameters:\n  image_size: {type: categorical, choices: [32, 448]}\n")
+    loaded = load_space(str(space))
+    preflight.check_setup(loaded, preflight.check_space(loaded), local=True, gpus_per_trial=0)
+    said = capsys.readouterr().out
+    # 12 x 448 x 448 x 3 bytes = 0.01 GiB; nothing is built before a trial needs it
+    assert f"image cache: 12 images decoded once per node and image size into {tmp_path / 'cache'}" in said
+    assert "0.00 GiB at 32 px, 0.01 GiB at 448 px" in said and not (tmp_path / "cache").exists()
