@@ -8,6 +8,10 @@ augmentation, 448 px), one epoch of the training split per row:
 - `cache_cold`: the decoded-image cache built (with the same workers), then the epoch;
 - `cache_warm`: the next epoch from the cache (the page cache holds the file).
 
+Delivered means the batch as the DataLoader hands it over (uint8 since the cache came) and moved
+to the device; the training loop then converts, augments and normalises it on the device, whose
+rate on this CPU is measured apart (`prepare`: what a CPU-only trial pays on top).
+
 at 0, 1 and 2 DataLoader workers; and, for scale, the paper-size train step's images per
 second on this CPU (VGG-19 with the add-on, 448/224, T = 10, batch 2). The GPU rate the
 pipeline must beat is the one `make gpu-check` measured (benchmarks/results/gpu_check).
@@ -111,6 +115,29 @@ def pipeline_rows(root: Path, workers: list[int], image_size: int, device: str, 
     return rows
 
 
+def prepare_rate(image_size: int, device: str, batches: int = 10) -> dict[str, Any]:
+    """Images per second of the training loop's own share: a uint8 batch of 32 converted,
+    augmented (flip_crop) and normalised on `device` (trainables.data.augment.Prepare)."""
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.loop import prepare_for
+
+    cfg = TrialConfig.from_dict({"image_size": image_size, "augment": "flip_crop", "channels_last": True})
+    prepare = prepare_for(cfg, torch.device(device), train=True)
+    images = torch.randint(0, 256, (32, 3, image_size, image_size), dtype=torch.uint8)
+    boxes = torch.tensor([100.0, 80.0, 250.0, 200.0]).expand(32, 4)
+    prepare(images, boxes)
+    start = time.perf_counter()
+    for _ in range(batches):
+        prepare(images, boxes)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"device": device, "images_per_second": round(32 * batches / seconds, 1),
+            "threads": torch.get_num_threads()}
+
+
 def paper_step_cpu(threads: int) -> dict[str, Any]:
     """The paper-size train step on this CPU (throughput benchmark's measurement)."""
     from benchmarks.throughput import _in_process
@@ -158,6 +185,7 @@ def main() -> None:
                                                if r["workers"] == n and r["way"] == "pil"), 2)
                           for n in args.workers},
         "gpu_rate": gpu_rate(),
+        "prepare": prepare_rate(args.image_size, args.device),
     }
     if not args.no_model:
         report["paper_step_cpu"] = paper_step_cpu(threads=2)

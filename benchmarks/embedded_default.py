@@ -1,0 +1,102 @@
+"""What the embedded default costs: the ablation study as a newcomer runs it, before and now.
+
+Runs `python -m study.run --space ablation` (local Ray on this machine's CPUs, synthetic data,
+the tiny backbone) from two source trees in one run: the repository as it was at `--before`
+(extracted with `git archive` into a temporary folder) and as it is now, one after the other,
+each in its own process with its own modules (PYTHONPATH), so the two are measured side by side
+on the same machine. Per run:
+
+- the trials' compute: the sum over every trial's epochs of its training and validation seconds
+  (each trial runs on one thread), which is the study's CPU time spent training;
+- the command's wall time, and the CPU time of the command and the processes it waited for;
+- the best sampled trial's validation accuracy against the global-only baseline's (the RRA gain
+  the study shows), and their test accuracies.
+
+    python -m benchmarks.embedded_default [--before 36281e6]
+
+Writes benchmarks/results/embedded_default.json, with `lscpu`'s model and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import machine
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def _extract(ref: str, into: Path) -> Path:
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=HERE, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def _compute_seconds(tune_path: Path) -> tuple[float, int]:
+    seconds, epochs = 0.0, 0
+    for result in tune_path.glob("*/result.json"):
+        for line in result.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                seconds += row.get("epoch_seconds", 0.0) + row.get("val_seconds", 0.0)
+                epochs += 1
+    return seconds, epochs
+
+
+def run_study(root: Path, out: Path, log: Path) -> dict[str, Any]:
+    """The ablation study from the source tree at `root`; its costs and its gain."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "study.run", "--space", "ablation", "--out", str(out)],
+                                cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the study from {root} failed; see {log}")
+    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    compute, epochs = _compute_seconds(Path(summary["tune_path"].removeprefix("file://")))
+    best, baseline = summary["best"], summary["baselines"][0]
+    metric = summary["metric"]
+    return {
+        "trials_compute_s": round(compute, 1), "epochs": epochs, "command_wall_s": round(wall, 1),
+        "command_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "best": best["name"], f"best_{metric}": best[metric], f"global_only_{metric}": baseline[metric],
+        "rra_gain_points": round(100 * (best[metric] - baseline[metric]), 1),
+        "best_test_acc": best.get("test_acc"), "global_only_test_acc": baseline.get("test_acc"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="36281e6", help="the git ref measured as 'before'")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embedded_default.json"))
+    args = parser.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"before": _extract(args.before, Path(tmp) / "before"), "now": HERE}
+        for label, root in trees.items():
+            rows[label] = run_study(root, Path(tmp) / f"runs-{label}", Path(tmp) / f"{label}.log")
+            print(label, json.dumps(rows[label]), flush=True)
+    report = {
+        "command": "python -m benchmarks.embedded_default " + " ".join(sys.argv[1:]),
+        "before": args.before, "machine": machine(), "rows": rows,
+        "compute_before_over_now": round(rows["before"]["trials_compute_s"] / rows["now"]["trials_compute_s"], 2),
+        "wall_before_over_now": round(rows["before"]["command_wall_s"] / rows["now"]["command_wall_s"], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("compute_before_over_now", "wall_before_over_now")}))
+
+
+if __name__ == "__main__":
+    main()
