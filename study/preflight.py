@@ -61,8 +61,7 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
             with torch.device("meta"):  # shapes only: no memory, no weights downloaded
                 build_model(dataclasses.replace(cfg.model_config(num_classes=2), weights="none"))
         if local and configs[0].dataset != "synthetic":
-            _check_local_dataset(configs[0])
-            _say_cache_size(configs)
+            _say_cache_size(configs, _check_local_dataset(configs[0]))
     except (TrialError, ValueError) as err:
         raise StudyInputError(f"{space.path}: {err}") from None
 
@@ -76,9 +75,9 @@ def _model_key(cfg: Any) -> tuple[Any, ...]:
             cfg.refine, cfg.patch_size)
 
 
-def _check_local_dataset(cfg: Any) -> None:
+def _check_local_dataset(cfg: Any) -> int:
     """The dataset folder holds its format and every image opens (a corrupt file fails the
-    study now, by name)."""
+    study now, by name); returns the number of images."""
     from trainables.data.base import verify_image
     from trainables.data.formats import READERS
 
@@ -87,23 +86,22 @@ def _check_local_dataset(cfg: Any) -> None:
     if not root.is_dir():
         raise StudyInputError(f"--data-dir {root} is not a folder")
     split = READERS[cfg.dataset](root)
-    for sample in [*split.train, *split.test]:
+    images = [*split.train, *split.test]
+    for sample in images:
         verify_image(sample.path)
+    return len(images)
 
 
-def _say_cache_size(configs: list[Any]) -> None:
+def _say_cache_size(configs: list[Any], count: int) -> None:
     """States, before any trial starts, the disk the decoded-image cache will take on a node."""
     import shutil
 
-    from trainables.data.cache import cache_bytes, default_folder
-    from trainables.data.formats import READERS
+    from trainables.data.cache import cache_bytes, cache_folder
 
     cfg = configs[0]
     if cfg.image_cache == "off":
         return
-    split = READERS[cfg.dataset](Path(cfg.data_dir))
-    count = len(split.train) + len(split.test)
-    folder = default_folder() if cfg.image_cache == "auto" else Path(cfg.image_cache).expanduser()
+    folder = cache_folder(cfg.image_cache)
     sizes = sorted({c.image_size for c in configs})
     each = ", ".join(f"{cache_bytes(count, size) / 2**30:.2f} GiB at {size} px" for size in sizes)
     probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))

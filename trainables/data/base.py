@@ -60,6 +60,14 @@ def load_image(path: Path) -> Image.Image:
         raise CorruptImageError(f"cannot read image {path}: {err}") from err
 
 
+def decode_resized(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image as every dataset reads it: RGB, resized to S x S (bilinear), uint8 (S, S, 3);
+    and its own (width, height)."""
+    img = load_image(path)
+    resized = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.array(resized, dtype=np.uint8), img.size
+
+
 def verify_image(path: Path) -> None:
     """Checks that a file is a readable image without decoding all of it (fast enough to run
     over a whole dataset before a study starts); raises CorruptImageError naming the file."""
@@ -97,10 +105,8 @@ class ImageFileDataset(Dataset[tuple[Tensor, int, Tensor]]):
 
     def _pixels(self, index: int) -> tuple[Tensor, int, int]:
         """The resized image, uint8 (3, S, S), and its own width and height before the resize."""
-        img = load_image(self.samples[index].path)
-        width, height = img.size
-        img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1), width, height
+        pixels, (width, height) = decode_resized(self.samples[index].path, self.image_size)
+        return torch.from_numpy(pixels).permute(2, 0, 1), width, height
 
     def _box(self, sample: Sample, width: int, height: int) -> Tensor:
         """The box that centres the crop, in the resized frame: a crop box, else the object's."""

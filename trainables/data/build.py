@@ -18,7 +18,7 @@ from trainables import names
 from trainables.config import TrialConfig
 from trainables.data.base import ArrayDataset, ImageFileDataset, Sample, stratified_split
 from trainables.data.boxes import attach_reference_boxes
-from trainables.data.cache import CachedImageDataset, default_folder, ensure_cache
+from trainables.data.cache import CachedImageDataset, cache_folder, ensure_cache
 from trainables.data.formats import READERS, DatasetFormatError, SplitSamples
 from trainables.data.synthetic import generate
 
@@ -86,8 +86,8 @@ def _cache(cfg: TrialConfig, split: str, samples: list[Sample]) -> Path | None:
     disk has no room for it."""
     if cfg.image_cache == "off":
         return None
-    folder = default_folder() if cfg.image_cache == "auto" else Path(cfg.image_cache).expanduser()
-    return ensure_cache(samples, cfg.image_size, folder, f"{cfg.dataset}-{split}", cfg.num_workers)
+    return ensure_cache(samples, cfg.image_size, cache_folder(cfg.image_cache), f"{cfg.dataset}-{split}",
+                        cfg.num_workers)
 
 
 def _images(cfg: TrialConfig, samples: list[Sample], cache: Path | None, random_crop_box: bool = False) -> Dataset:

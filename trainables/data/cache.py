@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.base import ImageFileDataset, Sample, load_image
+from trainables.data.base import ImageFileDataset, Sample, decode_resized
 
 FORMAT = 1  # bump when the layout or the decoding changes: old files are then not matched
 SPARE_BYTES = 1 << 30
@@ -45,6 +44,11 @@ def default_folder() -> Path:
     """Where caches go when a trial's image_cache is "auto": $RRA_IMAGE_CACHE, else the node's
     temporary folder."""
     return Path(os.environ.get("RRA_IMAGE_CACHE") or Path(tempfile.gettempdir()) / "rra-image-cache")
+
+
+def cache_folder(setting: str) -> Path:
+    """The folder a trial's `image_cache` setting names ("auto": `default_folder()`)."""
+    return default_folder() if setting == "auto" else Path(setting).expanduser()
 
 
 def cache_name(samples: Sequence[Sample], image_size: int, label: str) -> str:
@@ -57,10 +61,7 @@ def cache_name(samples: Sequence[Sample], image_size: int, label: str) -> str:
 
 
 def _decode(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image as ImageFileDataset reads it: RGB, resized to S x S (bilinear), uint8."""
-    img = load_image(path)
-    size = img.size
-    return np.asarray(img.resize((image_size, image_size), Image.Resampling.BILINEAR), dtype=np.uint8), size
+    return decode_resized(path, image_size)  # the plain way's decoding, so the items are the same
 
 
 class _Decoding(Dataset[tuple[int, np.ndarray, tuple[int, int]]]):
