@@ -263,9 +263,10 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
 
 class SeededItems(Dataset[Any]):
-    """A dataset read by (index, seed): the item is made with torch's generator seeded with
-    `seed` (a random crop box, where a box file gives several), in a worker or in the main
-    process alike, and the caller's generator state is left as it was."""
+    """A dataset read by (index, seed) keys, a batch at a time: the batch is made with torch's
+    CPU generator seeded with its first key's seed (a random crop box, where a box file gives
+    several), in a worker or in the main process alike, by the dataset's own batched read where
+    it has one (`__getitems__`); the caller's generator state is left as it was."""
 
     def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
@@ -274,18 +275,22 @@ class SeededItems(Dataset[Any]):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+        indices = [index for index, _ in keys]
+        read = getattr(self.dataset, "__getitems__", None)
         with torch.random.fork_rng(devices=[]):
             # the CPU generator alone: torch.manual_seed also seeds every accelerator's
-            # generators, at about 2 ms a call, more than reading the item
-            torch.default_generator.manual_seed(seed)
-            return self.dataset[index]
+            # generators, at about 2 ms a call
+            torch.default_generator.manual_seed(keys[0][1])
+            return read(indices) if callable(read) else [self.dataset[index] for index in indices]
 
 
 def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffle: bool,
                 generator: torch.Generator | None = None, persistent: bool = False) -> DataLoader:
-    """A DataLoader with the trial's workers, pinned memory on CUDA. Shuffled: every item is
-    seeded from `generator` (see `SeededSampler`). `persistent` keeps the workers between
+    """A DataLoader with the trial's workers, pinned memory on CUDA. Shuffled: every batch is
+    seeded from `generator` (see `SeededSampler` and `SeededItems`). `persistent` keeps the workers between
     epochs (a loader that is iterated again)."""
     if shuffle:
         dataset = SeededItems(dataset)

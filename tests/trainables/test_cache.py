@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import threading
 from pathlib import Path
@@ -21,9 +22,9 @@ from trainables.loop import SeededItems
 
 
 def _items(dataset: Any, seeds: bool = False) -> list[Any]:
-    if seeds:
-        dataset = SeededItems(dataset)
-        return [dataset[(i, 1000 + i)] for i in range(len(dataset))]
+    if seeds:  # as the training loader reads them: batches of (index, seed) keys
+        dataset, keys = SeededItems(dataset), [(i, 1000 + i) for i in range(len(dataset))]
+        return [item for start in range(0, len(keys), 4) for item in dataset.__getitems__(keys[start:start + 4])]
     return [dataset[i] for i in range(len(dataset))]
 
 
@@ -47,6 +48,20 @@ def test_cached_items_equal_the_decoded_ones(tmp_path: Path) -> None:
     assert isinstance(test, CachedImageDataset) and _same(_items(test), _items(plain.test))
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")) == [
         ".json", ".json", ".lock", ".lock", ".npy", ".npy"]  # train and test, nothing half-written
+
+
+def test_a_batch_read_at_once_draws_the_crop_boxes_the_decoded_read_draws(tmp_path: Path) -> None:
+    # The cache reads a batch's pixels in one go; with several crop boxes an image, the random
+    # picks must still be those of the plain dataset, item by item.
+    samples = READERS["cub"](fx.write_cub(tmp_path / "data", per_class=4)).train
+    boxes = tuple((float(k), float(k), 40.0 + k, 40.0 + k) for k in range(5))
+    samples = [dataclasses.replace(s, crops=boxes, crops_frame=(64.0, 64.0)) for s in samples]
+    path = ensure_cache(samples, 16, tmp_path / "c", "cub-train")
+    assert path is not None
+    cached = _items(CachedImageDataset(path, samples, 16, random_crop_box=True), seeds=True)
+    plain = _items(ImageFileDataset(samples, 16, random_crop_box=True), seeds=True)
+    assert _same(cached, plain)
+    assert len({tuple(item[2].tolist()) for item in cached}) > 1  # the picks differ between items
 
 
 def test_a_cache_is_built_once_by_one_of_many_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

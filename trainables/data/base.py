@@ -103,6 +103,12 @@ class ImageFileDataset(Dataset[tuple[Tensor, int, Tensor]]):
         image, width, height = self._pixels(index)
         return image, sample.label, self._box(sample, width, height)
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int, Tensor]]:
+        """A batch's items, in order (the DataLoader reads batches this way). Crop boxes are drawn
+        in this order, so a `CachedImageDataset`, which reads a batch's pixels at once, makes the
+        same items."""
+        return [self[index] for index in indices]
+
     def _pixels(self, index: int) -> tuple[Tensor, int, int]:
         """The resized image, uint8 (3, S, S), and its own width and height before the resize."""
         pixels, (width, height) = decode_resized(self.samples[index].path, self.image_size)

@@ -155,8 +155,18 @@ class CachedImageDataset(ImageFileDataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_images": None}
 
-    def _pixels(self, index: int) -> tuple[Tensor, int, int]:
+    def _mapped(self) -> np.ndarray:
         if self._images is None:
             self._images = np.load(self.path, mmap_mode="r")
+        return self._images
+
+    def _pixels(self, index: int) -> tuple[Tensor, int, int]:
         width, height = self.sizes[index]
-        return torch.from_numpy(np.array(self._images[index])).permute(2, 0, 1), width, height
+        return torch.from_numpy(np.array(self._mapped()[index])).permute(2, 0, 1), width, height
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int, Tensor]]:
+        """A batch's items with their pixels read from the file in one go (one copy for the
+        batch, not one an image); boxes drawn in order, as `ImageFileDataset.__getitems__`."""
+        pixels = torch.from_numpy(self._mapped()[np.asarray(indices)]).permute(0, 3, 1, 2)
+        return [(pixels[i], self.samples[index].label, self._box(self.samples[index], *self.sizes[index]))
+                for i, index in enumerate(indices)]
