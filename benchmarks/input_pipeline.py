@@ -12,7 +12,9 @@ Delivered means the batch as the DataLoader hands it over (uint8 since the cache
 to the device; the training loop then converts, augments and normalises it on the device, whose
 rate on this CPU is measured apart (`prepare`: what a CPU-only trial pays on top).
 
-at 0, 1 and 2 DataLoader workers; and, for scale, the paper-size train step's images per
+at 0, 1 and 2 DataLoader workers (`workers`: the trial's num_workers; `loader_workers`: those
+its loader starts, none for the cache, whose batches are read in the trial's process, since
+handing them over from a worker costs more than reading them); and, for scale, the paper-size train step's images per
 second on this CPU (VGG-19 with the add-on, 448/224, T = 10, batch 2). The GPU rate the
 pipeline must beat is the one `make gpu-check` measured (benchmarks/results/gpu_check).
 
@@ -100,7 +102,7 @@ def pipeline_rows(root: Path, workers: list[int], image_size: int, device: str, 
         cfg = TrialConfig.from_dict({**base, "image_cache": "off"})
         data = build_datasets(cfg)
         loader = make_loader(data.train, cfg, torch.device(device), True, torch.Generator().manual_seed(0))
-        row("pil", n, *_epoch(loader, device))
+        row("pil", n, *_epoch(loader, device), loader_workers=loader.num_workers)
         folder = cache_root / f"workers{n}"  # a cold cache for each worker count
         cfg = TrialConfig.from_dict({**base, "image_cache": str(folder)})
         start = time.perf_counter()
@@ -110,8 +112,8 @@ def pipeline_rows(root: Path, workers: list[int], image_size: int, device: str, 
                              persistent=True)
         images, seconds = _epoch(loader, device)
         row("cache_cold", n, images, built + seconds, build_seconds=round(built, 2),
-            cache_bytes=sum(p.stat().st_size for p in folder.glob("*.npy")))
-        row("cache_warm", n, *_epoch(loader, device))
+            cache_bytes=sum(p.stat().st_size for p in folder.glob("*.npy")), loader_workers=loader.num_workers)
+        row("cache_warm", n, *_epoch(loader, device), loader_workers=loader.num_workers)
     return rows
 
 

@@ -9,10 +9,13 @@ scheduler, epoch and RNG states).
 A trial's DataLoaders are built once and keep their worker processes between epochs. They
 hand out uint8 images; each batch is converted, augmented and normalised on the trial's device
 (`trainables.data.augment.Prepare`), with random numbers from torch's generator in this
-process. Each training item is read with its own seed (a random crop box where a box file gives
-several), picked here by the sampler. So an epoch's shuffling and augmentation are the same
-whatever the number of workers and whatever ran before (a resumed trial may change
-`num_workers`).
+process. Each training batch is read under its own seed (a random crop box where a box file
+gives several), picked here by the sampler. So an epoch's shuffling and augmentation are the
+same whatever the number of workers and whatever ran before (a resumed trial may change
+`num_workers`). Images already decoded in memory (the image cache's mapped file, the synthetic
+set) are read in this process whatever `num_workers` says: workers would have nothing to decode,
+and handing a batch over from a worker costs more than reading it from memory
+(benchmarks/input_pipeline).
 
 The training step does not wait for the GPU: loss, accuracy and the non-finite check stay on
 the device and are read every `CHECK_EVERY` steps. With fp16's GradScaler a non-finite loss
@@ -287,11 +290,24 @@ class SeededItems(Dataset[Any]):
             return read(indices) if callable(read) else [self.dataset[index] for index in indices]
 
 
+def decoded(dataset: Dataset) -> bool:
+    """Whether a dataset (or the one a Subset or SeededItems reads) hands out images already
+    decoded in memory (`decoded = True` on its class)."""
+    while not getattr(dataset, "decoded", False):
+        inner = getattr(dataset, "dataset", None)
+        if inner is None:
+            return False
+        dataset = inner
+    return True
+
+
 def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffle: bool,
                 generator: torch.Generator | None = None, persistent: bool = False) -> DataLoader:
-    """A DataLoader with the trial's workers, pinned memory on CUDA. Shuffled: every batch is
-    seeded from `generator` (see `SeededSampler` and `SeededItems`). `persistent` keeps the workers between
-    epochs (a loader that is iterated again)."""
+    """A DataLoader with the trial's workers (none for images decoded in memory: `decoded`),
+    pinned memory on CUDA. Shuffled: every batch is seeded from `generator` (see `SeededSampler`
+    and `SeededItems`). `persistent` keeps the workers between epochs (a loader that is iterated
+    again)."""
+    workers = 0 if decoded(dataset) else cfg.num_workers
     if shuffle:
         dataset = SeededItems(dataset)
         sampler: Sampler[Any] | None = SeededSampler(len(dataset), True, generator or torch.Generator())
@@ -301,9 +317,9 @@ def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffl
         dataset,
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=persistent and cfg.num_workers > 0,
+        persistent_workers=persistent and workers > 0,
         # the workers' own seeds come from this one, not from `generator` or torch's: a loader
         # that starts its workers again (a resumed trial) draws no more than one that did not
         generator=torch.Generator().manual_seed(0),

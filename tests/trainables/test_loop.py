@@ -16,7 +16,15 @@ from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import ConfigError
 from trainables.data.augment import AUGMENTATIONS, get_augmentation
 from trainables.data.build import DataSplits, build_datasets
-from trainables.loop import NonFiniteLossError, SeededItems, SeededSampler, fit, setup_trial, train_one_epoch
+from trainables.loop import (
+    NonFiniteLossError,
+    SeededItems,
+    SeededSampler,
+    fit,
+    make_loader,
+    setup_trial,
+    train_one_epoch,
+)
 
 TIMING = ("epoch_seconds", "images_per_second", "val_seconds")
 
@@ -42,8 +50,10 @@ def test_epoch_metrics_have_the_documented_keys() -> None:
 
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "step", "milestones": [1], "optimizer": "sgd",
                                             "augment": "flip_crop", "refine": "zoom"},
-                                       {"augment": "flip_crop", "num_workers": 1}])
+                                       {"augment": "flip_crop", "num_workers": 1, "on_disk": True}])
 def test_resume_equals_an_uninterrupted_run(overrides: dict[str, Any], tmp_path: Path) -> None:
+    if overrides.pop("on_disk", False):  # images decoded by the worker (synthetic ones are read in memory)
+        overrides.update(_jpegs(tmp_path))
     cfg = tiny_config(epochs=3, device="cpu", **overrides)  # exact equality: the CPU contract
     straight, _ = _run(cfg)
     first, states = _run_until(cfg, 2)
@@ -160,10 +170,29 @@ def test_every_augmentation_pickles() -> None:
         assert pickle.loads(pickle.dumps(get_augmentation(name))) == get_augmentation(name)
 
 
-def test_the_numbers_do_not_depend_on_the_number_of_workers() -> None:
-    cfg = tiny_config(epochs=2, augment="flip_crop", device="cpu")
+def _jpegs(tmp_path: Path) -> dict[str, Any]:
+    """Config keys of a small on-disk dataset read the plain way (decoded in the loader's workers)."""
+    from tests.trainables import formats_fixtures as fx
+
+    fx.write_cub(tmp_path / "data", per_class=8)
+    return {"dataset": "cub", "data_dir": str(tmp_path / "data"), "val_fraction": 0.25, "image_cache": "off"}
+
+
+def test_the_numbers_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=2, augment="flip_crop", device="cpu", **_jpegs(tmp_path))
     by_workers = [_run(tiny_config(**{**cfg.to_dict(), "num_workers": n}))[0] for n in (0, 2)]
     assert by_workers[0] == by_workers[1]
+
+
+def test_images_decoded_in_memory_are_read_without_workers(tmp_path: Path) -> None:
+    # Workers would only copy the cache's (or the synthetic set's) batches between processes.
+    on_disk = {**_jpegs(tmp_path), "num_workers": 2}
+    for overrides, workers in (({"num_workers": 2}, 0), ({**on_disk, "image_cache": str(tmp_path / "c")}, 0),
+                               (on_disk, 2)):
+        cfg = tiny_config(**overrides)
+        data = build_datasets(cfg)
+        assert make_loader(data.train, cfg, torch.device("cpu"), True).num_workers == workers
+        assert make_loader(data.val, cfg, torch.device("cpu"), False).num_workers == workers
 
 
 def test_training_items_load_in_spawned_workers() -> None:

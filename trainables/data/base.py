@@ -130,6 +130,8 @@ class ImageFileDataset(Dataset[tuple[Tensor, int, Tensor]]):
 class ArrayDataset(Dataset[tuple[Tensor, int, Tensor]]):
     """Images held in memory as uint8 (N, H, W, 3) arrays (the synthetic dataset)."""
 
+    decoded = True  # read in the trial's process (trainables.loop.make_loader)
+
     def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | None) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # a view, no copy
         self._labels = labels.astype(np.int64)

@@ -142,6 +142,8 @@ class CachedImageDataset(ImageFileDataset):
     items, without decoding. The file is mapped in each process on first use, so the dataset
     pickles small (DataLoader workers, spawn included)."""
 
+    decoded = True  # read in the trial's process (trainables.loop.make_loader)
+
     def __init__(self, path: Path, samples: Sequence[Sample], image_size: int, random_crop_box: bool = False) -> None:
         super().__init__(samples, image_size, random_crop_box)
         self.path = path
