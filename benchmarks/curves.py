@@ -1,0 +1,271 @@
+"""The RRA curve table: real learning curves of the ablation space, recorded once and replayed
+by the search benchmarks many times (as NAS-Bench-201, LCBench or Syne Tune's blackbox
+repository do for other models).
+
+    python -m benchmarks.curves record [--configs 200] [--seeds 2] [--jobs 2] [--work DIR]
+    python -m benchmarks.curves write  [--work DIR] [--out benchmarks/data/rra_curves.parquet]
+    python -m benchmarks.curves show   [--table benchmarks/data/rra_curves.parquet]
+
+`record` trains every configuration of the table to the full budget with each seed, in `--jobs`
+processes of one thread each, with the trial code itself (`trainables.loop.fit`, no Ray): the
+configurations are a scrambled Sobol sequence over the space's parameters (recursion steps, crop
+scale, temperature where T > 1), the global-only baseline and the paper's point. It is
+resumable: every finished run is one line of DIR/runs.jsonl (DIR defaults to a folder under the
+system's temporary folder, never the source tree), and a run that did not finish is trained
+again; run it in the background and run it again after an interruption.
+
+`write` turns the runs into one Parquet file, a row per (configuration, seed, epoch), with the
+command, the space, the machine and the library versions in its metadata (key `rra_curves`).
+`show` prints what the table shows: the spread of final accuracies, the RRA gain over the
+global-only baseline, how much the crop scale matters, and how often curves cross (the rank
+correlation between each epoch's ranking and the final one).
+
+The space is benchmarks/spaces/efficiency.yaml: the ablation space on a smaller synthetic set
+(6 classes, 9 epochs), so the table records in one to two hours on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
+TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
+METADATA_KEY = b"rra_curves"
+# per-epoch metrics kept in the table
+METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",
+           "epoch_seconds", "val_seconds")
+PARAMETERS = ("recursion_steps", "crop_scale", "attention_temperature")
+
+
+def default_work() -> Path:
+    return Path(tempfile.gettempdir()) / "rra-curves"
+
+
+def configurations(count: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The table's configurations by name: `count` Sobol points over the space's parameters (the
+    temperature only where recursion_steps > 1, as the space samples it), the paper's point and
+    the global-only baseline."""
+    from scipy.stats import qmc
+
+    points = qmc.Sobol(d=3, scramble=True, seed=seed).random(count)
+    configs: dict[str, dict[str, Any]] = {
+        "global_only": {"local_stream": False},
+        "paper": {"recursion_steps": 10, "crop_scale": 0.25, "attention_temperature": 1.0},
+    }
+    for i, (u_steps, u_crop, u_temp) in enumerate(points):
+        steps = 1 + min(9, int(u_steps * 10))
+        values: dict[str, Any] = {"recursion_steps": steps, "crop_scale": round(0.2 + 0.8 * float(u_crop), 4)}
+        if steps > 1:
+            values["attention_temperature"] = round(10 ** (-1 + 2 * float(u_temp)), 4)
+        configs[f"c{i:03d}"] = values
+    return configs
+
+
+def _space() -> Any:
+    from study.spaces import load_space
+
+    return load_space(str(SPACE))
+
+
+@functools.cache
+def _data(config: str) -> Any:
+    """The table's datasets (a trial config as JSON), built once per worker process: every run
+    reads the same images (the synthetic set and the validation split do not depend on the
+    training seed)."""
+    from trainables.config import TrialConfig
+    from trainables.data.build import build_datasets
+
+    return build_datasets(TrialConfig.from_dict(json.loads(config)))
+
+
+def _train(name: str, values: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One run to the full budget, in a worker process: its per-epoch metrics."""
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.loop import fit
+
+    torch.set_num_threads(1)
+    space = _space()
+    cfg = TrialConfig.from_dict({**space.trial_config(values), "seed": seed, "threads": 1})
+    data = _data(json.dumps(space.trial_config({}), sort_keys=True))
+    epochs: list[dict[str, float]] = []
+    start = time.perf_counter()
+    fit(cfg, lambda metrics, _state: epochs.append({k: float(metrics[k]) for k in METRICS}), data=data)
+    return {"config": name, "seed": seed, "values": values, "epochs": epochs,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _done(runs: Path) -> set[tuple[str, int]]:
+    if not runs.is_file():
+        return set()
+    done = set()
+    for line in runs.read_text().splitlines():
+        if line.strip():
+            run = json.loads(line)
+            done.add((run["config"], run["seed"]))
+    return done
+
+
+def _append(runs: Path, run: dict[str, Any]) -> None:
+    with runs.open("a") as sink:
+        fcntl.flock(sink, fcntl.LOCK_EX)
+        sink.write(json.dumps(run) + "\n")
+
+
+def record(count: int, seeds: int, jobs: int, work: Path) -> None:
+    """Trains every (configuration, seed) not yet in work/runs.jsonl."""
+    work.mkdir(parents=True, exist_ok=True)
+    runs = work / "runs.jsonl"
+    plan = {"configs": count, "seeds": seeds, "space": str(SPACE.name)}
+    plan_file = work / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != plan:
+        raise SystemExit(f"{work} holds runs of another plan ({plan_file.read_text().strip()}); "
+                         "pass another --work or the same --configs and --seeds")
+    plan_file.write_text(json.dumps(plan) + "\n")
+    configs = configurations(count)
+    done = _done(runs)
+    todo = [(name, values, seed) for seed in range(seeds) for name, values in configs.items()
+            if (name, seed) not in done]
+    print(f"{len(done)} runs recorded, {len(todo)} to go, {jobs} at a time; runs in {runs}", flush=True)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        pending: set[Future[dict[str, Any]]] = set()
+        queue = list(todo)
+        finished = 0
+        while queue or pending:
+            while queue and len(pending) < jobs:
+                pending.add(pool.submit(_train, *queue.pop(0)))
+            ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in ready:
+                run = future.result()
+                _append(runs, run)
+                finished += 1
+                rate = (time.perf_counter() - start) / finished
+                print(f"{run['config']} seed {run['seed']}: final val_acc {run['epochs'][-1]['val_acc']:.3f} "
+                      f"in {run['seconds']:.0f} s; {len(todo) - finished} to go, about "
+                      f"{rate * (len(todo) - finished) / 60:.0f} min", flush=True)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pyarrow
+    import torch
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__}
+
+
+def write(work: Path, out: Path, command: str) -> Path:
+    """The Parquet table of the runs in work/runs.jsonl: a row per (config, seed, epoch)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.machine import machine
+
+    runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
+    plan = json.loads((work / "plan.json").read_text())
+    rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS)}
+    for run in sorted(runs, key=lambda r: (r["config"], r["seed"])):
+        values = run["values"]
+        for epoch, metrics in enumerate(run["epochs"], 1):
+            rows["config"].append(run["config"])
+            rows["seed"].append(run["seed"])
+            rows["epoch"].append(epoch)
+            rows["local_stream"].append(values.get("local_stream", True))
+            for key in PARAMETERS:
+                rows[key].append(values.get(key))
+            for key in METRICS:
+                rows[key].append(metrics[key])
+    table = pa.table(rows)
+    meta = {"command": command, "plan": plan, "space": _space().to_raw(), "machine": machine(),
+            "versions": _versions(), "recorded_runs": len(runs),
+            "train_seconds": round(sum(r["seconds"] for r in runs), 1)}
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out, compression="zstd")
+    return out
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+
+
+def show(path: Path) -> dict[str, Any]:
+    """What the table shows: final accuracies, the gain over global-only, the crop scale's
+    effect, how far each epoch's ranking is from the final one."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    frame = pd.read_parquet(path)
+    last = int(frame["epoch"].max())
+    mean = frame.groupby(["config", "epoch"])["val_acc"].mean().unstack("epoch")
+    final = mean[last]
+    sampled = final.drop(index=["global_only"])
+    params = frame.drop_duplicates("config").set_index("config")
+    seeds = frame[frame["epoch"] == last].pivot(index="config", columns="seed", values="val_acc")
+    crop = params.loc[sampled.index, "crop_scale"]
+    out = {
+        "configs": len(final), "seeds": int(frame["seed"].nunique()), "epochs": last,
+        "final_val_acc": {"best": round(float(final.max()), 4), "median": round(float(sampled.median()), 4),
+                          "worst": round(float(sampled.min()), 4), "best_config": str(final.idxmax())},
+        "global_only": round(float(final["global_only"]), 4),
+        "rra_gain_points": round(100 * float(final.max() - final["global_only"]), 1),
+        "seed_noise_points": (round(100 * float((seeds[0] - seeds[1]).abs().median()), 2)
+                              if seeds.shape[1] > 1 else None),
+        "crop_scale_spearman_with_final": round(float(spearmanr(crop, sampled).statistic), 3),
+        "final_by_crop_scale": {f"{lo:.1f}-{lo + 0.2:.1f}":
+                                round(float(sampled[(crop >= lo) & (crop < lo + 0.2)].mean()), 4)
+                                for lo in (0.2, 0.4, 0.6, 0.8)},
+        "rank_correlation_with_final": {int(e): round(float(spearmanr(mean[e], final).statistic), 3)
+                                        for e in mean.columns if e < last},
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="train the table's runs (resumable)")
+    rec.add_argument("--configs", type=int, default=200,
+                     help="Sobol configurations, besides the paper's and global-only")
+    rec.add_argument("--seeds", type=int, default=2)
+    rec.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="runs at a time, one thread each")
+    rec.add_argument("--work", type=Path, default=default_work())
+    wr = sub.add_parser("write", help="write the Parquet table from the runs recorded")
+    wr.add_argument("--work", type=Path, default=default_work())
+    wr.add_argument("--out", type=Path, default=TABLE)
+    sh = sub.add_parser("show", help="print what the table shows")
+    sh.add_argument("--table", type=Path, default=TABLE)
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        if args.configs < 1 or args.seeds < 1 or args.jobs < 1:
+            parser.error("--configs, --seeds and --jobs must be at least 1")
+        record(args.configs, args.seeds, args.jobs, args.work)
+    elif args.command == "write":
+        if not (args.work / "runs.jsonl").is_file():
+            parser.error(f"no runs recorded in {args.work}; run `python -m benchmarks.curves record` first")
+        plan = json.loads((args.work / "plan.json").read_text())
+        command = f"python -m benchmarks.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
+        print(write(args.work, args.out, command))
+    else:
+        if not args.table.is_file():
+            parser.error(f"no table at {args.table}")
+        print(json.dumps(show(args.table), indent=2))
+
+
+if __name__ == "__main__":
+    main()
