@@ -1,111 +1,233 @@
-"""How many training epochs each search method spends before it finds a good configuration.
+"""How many epochs each search method spends before it recommends a good RRA configuration,
+replayed on the RRA curve table (benchmarks/data/rra_curves.parquet, `python -m benchmarks.curves`).
 
-Methods, each over several sampler seeds on the same synthetic data (benchmarks/spaces/
-efficiency.yaml, real trainable, real local Ray):
+Every method runs the real study (`study.cli.run_study`: its searcher, its policy's scheduler,
+Tune's storage, MLflow) with the replay trainable (`--trainable replay --replay-table`): a
+trial reports the recorded curve of the table's configuration nearest to its own (one of that
+configuration's seeds; see trainables.curve_table), at `--epoch-s` seconds an epoch. Methods:
 
-- random: random search, every trial to the full budget (no early stopping), 14 trials;
-- stock: Optuna TPE through Ray's stock OptunaSearch, with ASHA (ASHA-stopped trials reach
-  Optuna as COMPLETE with their early values), 42 trials;
-- ours: Optuna TPE through this project's searcher, with ASHA (stopped trials PRUNED with their
-  per-epoch values, only full-budget trials COMPLETE), 42 trials.
+- random_fifo: random search, every trial to max_t;
+- random_asha: random search, ASHA;
+- stock_asha: Optuna TPE through Ray's stock OptunaSearch (stopped trials reach it as COMPLETE), ASHA;
+- tpe_asha: the project's TPE (stopped trials PRUNED), ASHA;
+- tpe_hyperband: the project's TPE, ASHA with Hyperband's brackets drawn uniformly;
+- tpe_adaptive: the project's TPE, brackets drawn by measured rank agreement (study.policies.adaptive).
 
-A configuration counts as found when a trial that ran to the full budget ends within
-`--tolerance` (1 point) of the best full-budget validation accuracy any run found. Epochs are
-counted over all trials, in the order they were trained; a run that never finds one is
-reported with all its epochs and `found: false`.
+Scoring, at every epoch spent (results in the order they were reported, over the whole study):
+the incumbent is the trial that has reached max_t with the best observed final accuracy so far
+(what a user would pick); its regret is the table's best true accuracy minus the incumbent's
+true accuracy, in points, where a configuration's true accuracy is its mean final validation
+accuracy over the table's seeds. Before any trial reaches max_t the regret is the table's worst
+(best minus worst configuration). Every method is scored over the same epoch budget
+(`--budget`), the run's sampled trials being enough to spend it.
 
-    python -m benchmarks.search_efficiency [--seeds 3]
+    python -m benchmarks.search_efficiency [--seeds 20] [--budget 270] [--methods ...] [--work DIR]
 
-Writes benchmarks/results/search_efficiency.json.
+Resumable: each (method, seed) study's timeline is saved in DIR (default: a folder under the
+system's temporary folder) and not run again. Writes benchmarks/results/search_efficiency.json
+and search_efficiency.png (regret against epochs spent: median and quartiles over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.study_utilisation import trial_rows
-from study.cli import run_study
-from study.options import StudyOptions
+from benchmarks.curves import TABLE
+from benchmarks.machine import machine
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
-# method: (searcher, scheduler, sampled trials). ASHA spends about a third of the epochs per
-# trial that running every trial to the end does, so the ASHA methods get three times the
-# trials: every method then spends a similar number of epochs in all.
-METHODS = {"random": ("random", "fifo", 14), "stock": ("optuna-stock", "asha", 42), "ours": ("optuna", "asha", 42)}
+RESULTS = Path("benchmarks/results")
+# method: (searcher, policy)
+METHODS = {
+    "random_fifo": ("random", "fifo"),
+    "random_asha": ("random", "asha"),
+    "stock_asha": ("optuna-stock", "asha"),
+    "tpe_asha": ("optuna", "asha"),
+    "tpe_hyperband": ("optuna", "hyperband"),
+    "tpe_adaptive": ("optuna", "adaptive"),
+}
+TOLERANCE_POINTS = 1.0
 
 
-def timeline(folder: Path, max_epochs: int) -> list[tuple[int, float | None]]:
-    """(epochs spent so far, full-budget value or None) for every epoch trained, in time order."""
-    rows = sorted((r for rows in trial_rows(folder) for r in rows), key=lambda r: r["timestamp"])
-    out = []
-    for spent, row in enumerate(rows, 1):
-        out.append((spent, row["val_acc"] if row["epoch"] >= max_epochs else None))
+def samples_for(policy: str, budget: int, max_epochs: int) -> int:
+    """Sampled trials that spend at least `budget` epochs under `policy` (ASHA's first bracket
+    costs about a quarter of max_t a trial; the others more)."""
+    per_trial = max_epochs if policy == "fifo" else max(1.0, max_epochs / 4)
+    return math.ceil(budget / per_trial) + 2
+
+
+def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
+    """Every result of a replayed study in the order it was reported: the trial, its epoch, its
+    observed value, and its configuration's true accuracy in the table."""
+    rows = []
+    for result in sorted(tune_path.glob("*/result.json")):
+        for line in result.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.append(row)
+    rows.sort(key=lambda r: r["wall_time"])
+    out, truth = [], {}
+    for row in rows:
+        trial = row["trial_id"]
+        if trial not in truth:
+            from trainables.config import TrialConfig, settings
+
+            cfg = TrialConfig.from_dict(settings(row["config"]))
+            truth[trial] = table.true_final(table.match(cfg.to_dict(), cfg.seed).config)
+        out.append({"trial": trial, "epoch": int(row["epoch"]), "val_acc": float(row["val_acc"]),
+                    "true": truth[trial], "full": int(row["epoch"]) >= max_epochs})
     return out
 
 
-def epochs_to(line: list[tuple[int, float | None]], target: float) -> tuple[int, bool]:
-    """Epochs spent until a full-budget value reaches the target (or all, when none does)."""
-    for spent, value in line:
-        if value is not None and value >= target:
-            return spent, True
-    return (line[-1][0] if line else 0), False
+def regret_curve(line: list[dict[str, Any]], best: float, worst: float, budget: int) -> list[float]:
+    """Regret in points after each of the first `budget` epochs spent (the last value repeats
+    when a study spent fewer)."""
+    regret, incumbent, out = 100 * (best - worst), -math.inf, []
+    for row in line[:budget]:
+        if row["full"] and row["val_acc"] > incumbent:
+            incumbent, regret = row["val_acc"], 100 * (best - row["true"])
+        out.append(regret)
+    return out + [out[-1] if out else 100 * (best - worst)] * (budget - len(out))
 
 
-def run(seeds: int, tolerance: float, cpus: int) -> dict[str, Any]:
-    """Runs every method for every seed, then scores them against the best value found."""
-    work = Path(tempfile.mkdtemp(prefix="eff-"))
-    lines: dict[str, list[list[tuple[int, float | None]]]] = {m: [] for m in METHODS}
+def epochs_to(curve: list[float], tolerance: float) -> int | None:
+    """The first epoch spent at which the regret is within `tolerance` points (None: never)."""
+    return next((i + 1 for i, r in enumerate(curve) if r <= tolerance), None)
+
+
+def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Path, work: Path, cpus: int) -> Path:
+    """One replayed study; its timeline saved as work/METHOD-SEED.json."""
+    from study.cli import run_study
+    from study.options import StudyOptions
+    from trainables.curve_table import load
+
+    out = work / f"{method}-{seed}.json"
+    if out.is_file():
+        return out
+    searcher, policy = METHODS[method]
+    max_epochs = load(str(table_path)).epochs  # the study runs as long as the table's curves
+    runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
     try:
-        for seed in range(seeds):
-            for method, (searcher, scheduler, samples) in METHODS.items():
-                opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(work / "runs"), seed=seed,
-                                    num_cpus=cpus, baselines=False, evaluate_test=False, verbose=0, report=False,
-                                    searcher=searcher, policy=scheduler, num_samples=samples,
-                                    tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
-                summary = run_study(opts)
-                line = timeline(Path(summary["tune_path"]), summary["max_epochs"])
-                lines[method].append(line)
-                best = max((v for _, v in line if v is not None), default=None)
-                print(f"seed {seed} {method}: {line[-1][0]} epochs, best full-budget val_acc {best}", flush=True)
+        opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, num_cpus=cpus,
+                            cpus_per_trial=0.25, baselines=False, evaluate_test=False, verbose=0, report=False,
+                            searcher=searcher, policy=policy, num_samples=samples_for(policy, budget, max_epochs),
+                            max_epochs=max_epochs,
+                            trainable="replay", replay_epoch_s=epoch_s, replay_table=str(table_path),
+                            tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+        start = time.perf_counter()
+        summary = run_study(opts)
+        wall = time.perf_counter() - start
+        line = timeline(Path(summary["tune_path"]), load(str(table_path)), int(summary["max_epochs"]))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    best_found = max(v for runs in lines.values() for line in runs for _, v in line if v is not None)
-    target = best_found - tolerance
-    results: dict[str, Any] = {}
-    for method, runs in lines.items():
-        scored = [epochs_to(line, target) for line in runs]
-        results[method] = {
-            "epochs_to_target": [e for e, _ in scored],
-            "found": [f for _, f in scored],
-            "total_epochs": [line[-1][0] for line in runs],
-            "best_full_budget_val_acc": [max((v for _, v in line if v is not None), default=None) for line in runs],
-            "median_epochs_to_target": statistics.median(e for e, _ in scored),
+        shutil.rmtree(runs, ignore_errors=True)
+    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "line": line}))
+    return out
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return q[0], statistics.median(values), q[2]
+
+
+def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -> dict[str, Any]:
+    finals = {name: table.true_final(name) for name in table.values}
+    sampled = {n: v for n, v in finals.items() if table.values[n]["local_stream"]}
+    best, worst = max(sampled.values()), min(sampled.values())
+    out: dict[str, Any] = {}
+    for method in methods:
+        curves, walls, trials = [], [], []
+        for seed in range(seeds):
+            run = json.loads((work / f"{method}-{seed}.json").read_text())
+            curves.append(regret_curve(run["line"], best, worst, budget))
+            walls.append(run["wall_s"])
+            trials.append(len({r["trial"] for r in run["line"][:budget]}))
+        reach = [epochs_to(c, TOLERANCE_POINTS) for c in curves]
+        never = budget + 1  # a seed that never gets there counts as past the budget
+        grid = sorted({*range(table.epochs, budget + 1, table.epochs), budget})
+        out[method] = {
+            "epochs_to_within_1pt": reach,
+            "median_epochs_to_within_1pt": statistics.median(e if e is not None else never for e in reach),
+            "reached_within_budget": sum(e is not None for e in reach),
+            "final_regret_points": [round(c[-1], 2) for c in curves],
+            "final_regret_quartiles": [round(v, 2) for v in _quartiles([c[-1] for c in curves])],
+            "trials_in_budget_median": statistics.median(trials),
+            "study_wall_s_median": statistics.median(walls),
+            "anytime": {"epochs": grid, "quartiles": [[round(v, 2) for v in _quartiles([c[e - 1] for c in curves])]
+                                                      for e in grid]},
         }
-    ratio = results["ours"]["median_epochs_to_target"] / results["random"]["median_epochs_to_target"]
-    return {"best_found": best_found, "target": target, "tolerance": tolerance, "methods": results,
-            "ours_over_random_median_epochs": round(ratio, 3)}
+    return {"table_best_true_val_acc": round(best, 4), "table_worst_true_val_acc": round(worst, 4), "methods": out}
 
 
-def main() -> None:
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method, result in report["methods"].items():
+        epochs = result["anytime"]["epochs"]
+        q = result["anytime"]["quartiles"]
+        line, = ax.plot(epochs, [v[1] for v in q], label=method)
+        ax.fill_between(epochs, [v[0] for v in q], [v[2] for v in q], color=line.get_color(), alpha=0.12)
+    ax.axhline(TOLERANCE_POINTS, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("epochs spent")
+    ax.set_ylabel("regret, points of val_acc (median, quartiles)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_title(f"Search on the RRA curve table, {report['seeds']} seeds a method")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=270, help="epochs each method is scored over")
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
+    parser.add_argument("--epoch-s", type=float, default=0.0, help="seconds a replayed epoch lasts")
+    parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_efficiency.json"))
-    args = parser.parse_args()
-    report = run(args.seeds, args.tolerance, args.cpus)
-    report["command"] = f"python -m benchmarks.search_efficiency --seeds {args.seeds}"
-    report["space"] = str(SPACE.relative_to(Path.cwd())) if SPACE.is_relative_to(Path.cwd()) else str(SPACE)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-search-efficiency")
+    parser.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
+    args = parser.parse_args(argv)
+    if not args.table.is_file():
+        parser.error(f"no curve table at {args.table}; record one with python -m benchmarks.curves")
+    from trainables.curve_table import CurveTableError, load
+
+    try:
+        table = load(str(args.table))
+    except CurveTableError as err:
+        parser.error(str(err))
+    if args.seeds < 1 or args.budget < table.epochs:
+        parser.error(f"--seeds must be at least 1 and --budget at least one full trial ({table.epochs} epochs)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seeds):
+        for method in args.methods:
+            done = (args.work / f"{method}-{seed}.json").is_file()
+            path = run_one(method, seed, args.budget, args.epoch_s, args.table, args.work, args.cpus)
+            if not done:
+                run = json.loads(path.read_text())
+                print(f"seed {seed} {method}: {len(run['line'])} epochs in {run['wall_s']:.0f} s", flush=True)
+    report = {
+        "command": "python -m benchmarks.search_efficiency " + " ".join(sys.argv[1:] if argv is None else argv),
+        "table": str(args.table), "table_surrogate": table.held_out(), "seeds": args.seeds, "budget": args.budget,
+        "tolerance_points": TOLERANCE_POINTS, "machine": machine(), **score(args.work, args.methods, args.seeds,
+                                                                             args.budget, table)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({m: r["median_epochs_to_target"] for m, r in report["methods"].items()}))
+    plot(report, args.out.with_suffix(".png"))
+    print(json.dumps({m: r["median_epochs_to_within_1pt"] for m, r in report["methods"].items()}))
 
 
 if __name__ == "__main__":

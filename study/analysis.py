@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
 from study.spaces import Parameter, SearchSpace, StudySettings
 
 INACTIVE = "inactive"
-# Below this Spearman correlation between a rung and the final epoch, early stopping is
-# flagged as unreliable; with fewer trials than MIN_TRIALS a statistic is not computed.
-LOW_CORRELATION = 0.5
-MIN_TRIALS = 4
+# Below this rank agreement between a rung and a later one, early stopping is flagged as
+# unreliable; with fewer trials than MIN_TRIALS it is not computed (study.ranking: the adaptive
+# policy reacts to the same measure).
+LOW_CORRELATION = LOW_AGREEMENT
 # Importance from fewer trials than this is noise (PED-ANOVA's top 10% would be one trial).
 MIN_IMPORTANCE_TRIALS = 8
 
@@ -134,17 +135,13 @@ def rung_correlation(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
     """Spearman rank correlation between the metric at each rung and at every later rung,
     over the sampled trials that reached the later one. The column against max_t says whether
     ASHA's early decisions ranked trials as their final accuracy does."""
-    from scipy.stats import spearmanr
-
     rows, metric = searched(table), space.study.metric
     milestones = rungs(space.study)
     out = []
     for i, early in enumerate(milestones[:-1]):
         for late in milestones[i + 1:]:
             pair = pd.concat([at_epoch(rows, early, metric), at_epoch(rows, late, metric)], axis=1).dropna()
-            rho = math.nan
-            if len(pair) >= MIN_TRIALS and pair.iloc[:, 0].nunique() > 1 and pair.iloc[:, 1].nunique() > 1:
-                rho = float(spearmanr(pair.iloc[:, 0], pair.iloc[:, 1]).statistic)
+            rho = rank_agreement(pair.iloc[:, 0].tolist(), pair.iloc[:, 1].tolist())
             out.append({"rung": early, "against": late, "n": len(pair), "spearman": rho})
     return pd.DataFrame(out, columns=["rung", "against", "n", "spearman"])
 

@@ -29,6 +29,7 @@ def resolve(opts: StudyOptions) -> StudyRecord:
         return record.for_resume(opts)
     space = record.resolve_space(opts)
     preflight.check_space(space)
+    preflight.check_replay(opts.settings(), space.study.max_epochs)
     return record.new_record(opts, space)
 
 

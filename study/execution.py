@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from study.keys import NAME, TEST_METRICS
@@ -76,7 +76,8 @@ def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
         from trainables.replay import train_replay
 
         fn = tune.with_parameters(train_replay, checkpoint_epochs=epochs,
-                                  epoch_seconds=float(record.settings.get("replay_epoch_s", 1.0)))
+                                  epoch_seconds=float(record.settings.get("replay_epoch_s", 1.0)),
+                                  table=record.settings.get("replay_table"))
     else:
         from trainables.trainable import train_rra
 
@@ -121,13 +122,20 @@ def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], 
     import ray
 
     res = record.resources
+    extra: dict[str, Any] = {}
+    evaluate: Callable[..., dict[str, float]]
     if record.settings.get("trainable", "rra") == "replay":
-        from trainables.replay import evaluate_replay_checkpoint as evaluate
+        from trainables.replay import evaluate_replay_checkpoint
+
+        evaluate = evaluate_replay_checkpoint
+        extra["table"] = record.settings.get("replay_table")
     else:
-        from trainables.trainable import evaluate_tune_checkpoint as evaluate
+        from trainables.trainable import evaluate_tune_checkpoint
+
+        evaluate = evaluate_tune_checkpoint
 
     task = ray.remote(evaluate).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
-    refs = {trial_id: task.remote(config, checkpoint) for trial_id, (config, checkpoint) in jobs.items()}
+    refs = {trial_id: task.remote(config, checkpoint, **extra) for trial_id, (config, checkpoint) in jobs.items()}
     results = dict(zip(refs, ray.get(list(refs.values())), strict=True))
     return {trial_id: {k: metrics[k] for k in TEST_METRICS} for trial_id, metrics in results.items()}
 

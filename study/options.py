@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from study.policies import POLICIES
 from trainables import names
@@ -20,7 +21,8 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 # repeated with the recorded value, never changed. The others say where or how fast to run.
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
-            "evaluate_test", "checkpoint_every", "trainable", "replay_epoch_s")
+            "evaluate_test", "checkpoint_every", "trainable", "replay_epoch_s",
+            "replay_table")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class StudyOptions:
     confirm_seeds: int = 0
     trainable: str = "rra"
     replay_epoch_s: float = 1.0
+    replay_table: str | None = None
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def settings(self) -> dict[str, object]:
@@ -134,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("search")
     how.add_argument("--seed", type=int, help=f"sampler seed ({_d('seed')})")
     how.add_argument("--policy", "--scheduler", dest="policy", choices=tuple(POLICIES),
-                     help=f"scheduler and the searcher it owns: asha stops weak trials early, fifo runs every "
-                          f"trial to the end ({_d('policy')})")
+                     help=f"scheduler and the searcher it owns: asha stops weak trials early; hyperband: ASHA's "
+                          f"brackets, drawn uniformly; adaptive: brackets drawn by how well each rung's ranking "
+                          f"predicts the next; fifo runs every trial to the end ({_d('policy')})")
     how.add_argument("--searcher", choices=SEARCHER_NAMES,
                      help="optuna: TPE, ASHA-stopped trials PRUNED in Optuna; random; optuna-stock: Ray's "
                           f"OptunaSearch, for comparison ({_d('searcher')})")
@@ -152,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"sleeping --replay-epoch-s per epoch ({_d('trainable')})")
     sim.add_argument("--replay-epoch-s", type=non_negative_float, metavar="S",
                      help=f"seconds per simulated epoch ({_d('replay_epoch_s')})")
+    sim.add_argument("--replay-table", metavar="FILE", type=lambda text: str(Path(text).expanduser().resolve()),
+                     help="replay the recorded curves of a curve table (benchmarks/data/rra_curves.parquet, "
+                          "made by python -m benchmarks.curves) instead of the computed one")
     rep = p.add_argument_group("report (also: python -m study.report --name NAME)")
     rep.add_argument("--no-report", dest="report", action="store_false", help="skip the end-of-study report")
     rep.add_argument("--confirm-seeds", type=non_negative_int, metavar="N",

@@ -66,6 +66,24 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         raise StudyInputError(f"{space.path}: {err}") from None
 
 
+def check_replay(settings: dict[str, Any], max_epochs: int) -> None:
+    """A curve table to replay (--replay-table) is readable and long enough for the study."""
+    table = settings.get("replay_table")
+    if table is None:
+        return
+    if settings.get("trainable") != "replay":
+        raise StudyInputError("--replay-table: replaying a table needs --trainable replay")
+    from trainables.curve_table import CurveTable, CurveTableError
+
+    try:
+        recorded = CurveTable(Path(str(table)))
+    except CurveTableError as err:
+        raise StudyInputError(f"--replay-table: {err}") from None
+    if recorded.epochs < max_epochs:
+        raise StudyInputError(f"--replay-table: {table} records {recorded.epochs} epochs; the study runs up to "
+                              f"{max_epochs} (--max-epochs)")
+
+
 def _is_file(weights: str) -> bool:
     return weights.endswith((".pth", ".pt")) or "/" in weights
 

@@ -8,7 +8,7 @@ by theirs. Ties (common on small validation sets) go to the name, then to the tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from study.keys import ERRORED, SEARCH
@@ -25,6 +25,25 @@ def ranked(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epoc
     candidates = [t for t in trials if t["kind"] == SEARCH and _number(t.get(metric))]
     return sorted(candidates, key=lambda t: (not (int(t["epochs"]) >= max_epochs and t.get("outcome") != ERRORED),
                                              -sign * float(t[metric]), str(t["name"]), str(t["trial_id"])))
+
+
+# The rank agreement between two epochs (the report's early-stopping check and the adaptive
+# policy's trust in a rung are this one measure): Spearman's rho over the trials that reached
+# both, not computed with fewer than MIN_TRIALS of them or when either side is constant.
+MIN_TRIALS = 4
+LOW_AGREEMENT = 0.5  # below this, a rung's ranking is not trusted to predict a later one
+
+
+def rank_agreement(early: Sequence[float], late: Sequence[float]) -> float:
+    """Spearman's rank correlation between the metric of the same trials at an early and a
+    later epoch (NaN with fewer than MIN_TRIALS trials or a constant side)."""
+    if len(early) != len(late):
+        raise ValueError(f"rank_agreement: {len(early)} early values for {len(late)} late ones")
+    if len(early) < MIN_TRIALS or len(set(early)) < 2 or len(set(late)) < 2:
+        return math.nan
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(early, late).statistic)
 
 
 def _number(value: Any) -> bool:

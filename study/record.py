@@ -28,7 +28,7 @@ RUNTIME = ("cpus_per_trial", "gpus_per_trial", "num_cpus", "concurrency", "addre
            "confirm_seeds")
 # Settings of the search itself, recorded as given (the rest of the options are places and resources).
 SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test", "trainable",
-            "replay_epoch_s")
+            "replay_epoch_s", "replay_table")
 
 
 @dataclass(frozen=True)
@@ -256,6 +256,7 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
         "checkpoint_every": space.study.checkpoint_every, "trainable": "rra", "replay_epoch_s": 1.0,
+        "replay_table": None,
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,
         **record.settings,
     }

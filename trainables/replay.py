@@ -60,9 +60,23 @@ def curve(cfg: TrialConfig, epoch: int) -> dict[str, float]:
             "lr": cfg.lr}
 
 
+def replayed(cfg: TrialConfig, epoch: int, table: str | None = None) -> dict[str, float]:
+    """The metrics a replayed trial reports at `epoch`: the table's recorded curve of the
+    configuration nearest to the trial's (and `replay_distance`, how near), or, without a table,
+    the smooth `curve`."""
+    if table is None:
+        return curve(cfg, epoch)
+    from trainables.curve_table import load
+
+    recorded = load(table)
+    match = recorded.match(cfg.to_dict(), cfg.seed)
+    return {**recorded.metrics(match, epoch), "lr": cfg.lr, "replay_distance": match.distance}
+
+
 def train_replay(config: dict[str, Any], checkpoint_epochs: Collection[int] | None = None,
-                 epoch_seconds: float = 1.0) -> None:
-    """Runs one simulated trial under Ray Tune."""
+                 epoch_seconds: float = 1.0, table: str | None = None) -> None:
+    """Runs one simulated trial under Ray Tune: `table`, a recorded curve table's path (see
+    trainables.curve_table), else the smooth curve."""
     from ray import tune
 
     cfg = TrialConfig.from_dict(settings(config))
@@ -77,7 +91,7 @@ def train_replay(config: dict[str, Any], checkpoint_epochs: Collection[int] | No
         start = time.perf_counter()
         time.sleep(epoch_seconds)
         epoch += 1
-        metrics = curve(cfg, epoch)
+        metrics = replayed(cfg, epoch, table)
         best = max(best, metrics["val_acc"])
         metrics.update({"epoch": epoch, "best_val_acc": best, "epoch_seconds": time.perf_counter() - start,
                         "report_wait_s": waited, "wall_time": time.time()})
@@ -91,11 +105,13 @@ def train_replay(config: dict[str, Any], checkpoint_epochs: Collection[int] | No
         waited = time.perf_counter() - sent
 
 
-def evaluate_replay_checkpoint(config: dict[str, Any], checkpoint: Any, split: str = "test") -> dict[str, float]:
-    """The test metrics of a simulated trial: its curve at the checkpoint's epoch."""
+def evaluate_replay_checkpoint(config: dict[str, Any], checkpoint: Any, split: str = "test",
+                               table: str | None = None) -> dict[str, float]:
+    """The test metrics of a simulated trial: its curve at the checkpoint's epoch (a table
+    records no test split: its validation values stand in)."""
     cfg = TrialConfig.from_dict(settings(config))
     with checkpoint.as_directory() as folder:
         epoch = int(json.loads((Path(folder) / STATE_FILE).read_text())["epoch"])
-    values = curve(cfg, epoch)
+    values = replayed(cfg, epoch, table)
     return {f"{split}_acc": values["val_acc"], f"{split}_acc_global": values["val_acc_global"],
             f"{split}_acc_local": values["val_acc_local"], f"{split}_loss": values["val_loss"]}

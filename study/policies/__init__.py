@@ -17,6 +17,8 @@ from types import ModuleType
 POLICIES: dict[str, str] = {
     "asha": "study.policies.asha",
     "fifo": "study.policies.fifo",
+    "hyperband": "study.policies.hyperband",
+    "adaptive": "study.policies.adaptive",
 }
 
 

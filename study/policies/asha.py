@@ -41,15 +41,32 @@ def rung_tables(scheduler: AsyncHyperBandScheduler) -> list[list[tuple[float, di
     return [list(bracket._rungs) for bracket in scheduler._brackets]
 
 
-def _assign(scheduler: AsyncHyperBandScheduler, trial_id: str) -> None:
-    """Puts a trial in its bracket (the same one on every run: chosen from its id)."""
+def _assign(scheduler: AsyncHyperBandScheduler, trial_id: str, index: int | None = None) -> None:
+    """Puts a trial in bracket `index`, by default one chosen from its id (the same one on
+    every run)."""
     brackets = scheduler._brackets
-    digest = int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16)
-    scheduler._trial_info[trial_id] = brackets[digest % len(brackets)]
+    if index is None:
+        index = int(unit_draw(trial_id) * len(brackets))
+    scheduler._trial_info[trial_id] = brackets[index]
+
+
+def bracket_of(scheduler: AsyncHyperBandScheduler, trial_id: str) -> int:
+    """The index of a trial's bracket."""
+    return scheduler._brackets.index(scheduler._trial_info[trial_id])
+
+
+def bracket_cuts(scheduler: AsyncHyperBandScheduler) -> list[list[float]]:
+    """Per bracket, the milestones at which it may stop a trial (below max_t), lowest first."""
+    return [sorted(m for m, _ in rungs if m < scheduler._max_t) for rungs in rung_tables(scheduler)]
 
 
 def _assigned(scheduler: AsyncHyperBandScheduler, trial_id: str) -> bool:
     return trial_id in scheduler._trial_info
+
+
+def unit_draw(trial_id: str) -> float:
+    """A number in [0, 1) fixed by a trial's id."""
+    return int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16) / 2**32
 
 
 # ---------------------------------------------------------------- the rungs, one definition

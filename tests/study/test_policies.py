@@ -12,7 +12,7 @@ import pytest
 
 from study.keys import KIND
 from study.policies import POLICIES, load_policy
-from study.policies.asha import BaselineExemptASHA, milestones, rung_tables, rungs, saved_history
+from study.policies.asha import BaselineExemptASHA, bracket_of, milestones, rung_tables, rungs, saved_history
 from study.spaces import StudySettings
 
 # Each trial's validation accuracy per epoch; ASHA (grace 1, rf 2, max_t 4) decides at 1 and 2.
@@ -136,8 +136,8 @@ def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
         searcher, scheduler = load_policy(name).build(record)
         assert searcher.suggest("t0") is not None and hasattr(scheduler, "on_trial_result")
         assert load_policy(name).rungs(record.space.study)[-1] == record.max_epochs
-    with pytest.raises(ValueError, match="unknown policy 'hyperband'; known: asha, fifo"):
-        load_policy("hyperband")
+    with pytest.raises(ValueError, match="unknown policy 'bohb'; known: asha, fifo, hyperband, adaptive"):
+        load_policy("bohb")
 
 
 @pytest.mark.parametrize(("every", "decisions", "last", "expected"), [
@@ -150,3 +150,52 @@ def test_checkpoint_epochs(every: int, decisions: tuple[int, ...], last: int, ex
     from study.execution import checkpoint_epochs
 
     assert checkpoint_epochs(every, decisions, last) == expected
+
+
+def _adaptive() -> Any:
+    from study.policies.adaptive import scheduler
+
+    adaptive = scheduler(StudySettings(max_epochs=9, grace_period=1, reduction_factor=3), None, None)
+    adaptive.set_search_properties("val_acc", "max")
+    return adaptive
+
+
+def _feed(adaptive: Any, curves: dict[str, list[float]]) -> None:
+    for name, curve in curves.items():
+        trial = SimpleNamespace(trial_id=name, config={})
+        adaptive.on_trial_add(None, trial)
+        for epoch, value in enumerate(curve, 1):
+            adaptive.on_trial_result(None, trial, {"epoch": epoch, "val_acc": value})
+
+
+def test_the_adaptive_policy_has_hyperbands_brackets_and_their_costs() -> None:
+    from study.policies.adaptive import bracket_cost
+
+    adaptive = _adaptive()
+    assert adaptive.cuts == [[1, 3], [3], []]  # the last bracket stops nothing before max_t
+    assert adaptive.costs == pytest.approx([1 + 2 / 3 + 6 / 9, 3 + 6 / 3, 9])
+    assert bracket_cost([2.5], 10, 2) == pytest.approx(3 + 7 / 2)  # judged at the first epoch past 2.5
+    weights = adaptive.bracket_weights()
+    assert sum(weights) == pytest.approx(1) and min(weights) >= 0.1
+
+
+def test_the_adaptive_policy_moves_the_trials_away_from_a_rung_whose_ranking_does_not_hold() -> None:
+    # Twelve curves over 9 epochs. Kept: the order at epoch 1 is the order at every later epoch.
+    # Crossing: the order at epoch 1 is the reverse of the order from epoch 3 on.
+    kept = {f"k{i}": [0.1 + 0.05 * i + 0.02 * e for e in range(9)] for i in range(12)}
+    crossing = {f"x{i}": [0.1 + 0.05 * i] + [0.9 - 0.05 * i + 0.001 * e for e in range(8)] for i in range(12)}
+    ordered, crossed = _adaptive(), _adaptive()
+    _feed(ordered, kept)
+    _feed(crossed, crossing)
+    assert ordered.agreement()[1] == pytest.approx(1.0) and crossed.agreement()[1] == pytest.approx(-1.0)
+    assert crossed.agreement()[3] == pytest.approx(1.0)
+    first, later = ordered.bracket_weights(), crossed.bracket_weights()
+    assert first[0] == max(first)  # ASHA's own bracket is the cheapest that can be trusted
+    assert later[0] == pytest.approx(0.1)  # cut where the ranking reverses: the floor alone
+    assert later[1] == max(later)  # judged at epoch 3, which holds
+    # new trials follow the weights
+    counts = [0, 0, 0]
+    for i in range(300):
+        crossed.on_trial_add(None, SimpleNamespace(trial_id=f"new{i}", config={}))
+        counts[bracket_of(crossed, f"new{i}")] += 1
+    assert counts[1] > counts[2] > counts[0]  # weights 0.55, 0.35, 0.1

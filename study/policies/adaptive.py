@@ -1,0 +1,149 @@
+"""Adaptive ASHA: Hyperband's brackets, with each bracket's share of the trials following how
+far the study's own rungs can be trusted (after Hyper-Tune, Li et al. 2022, in Syne Tune).
+
+Bracket s judges a trial first at grace_period x reduction_factor^s; the last bracket judges
+none before max_t (its trials run to the end, as under FIFO). ASHA alone is the first bracket:
+when learning curves cross at its first rung, it stops the trials that would have ended best.
+
+As results arrive, the policy measures each rung's **agreement**: the rank agreement
+(`study.ranking.rank_agreement`, the measure the report's early-stopping check uses) between
+the metric at that rung and at the next decision epoch (the next rung, or max_t), over the
+trials that reached both. The trials of the later brackets, which are not cut at the early
+rungs, give every rung its pairs. A bracket's **reliability** is the product of the agreements
+of the rungs it cuts at (a negative one counts as 0; one not yet measured, with fewer than
+MIN_TRIALS pairs, as PRIOR). A new trial joins a bracket drawn with weights proportional to
+reliability / (epochs a trial costs in that bracket on average): a bracket that cuts early
+screens more trials per epoch, and is worth it only as far as its cuts keep the right trials.
+Every bracket keeps at least FLOOR of the draw, so its rungs go on being measured.
+
+With curves that keep their order the weight goes to the first bracket (ASHA); with curves
+that cross at the first rung it moves to the brackets that judge later, or not at all. The draw
+is fixed by the trial's id and the weights of the moment; the weights are logged (`weights`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from typing import Any
+
+from ray.tune.schedulers import TrialScheduler
+
+from study.keys import BASELINE, EPOCH, KIND
+from study.policies.asha import (
+    BaselineExemptASHA,
+    History,
+    StopListener,
+    _assign,
+    _assigned,
+    bracket_cuts,
+    rungs,
+    unit_draw,
+)
+from study.ranking import rank_agreement
+from study.spaces import StudySettings
+
+__all__ = ["AdaptiveASHA", "build", "rungs"]
+
+PRIOR = 0.5  # the agreement assumed at a rung before it is measured
+FLOOR = 0.1  # each bracket's least share of the draw
+log = logging.getLogger(__name__)
+
+
+def bracket_cost(cuts: list[float], max_t: int, reduction_factor: float) -> float:
+    """The epochs a trial costs on average in a bracket that keeps 1/reduction_factor of the
+    trials at each cut (judged at the first epoch at or past it)."""
+    cost, kept, start = 0.0, 1.0, 0
+    for cut in cuts:
+        epoch = math.ceil(cut)
+        cost += kept * (epoch - start)
+        kept, start = kept / reduction_factor, epoch
+    return cost + kept * (max_t - start)
+
+
+class AdaptiveASHA(BaselineExemptASHA):
+    """ASHA with `brackets` brackets, drawn by measured reliability per epoch (see the module)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        max_t = int(kwargs["max_t"])
+        self.cuts = bracket_cuts(self)
+        self.decisions = sorted({*(math.ceil(m) for cuts in self.cuts for m in cuts), max_t})
+        self.costs = [bracket_cost(c, max_t, float(kwargs["reduction_factor"])) for c in self.cuts]
+        self.placed = 0
+        self.values: History = {}  # trial id -> {epoch: metric} of every sampled trial
+        self.weights: list[tuple[int, list[float]]] = []  # (trials placed so far, weights), at each change
+
+    def agreement(self) -> dict[int, float]:
+        """Each decision epoch below max_t -> its rank agreement with the next (NaN: unmeasured)."""
+        out = {}
+        for early, late in zip(self.decisions, self.decisions[1:], strict=False):
+            pairs = [(v[early], v[late]) for v in self.values.values() if early in v and late in v]
+            out[early] = rank_agreement([a for a, _ in pairs], [b for _, b in pairs])
+        return out
+
+    def bracket_weights(self) -> list[float]:
+        """The draw's weights over the brackets, summing to 1."""
+        agreement = self.agreement()
+
+        def trust(cut: float) -> float:
+            rho = agreement.get(math.ceil(cut), math.nan)
+            return PRIOR if math.isnan(rho) else max(rho, 0.0)
+
+        raw = [math.prod(trust(c) for c in cuts) / cost for cuts, cost in zip(self.cuts, self.costs, strict=True)]
+        total = sum(raw)
+        share = [r / total if total > 0 else 1 / len(raw) for r in raw]
+        return [FLOOR + (1 - FLOOR * len(share)) * s for s in share]
+
+    def _place(self, trial_id: str) -> None:
+        weights = self.bracket_weights()
+        if not self.weights or self.weights[-1][1] != weights:
+            self.weights.append((self.placed, weights))
+            log.info("adaptive ASHA: bracket weights %s", [round(w, 3) for w in weights])
+        draw = unit_draw(trial_id)
+        index = next((i for i, edge in enumerate(itertools.accumulate(weights)) if draw < edge), len(weights) - 1)
+        _assign(self, trial_id, index)
+        self.placed += 1
+
+    def rebuild(self, history: History) -> int:
+        for trial_id, values in history.items():
+            self.values.setdefault(trial_id, {}).update(values)
+        return super().rebuild(history)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._rebuild_once()
+        if not _assigned(self, trial.trial_id):
+            self._place(trial.trial_id)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if trial.config.get(KIND) == BASELINE:
+            return TrialScheduler.CONTINUE
+        value = result.get(str(self._metric))
+        if value is not None and EPOCH in result:
+            self.values.setdefault(trial.trial_id, {})[int(result[EPOCH])] = float(value)
+        self._rebuild_once()
+        if not _assigned(self, trial.trial_id):
+            self._place(trial.trial_id)
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def brackets(settings: StudySettings) -> int:
+    """As many brackets as the first one has rungs below max_t, plus the one that stops none."""
+    return len([r for r in rungs(settings) if r < settings.max_epochs]) + 1
+
+
+def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> AdaptiveASHA:
+    """The scheduler alone (metric and mode come from TuneConfig)."""
+    return AdaptiveASHA(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
+                        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
+                        brackets=brackets(settings))
+
+
+def build(record: Any) -> tuple[Any, TrialScheduler]:
+    """(searcher, scheduler) of a study: the scheduler tells the searcher what it stops."""
+    from study.searchers import FidelitySearcher, make_searcher
+
+    searcher = make_searcher(record)
+    listener = searcher if isinstance(searcher, FidelitySearcher) else None
+    return searcher, scheduler(record.space.study, listener, record.tune_path)

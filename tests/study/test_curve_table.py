@@ -1,0 +1,132 @@
+"""The RRA curve table and its replay: a table written from recorded runs reads back as it was
+written, a trial replays the recorded curve of the nearest configuration through the real
+study, bad tables are refused before any trial starts, and the search benchmark's machinery
+runs end to end on a small table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import curves
+from trainables.curve_table import CurveTable, coordinates
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 4
+
+
+def _curve(values: dict[str, Any], seed: int) -> list[dict[str, float]]:
+    """A made-up curve: better near crop scale 0.4, crossing curves (large T learns later)."""
+    top = 0.3 if not values.get("local_stream", True) else 0.9 - abs(values["crop_scale"] - 0.4)
+    steps = values.get("recursion_steps", 1)
+    out = []
+    for epoch in range(1, EPOCHS + 1):
+        acc = top * min(1.0, epoch / (1 + steps / 3)) + 0.01 * seed
+        out.append({k: acc for k in ("val_acc", "val_acc_global", "val_acc_local", "train_acc")}
+                   | {k: 1 - acc for k in ("val_loss", "train_loss")} | {"epoch_seconds": 0.1, "val_seconds": 0.01})
+    return out
+
+
+def write_table(folder: Path, configs: int = 12) -> Path:
+    """A small table through `benchmarks.curves.write`, from runs made up in its work folder."""
+    work = folder / "work"
+    work.mkdir(parents=True)
+    (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": 2, "space": "efficiency.yaml"}))
+    with (work / "runs.jsonl").open("w") as sink:
+        for name, values in curves.configurations(configs).items():
+            for seed in (0, 1):
+                sink.write(json.dumps({"config": name, "seed": seed, "values": values, "seconds": 1.0,
+                                       "epochs": _curve(values, seed)}) + "\n")
+    return curves.write(work, folder / "table.parquet", "test")
+
+
+def test_a_written_table_reads_back_and_matches_the_nearest_configuration(tmp_path: Path) -> None:
+    table = CurveTable(write_table(tmp_path))
+    configs = curves.configurations(12)
+    assert table.epochs == EPOCHS and table.seeds == [0, 1] and set(table.values) == set(configs)
+    assert table.metadata["command"] == "test" and table.metadata["recorded_runs"] == 28
+    assert "cpu_model" in table.metadata["machine"] and "torch" in table.metadata["versions"]
+    for name, values in configs.items():
+        match = table.match({"local_stream": True, **values})
+        assert match.config == name and match.distance == 0.0
+        assert table.metrics(match, 2)["val_acc"] == pytest.approx(_curve(values, match.seed)[1]["val_acc"])
+    # off the grid: the nearest recorded configuration, in the scaled coordinates
+    probe = {"recursion_steps": 3, "crop_scale": 0.55, "attention_temperature": 2.0}
+    nearest = min((n for n, v in table.values.items() if v["local_stream"]),
+                  key=lambda n: sum((a - b) ** 2 for a, b in zip(coordinates(probe), coordinates(table.values[n]),
+                                                                  strict=True)))
+    assert table.match(probe).config == nearest and table.match(probe).distance > 0
+    assert table.match({"local_stream": False, "crop_scale": 0.3}).config == "global_only"
+    assert table.true_final("paper") == pytest.approx(sum(_curve(configs["paper"], s)[-1]["val_acc"]
+                                                          for s in (0, 1)) / 2)
+    held = table.held_out()
+    assert held["configs"] == 13 and held["mae_points"] >= 0 and held["seed_noise_points"] == pytest.approx(1.0)
+    shown = curves.show(tmp_path / "table.parquet")
+    assert shown["final_val_acc"]["best_config"] != "global_only"
+    assert shown["rank_correlation_with_final"][1] < 1.0  # the made-up curves cross
+
+
+def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "study.run", "--quiet", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_study_refuses_a_table_it_cannot_replay_before_any_trial(tmp_path: Path) -> None:
+    table = write_table(tmp_path)
+    space = str(curves.SPACE)
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    for args, message in (
+        (["--trainable", "replay", "--replay-table", str(tmp_path / "none.parquet")], "cannot read the curve table"),
+        (["--trainable", "replay", "--replay-table", str(bad)], "cannot read the curve table"),
+        (["--trainable", "replay", "--replay-table", str(table), "--max-epochs", "9"], "records 4 epochs"),
+        (["--replay-table", str(table)], "needs --trainable replay"),
+    ):
+        proc = _study(tmp_path, "--space", space, "--name", "x", *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_a_replayed_study_reports_the_recorded_curves(tmp_path: Path) -> None:
+    # Through the real stack (adaptive policy, TPE, Tune storage, MLflow): every result a trial
+    # reported is the table's value for the configuration nearest to the trial's.
+    table_path = write_table(tmp_path)
+    proc = _study(tmp_path, "--space", str(curves.SPACE), "--name", "rt", "--max-epochs", str(EPOCHS),
+                  "--num-samples", "10", "--trainable", "replay", "--replay-epoch-s", "0",
+                  "--replay-table", str(table_path), "--policy", "adaptive", "--no-test", "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from trainables.config import TrialConfig, settings
+
+    table = CurveTable(table_path)
+    results = list((tmp_path / "runs" / "rt").glob("*/result.json"))
+    assert len(results) == 10
+    for result in results:
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        cfg = TrialConfig.from_dict(settings(rows[0]["config"]))
+        match = table.match(cfg.to_dict(), cfg.seed)
+        assert [r["val_acc"] for r in rows] == [table.metrics(match, r["epoch"])["val_acc"] for r in rows]
+        assert rows[0]["replay_distance"] == pytest.approx(match.distance)
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path) -> None:
+    from benchmarks import search_efficiency
+
+    table = write_table(tmp_path)
+    out = tmp_path / "eff.json"
+    search_efficiency.main(["--seeds", "1", "--budget", "12", "--methods", "random_fifo", "tpe_adaptive",
+                            "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"random_fifo", "tpe_adaptive"}
+    for result in report["methods"].values():
+        assert len(result["final_regret_points"]) == 1 and result["final_regret_points"][0] >= 0
+        assert result["anytime"]["epochs"][-1] == 12
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -1,0 +1,131 @@
+"""Recorded RRA learning curves (benchmarks/data/rra_curves.parquet, made by
+`python -m benchmarks.curves`) as a replayed trial sees them.
+
+A trial's configuration is looked up among the table's configurations: the recorded one of the
+same kind (global-only, or with the local stream) nearest to it, in the space's coordinates
+scaled to [0, 1] (recursion steps, crop scale, log temperature), is the surrogate whose curve
+the trial reports (a nearest-neighbour surrogate, as Syne Tune's blackbox repository uses for
+points off its grid). Which recorded seed it reports is drawn from the trial's values and seed,
+so two trials that land on one configuration may see its two seeds: the table's noise, not a
+made-up one. `CurveTable.held_out` says how good the surrogate is: each configuration's mean
+final accuracy predicted from its nearest other configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc")
+
+
+class CurveTableError(ValueError):
+    """A table that cannot be read, or a study it cannot replay."""
+
+
+def coordinates(values: dict[str, Any]) -> tuple[float, float, float]:
+    """A configuration in [0, 1]^3: recursion steps over 1-10, crop scale over 0.2-1.0,
+    log10 temperature over 0.1-10 (0.5, the middle, where one step makes it moot)."""
+    steps = float(values.get("recursion_steps", 1))
+    temperature = values.get("attention_temperature")
+    temp = 0.5 if steps <= 1 or temperature is None or (isinstance(temperature, float) and math.isnan(temperature)) \
+        else (math.log10(float(temperature)) + 1.0) / 2.0
+    return ((steps - 1.0) / 9.0, (float(values.get("crop_scale", 0.6)) - 0.2) / 0.8, temp)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The recorded configuration a trial replays, and how far it is from the trial's."""
+
+    config: str
+    seed: int
+    distance: float
+
+
+class CurveTable:
+    """The curves of a table file, by (configuration, seed)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:
+            raise CurveTableError(f"cannot read the curve table {path}: {err}") from None
+        missing = {"config", "seed", "epoch", "local_stream", *METRICS} - set(table.column_names)
+        if missing:
+            raise CurveTableError(f"{path} is not a curve table: no column {', '.join(sorted(missing))}")
+        self.path = path
+        self.metadata = json.loads((table.schema.metadata or {}).get(b"rra_curves", b"{}"))
+        rows = table.to_pylist()
+        self.curves: dict[tuple[str, int], list[dict[str, float]]] = {}
+        self.values: dict[str, dict[str, Any]] = {}
+        for row in sorted(rows, key=lambda r: (r["config"], r["seed"], r["epoch"])):
+            self.curves.setdefault((row["config"], row["seed"]), []).append({k: float(row[k]) for k in METRICS})
+            self.values.setdefault(row["config"], {
+                "local_stream": bool(row["local_stream"]),
+                **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")
+                   if row.get(k) is not None}})
+        self.seeds = sorted({seed for _, seed in self.curves})
+        self.epochs = min(len(c) for c in self.curves.values())
+        self._points = {name: coordinates(v) for name, v in self.values.items() if v["local_stream"]}
+
+    def match(self, values: dict[str, Any], seed: int = 0) -> Match:
+        """The recorded configuration nearest to `values` (a trial's config), and a seed of it."""
+        key = json.dumps([sorted((k, values.get(k)) for k in ("local_stream", "recursion_steps", "crop_scale",
+                                                              "attention_temperature")), seed], default=str)
+        pick = self.seeds[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(self.seeds)]
+        if not values.get("local_stream", True):
+            names = [n for n, v in self.values.items() if not v["local_stream"]]
+            if not names:
+                raise CurveTableError(f"{self.path} holds no global-only curve")
+            return Match(names[0], pick, 0.0)
+        if not self._points:
+            raise CurveTableError(f"{self.path} holds no curve with the local stream")
+        here = coordinates(values)
+        name, point = min(self._points.items(), key=lambda item: (math.dist(here, item[1]), item[0]))
+        return Match(name, pick, math.dist(here, point))
+
+    def metrics(self, match: Match, epoch: int) -> dict[str, float]:
+        """The recorded metrics of a match at `epoch` (1-based)."""
+        if not 1 <= epoch <= self.epochs:
+            raise CurveTableError(f"{self.path} records epochs 1-{self.epochs}, not {epoch}")
+        return dict(self.curves[(match.config, match.seed)][epoch - 1])
+
+    def true_final(self, config: str) -> float:
+        """A configuration's quality: its final validation accuracy, the mean over seeds."""
+        finals = [self.curves[(config, s)][self.epochs - 1]["val_acc"] for s in self.seeds
+                  if (config, s) in self.curves]
+        return sum(finals) / len(finals)
+
+    def held_out(self) -> dict[str, float]:
+        """How good the nearest-neighbour surrogate is on points it has not seen: each
+        configuration's mean final accuracy predicted by its nearest other configuration (mean
+        absolute error in points, and Spearman's rank correlation), beside the seed noise (mean
+        absolute difference in points between two seeds of one configuration)."""
+        from scipy.stats import spearmanr
+
+        names = sorted(self._points)
+        truth, guess = [], []
+        for name in names:
+            others = [n for n in names if n != name]
+            near = min(others, key=lambda n: (math.dist(self._points[name], self._points[n]), n))
+            truth.append(self.true_final(name))
+            guess.append(self.true_final(near))
+        noise = [abs(self.curves[(n, self.seeds[0])][-1]["val_acc"] - self.curves[(n, self.seeds[1])][-1]["val_acc"])
+                 for n in names if len(self.seeds) > 1 and (n, self.seeds[1]) in self.curves]
+        return {"configs": len(names),
+                "mae_points": round(100 * sum(abs(a - b) for a, b in zip(truth, guess, strict=True)) / len(names), 2),
+                "spearman": round(float(spearmanr(truth, guess).statistic), 3),
+                "seed_noise_points": round(100 * sum(noise) / len(noise), 2) if noise else float("nan")}
+
+
+@cache
+def load(path: str) -> CurveTable:
+    """The table at `path`, read once per process."""
+    return CurveTable(Path(path))
