@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shutil
@@ -212,13 +213,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds < 1 or args.budget < table.epochs:
         parser.error(f"--seeds must be at least 1 and --budget at least one full trial ({table.epochs} epochs)")
     args.work.mkdir(parents=True, exist_ok=True)
-    for seed in range(args.seeds):
-        for method in args.methods:
-            done = (args.work / f"{method}-{seed}.json").is_file()
-            path = run_one(method, seed, args.budget, args.epoch_s, args.table, args.work, args.cpus)
-            if not done:
-                run = json.loads(path.read_text())
-                print(f"seed {seed} {method}: {len(run['line'])} epochs in {run['wall_s']:.0f} s", flush=True)
+    import ray
+
+    from study import execution
+
+    execution.set_ray_env()
+    # one local Ray for every study (run_study leaves a Ray it did not start running)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        for seed in range(args.seeds):
+            for method in args.methods:
+                done = (args.work / f"{method}-{seed}.json").is_file()
+                path = run_one(method, seed, args.budget, args.epoch_s, args.table, args.work, args.cpus)
+                if not done:
+                    run = json.loads(path.read_text())
+                    print(f"seed {seed} {method}: {len(run['line'])} epochs in {run['wall_s']:.0f} s", flush=True)
+    finally:
+        ray.shutdown()
     report = {
         "command": "python -m benchmarks.search_efficiency " + " ".join(sys.argv[1:] if argv is None else argv),
         "table": str(args.table), "table_surrogate": table.held_out(), "seeds": args.seeds, "budget": args.budget,

@@ -51,7 +51,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     _, queue = execution.open_tracking(rec, resume=opts.resume)
     import ray
 
-    execution.init_ray(rec.resources)
+    started = execution.init_ray(rec.resources)  # a caller's own Ray is left running
     searched = None
     try:
         searched = search.run(rec, queue)
@@ -61,7 +61,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     except BaseException as err:
         queue.put(lambda: queue.tracker.finish("KILLED"))
         _settle(rec, queue, searched, interrupted=True)
-        ray.shutdown()
+        if started:
+            ray.shutdown()
         if isinstance(err, KeyboardInterrupt):
             print(f"interrupted; continue with: python -m study.run --name {rec.name} --out {rec.folder.parent} "
                   "--resume", file=sys.stderr)
@@ -75,7 +76,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         from study.phases.confirm import run_confirmation
 
         run_confirmation(rec, opts.confirm_seeds)
-    ray.shutdown()
+    if started:
+        ray.shutdown()
     if opts.report:
         report_or_warn(rec, mlflow=healthy)
     return summary

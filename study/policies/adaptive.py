@@ -18,7 +18,8 @@ Every bracket keeps at least FLOOR of the draw, so its rungs go on being measure
 
 With curves that keep their order the weight goes to the first bracket (ASHA); with curves
 that cross at the first rung it moves to the brackets that judge later, or not at all. The draw
-is fixed by the trial's id and the weights of the moment; the weights are logged (`weights`).
+is fixed by the trial's id and the weights of the moment; the weights are kept (`weights`) and
+logged. A resumed study measures the agreements again from the results recorded before.
 """
 
 from __future__ import annotations
@@ -107,8 +108,14 @@ class AdaptiveASHA(BaselineExemptASHA):
         self.placed += 1
 
     def rebuild(self, history: History) -> int:
+        """As ASHA's, after taking in the recorded values; a trial recorded before goes back to
+        a bracket drawn with the weights of the whole history (the weights it was drawn with
+        are not saved, so it may land in another bracket than before the interruption)."""
         for trial_id, values in history.items():
             self.values.setdefault(trial_id, {}).update(values)
+        for trial_id in history:
+            if not _assigned(self, trial_id):
+                self._place(trial_id)
         return super().rebuild(history)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:

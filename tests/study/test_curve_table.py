@@ -117,13 +117,24 @@ def test_a_replayed_study_reports_the_recorded_curves(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path) -> None:
+def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
     from benchmarks import search_efficiency
 
+    starts = []
+    real_init = ray.init
+    monkeypatch.setattr(ray, "init", lambda *a, **kw: starts.append(1) or real_init(*a, **kw))
     table = write_table(tmp_path)
     out = tmp_path / "eff.json"
-    search_efficiency.main(["--seeds", "1", "--budget", "12", "--methods", "random_fifo", "tpe_adaptive",
-                            "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out)])
+    environ = dict(os.environ)  # the study sets Tune's variables in this process: later tests must not see them
+    try:
+        search_efficiency.main(["--seeds", "1", "--budget", "12", "--methods", "random_fifo", "tpe_adaptive",
+                                "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out)])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    assert len(starts) == 1  # both studies ran on the benchmark's Ray: a study leaves a caller's Ray running
     report = json.loads(out.read_text())
     assert set(report["methods"]) == {"random_fifo", "tpe_adaptive"}
     for result in report["methods"].values():

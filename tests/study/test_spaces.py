@@ -141,7 +141,7 @@ def test_cli_rejects_a_bad_space_in_one_line_before_ray_starts(tmp_path: Path) -
     ("args", "message"),
     [
         (["--cpus-per-trial", "-1"], "expected a number >= 0"),
-        (["--scheduler", "hyperband"], "invalid choice: 'hyperband'"),
+        (["--scheduler", "bohb"], "invalid choice: 'bohb'"),
         (["--num-samples", "0"], "expected an integer >= 1"),
         (["--space", "smoke", "--backbone", "vit"], "backbone: unknown backbone 'vit'"),
         (["--space", "smoke", "--dataset", "cub", "--data-dir", "/no/such/dir"], "--data-dir /no/such/dir is not a folder"),
