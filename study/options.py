@@ -51,7 +51,7 @@ class StudyOptions:
     tracking_uri: str | None = None
     optuna_storage: str | None = None
     seed: int = 0
-    policy: str = "asha"
+    policy: str | None = None  # None: the space's study.policy (asha unless it names another)
     searcher: str = "optuna"
     max_failures: int = 2
     reuse_actors: bool = True
@@ -137,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("search")
     how.add_argument("--seed", type=int, help=f"sampler seed ({_d('seed')})")
     how.add_argument("--policy", "--scheduler", dest="policy", choices=tuple(POLICIES),
-                     help=f"scheduler and the searcher it owns: asha stops weak trials early; hyperband: ASHA's "
-                          f"brackets, drawn uniformly; adaptive: brackets drawn by how well each rung's ranking "
-                          f"predicts the next; fifo runs every trial to the end ({_d('policy')})")
+                     help="scheduler and the searcher it owns: asha stops weak trials early; hyperband: ASHA's "
+                          "brackets, drawn uniformly; adaptive: brackets drawn by how well each rung's ranking "
+                          "predicts the next; fifo runs every trial to the end (default: the space's "
+                          "study.policy, else asha)")
     how.add_argument("--searcher", choices=SEARCHER_NAMES,
                      help="optuna: TPE, ASHA-stopped trials PRUNED in Optuna; random; optuna-stock: Ray's "
                           f"OptunaSearch, for comparison ({_d('searcher')})")

@@ -199,7 +199,9 @@ def new_record(opts: StudyOptions, space: SearchSpace) -> StudyRecord:
     if (folder / RECORD_FILE).is_file():
         raise StudyInputError(f"study {name!r} already exists in {out}; add --resume to continue it, "
                               "or choose another --name")
-    return StudyRecord(name=name, space=space, settings={k: getattr(opts, k) for k in SETTINGS},
+    settings = {k: getattr(opts, k) for k in SETTINGS}
+    settings["policy"] = opts.policy or space.study.policy
+    return StudyRecord(name=name, space=space, settings=settings,
                        stores=default_stores(opts, folder), resources=resources(opts),
                        created=dt.datetime.now().isoformat(timespec="seconds"))
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from study.policies import POLICIES
 from trainables import yamlio
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class StudySettings:
     reduction_factor: float = 3.0
     num_samples: int = 20
     checkpoint_every: int = 1  # full checkpoints every N epochs (and where a trial may stop; its last)
+    policy: str = "asha"  # the space's default policy (study.policies.POLICIES); --policy overrides it
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ class _Loader:
             "reduction_factor": (lambda v: _is_number(v) and v > 1, "a number > 1"),
             "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "policy": (lambda v: v in POLICIES, f"one of {', '.join(POLICIES)}"),
         }
         for key, value in raw.items():
             if key not in checks:

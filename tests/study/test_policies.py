@@ -199,3 +199,23 @@ def test_the_adaptive_policy_moves_the_trials_away_from_a_rung_whose_ranking_doe
         crossed.on_trial_add(None, SimpleNamespace(trial_id=f"new{i}", config={}))
         counts[bracket_of(crossed, f"new{i}")] += 1
     assert counts[1] > counts[2] > counts[0]  # weights 0.55, 0.35, 0.1
+
+
+def test_a_space_names_its_default_policy_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    from study.errors import StudyInputError
+    from study.options import StudyOptions
+    from study.record import new_record, resolve_space
+    from study.spaces import SpaceError, load_space
+
+    space = tmp_path / "s.yaml"
+    text = (Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml").read_text()
+    assert "policy" not in text
+    space.write_text(text.replace("study:\n", "study:\n  policy: adaptive\n", 1))
+    for flag, expected in ((None, "adaptive"), ("fifo", "fifo")):
+        opts = StudyOptions(space=str(space), name=f"p{flag}", out=str(tmp_path), policy=flag)
+        assert new_record(opts, resolve_space(opts)).settings["policy"] == expected
+    plain = StudyOptions(space="smoke", name="plain", out=str(tmp_path))
+    assert new_record(plain, resolve_space(plain)).settings["policy"] == "asha"
+    space.write_text(text.replace("study:\n", "study:\n  policy: bohb\n", 1))
+    with pytest.raises((SpaceError, StudyInputError), match=r"study\.policy"):
+        load_space(str(space))
