@@ -41,7 +41,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainables.backbones import normalisation
 from trainables.config import ConfigError, TrialConfig
 from trainables.data.augment import Prepare, get_augmentation
-from trainables.data.base import WORKER_START
 from trainables.data.build import DataSplits, build_datasets
 from trainables.errors import TrialError
 from trainables.model import RRA, RRAOutput, build_model
@@ -319,11 +318,6 @@ def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffl
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=workers,
-        # Workers start from a fork server, not as forks of this process: a trial runs in a Ray
-        # worker (and tests run after Ray, MLflow and torch have started threads), and a fork of a
-        # process with threads can crash in native code (seen once: a double free in a worker
-        # decoding JPEGs). Python 3.14 makes it Linux's default; the datasets pickle small for it.
-        multiprocessing_context=WORKER_START if workers > 0 else None,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,
         # the workers' own seeds come from this one, not from `generator` or torch's: a loader

@@ -11,7 +11,6 @@ silently train on fewer images than it reports.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,6 @@ from torch.utils.data import Dataset
 from trainables.errors import TrialError
 
 NO_BOX = (float("nan"),) * 4
-
-# How DataLoader workers start (trainables.loop.make_loader, the image cache's build): from a fork
-# server rather than as forks of a process whose threads (Ray's, MLflow's, torch's) may hold
-# native state mid-update.
-WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
-
 
 class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
