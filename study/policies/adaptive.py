@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune.schedulers import TrialScheduler
 
 from study.keys import BASELINE, EPOCH, KIND
+from study.policies import asha
 from study.policies.asha import (
     BaselineExemptASHA,
     History,
@@ -140,17 +141,11 @@ def brackets(settings: StudySettings) -> int:
     return len([r for r in rungs(settings) if r < settings.max_epochs]) + 1
 
 
-def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> AdaptiveASHA:
+def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> BaselineExemptASHA:
     """The scheduler alone (metric and mode come from TuneConfig)."""
-    return AdaptiveASHA(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
-                        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-                        brackets=brackets(settings))
+    return asha.scheduler(settings, searcher, tune_path, AdaptiveASHA, brackets(settings))
 
 
 def build(record: Any) -> tuple[Any, TrialScheduler]:
     """(searcher, scheduler) of a study: the scheduler tells the searcher what it stops."""
-    from study.searchers import FidelitySearcher, make_searcher
-
-    searcher = make_searcher(record)
-    listener = searcher if isinstance(searcher, FidelitySearcher) else None
-    return searcher, scheduler(record.space.study, listener, record.tune_path)
+    return asha.build(record, AdaptiveASHA, brackets(record.space.study))

@@ -169,16 +169,19 @@ def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> Histor
     return history
 
 
-def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> BaselineExemptASHA:
-    """The scheduler alone (metric and mode come from TuneConfig, named once)."""
-    return BaselineExemptASHA(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
-                              grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None,
+              kind: type[BaselineExemptASHA] = BaselineExemptASHA, brackets: int = 1) -> BaselineExemptASHA:
+    """The scheduler alone (metric and mode come from TuneConfig, named once): `kind` with
+    `brackets` brackets (the hyperband and adaptive policies ask for several)."""
+    return kind(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
+                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor, brackets=brackets)
 
 
-def build(record: Any) -> tuple[Any, TrialScheduler]:
+def build(record: Any, kind: type[BaselineExemptASHA] = BaselineExemptASHA,
+          brackets: int = 1) -> tuple[Any, TrialScheduler]:
     """(searcher, scheduler) of a study: the scheduler tells the searcher what it stops."""
     from study.searchers import FidelitySearcher, make_searcher
 
     searcher = make_searcher(record)
     listener = searcher if isinstance(searcher, FidelitySearcher) else None  # Ray's stock searcher is not told
-    return searcher, scheduler(record.space.study, listener, record.tune_path)
+    return searcher, scheduler(record.space.study, listener, record.tune_path, kind, brackets)

@@ -8,24 +8,13 @@ from typing import Any
 
 from ray.tune.schedulers import TrialScheduler
 
-from study.keys import EPOCH
+from study.policies import asha
 from study.policies.adaptive import brackets
-from study.policies.asha import BaselineExemptASHA, StopListener, rungs
-from study.spaces import StudySettings
+from study.policies.asha import rungs
 
 __all__ = ["build", "rungs"]
 
 
-def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> BaselineExemptASHA:
-    return BaselineExemptASHA(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
-                              grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-                              brackets=brackets(settings))
-
-
 def build(record: Any) -> tuple[Any, TrialScheduler]:
     """(searcher, scheduler) of a study: the scheduler tells the searcher what it stops."""
-    from study.searchers import FidelitySearcher, make_searcher
-
-    searcher = make_searcher(record)
-    listener = searcher if isinstance(searcher, FidelitySearcher) else None
-    return searcher, scheduler(record.space.study, listener, record.tune_path)
+    return asha.build(record, brackets=brackets(record.space.study))
