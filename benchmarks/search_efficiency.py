@@ -70,6 +70,8 @@ def samples_for(policy: str, budget: int, max_epochs: int) -> int:
 def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
     """Every result of a replayed study in the order it was reported: the trial, its epoch, its
     observed value, and its configuration's true accuracy in the table."""
+    from trainables.config import TrialConfig, settings
+
     rows = []
     for result in sorted(tune_path.glob("*/result.json")):
         for line in result.read_text().splitlines():
@@ -81,8 +83,6 @@ def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any
     for row in rows:
         trial = row["trial_id"]
         if trial not in truth:
-            from trainables.config import TrialConfig, settings
-
             cfg = TrialConfig.from_dict(settings(row["config"]))
             truth[trial] = table.true_final(table.match(cfg.to_dict(), cfg.seed).config)
         out.append({"trial": trial, "epoch": int(row["epoch"]), "val_acc": float(row["val_acc"]),
