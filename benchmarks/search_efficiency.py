@@ -19,7 +19,7 @@ the incumbent is the trial that has reached max_t with the best observed final a
 true accuracy, in points, where a configuration's true accuracy is its mean final validation
 accuracy over the table's seeds. Before any trial reaches max_t the regret is the table's worst
 (best minus worst configuration). Every method is scored over the same epoch budget
-(`--budget`), the run's sampled trials being enough to spend it.
+(`--budget`): each study ends when its trials have run that many epochs (`--epoch-budget`).
 
     python -m benchmarks.search_efficiency [--seeds 20] [--budget 270] [--methods ...] [--work DIR]
 
@@ -58,13 +58,6 @@ METHODS = {
     "tpe_adaptive": ("optuna", "adaptive"),
 }
 TOLERANCE_POINTS = 1.0
-
-
-def samples_for(policy: str, budget: int, max_epochs: int) -> int:
-    """Sampled trials that spend at least `budget` epochs under `policy` (ASHA's first bracket
-    costs about a quarter of max_t a trial; the others more)."""
-    per_trial = max_epochs if policy == "fifo" else max(1.0, max_epochs / 4)
-    return math.ceil(budget / per_trial) + 2
 
 
 def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
@@ -121,8 +114,8 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
     try:
         opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, num_cpus=cpus,
                             cpus_per_trial=0.25, baselines=False, evaluate_test=False, verbose=0, report=False,
-                            searcher=searcher, policy=policy, num_samples=samples_for(policy, budget, max_epochs),
-                            max_epochs=max_epochs,
+                            searcher=searcher, policy=policy, num_samples=budget, max_epochs=max_epochs,
+                            epoch_budget=budget,
                             trainable="replay", replay_epoch_s=epoch_s, replay_table=str(table_path),
                             tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
         start = time.perf_counter()

@@ -21,7 +21,7 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 # repeated with the recorded value, never changed. The others say where or how fast to run.
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
-            "evaluate_test", "checkpoint_every", "trainable", "replay_epoch_s",
+            "evaluate_test", "checkpoint_every", "epoch_budget", "trainable", "replay_epoch_s",
             "replay_table")
 
 
@@ -41,6 +41,7 @@ class StudyOptions:
     num_samples: int | None = None
     max_epochs: int | None = None
     checkpoint_every: int | None = None
+    epoch_budget: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     num_cpus: int | None = None
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                         help="a trial saves its full state every N epochs, and always at the epochs where the "
                              "policy may stop it and at its last (space default: 1; 5-10 for large models)")
+    budget.add_argument("--epoch-budget", type=positive_int, metavar="N",
+                        help="end the study once its trials have run N epochs in all, however many of "
+                             "--num-samples have started (space default: study.epoch_budget, else no limit)")
     res = p.add_argument_group("resources (may change on --resume)")
     res.add_argument("--cpus-per-trial", type=non_negative_float, help=_d("cpus_per_trial"))
     res.add_argument("--gpus-per-trial", type=non_negative_float, help=f"fractional allowed, e.g. 0.5 "

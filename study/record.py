@@ -166,6 +166,11 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
                                     grace_period=min(study.grace_period, opts.max_epochs))
     if opts.checkpoint_every is not None:
         study = dataclasses.replace(study, checkpoint_every=opts.checkpoint_every)
+    if opts.epoch_budget is not None:
+        study = dataclasses.replace(study, epoch_budget=opts.epoch_budget)
+    if study.epoch_budget is not None and study.epoch_budget < study.max_epochs:
+        raise StudyInputError(f"epoch budget {study.epoch_budget} is less than one full trial ({study.max_epochs} "
+                              "epochs): raise --epoch-budget or lower --max-epochs")
     baselines = space.baselines if opts.baselines and opts.searcher != "optuna-stock" else {}
     return dataclasses.replace(space, constants=constants, study=study, baselines=baselines)
 
@@ -257,7 +262,8 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "space": space.name, "dataset": space.constants.get("dataset", "synthetic"),
         "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
-        "checkpoint_every": space.study.checkpoint_every, "trainable": "rra", "replay_epoch_s": 1.0,
+        "checkpoint_every": space.study.checkpoint_every, "epoch_budget": space.study.epoch_budget,
+        "trainable": "rra", "replay_epoch_s": 1.0,
         "replay_table": None,
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,
         **record.settings,

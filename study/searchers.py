@@ -286,6 +286,22 @@ class _Ledger:
         return storage_id, self.storage.get_trial(storage_id)
 
 
+def prune_unfinished(storage: str, study_name: str) -> int:
+    """Tells Optuna PRUNED every trial of a study still RUNNING in it: the trials Tune stopped
+    when the study's epoch budget ran out (it stops them without telling the searcher), each with
+    the epochs it reported. Returns how many."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=_rdb(storage))
+    except KeyError:  # no Optuna study (a searcher that keeps none)
+        return 0
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+    return len(running)
+
+
 def _rdb(url: str) -> Any:
     """The Optuna storage at `url` (one engine per URL and process).
 

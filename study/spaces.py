@@ -3,7 +3,8 @@
 A space file has five blocks:
 
     description: one line
-    study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every}
+    study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every,
+                   policy, epoch_budget}
     constants:    trial config keys fixed for every trial
     parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
     baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
@@ -135,6 +136,7 @@ class StudySettings:
     num_samples: int = 20
     checkpoint_every: int = 1  # full checkpoints every N epochs (and where a trial may stop; its last)
     policy: str = "asha"  # the space's default policy (study.policies.POLICIES); --policy overrides it
+    epoch_budget: int | None = None  # the study ends once its trials have run this many epochs in all
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,7 @@ class _Loader:
             "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "policy": (lambda v: v in POLICIES, f"one of {', '.join(POLICIES)}"),
+            "epoch_budget": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (epochs in all)"),
         }
         for key, value in raw.items():
             if key not in checks:

@@ -39,7 +39,7 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     """Runs (or continues) the study's trials; returns Tune's saved experiment."""
     from ray import tune
 
-    from study import searchers
+    from study import budget, searchers
     from study.policies import load_policy
     from study.tracking import TrialRunsCallback
 
@@ -59,8 +59,13 @@ def run(record: StudyRecord, queue: Any) -> Searched:
         num_samples=record.expected_trials(), max_concurrent_trials=None if own else execution.concurrency(res),
         reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
         trial_dirname_creator=execution.trial_dirname)
+    epochs = record.space.study.epoch_budget
+    if epochs is not None:
+        restoring = tune.Tuner.can_restore(record.tune_path)
+        budget.REACHED[record.name] = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
     run_config = tune.RunConfig(
         name=record.name, storage_path=record.stores.storage_path,
+        stop=None if epochs is None else budget.EpochBudget(record.name, epochs),
         failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
         # The best checkpoints by the study's metric, and always the latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
@@ -73,8 +78,11 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     # After Ctrl-C, Tune reports the trials it stopped as terminated but saves them as pending:
     # the saved state says whether the study is done.
     saved = list(analysis.trials)
-    interrupted = len(saved) < record.expected_trials() or any(
-        t.status not in ("TERMINATED", "ERROR") for t in saved)
+    spent = epochs is not None and sum(budget.reached(analysis).values()) >= epochs
+    interrupted = not spent and (len(saved) < record.expected_trials() or any(
+        t.status not in ("TERMINATED", "ERROR") for t in saved))
+    if spent:
+        searchers.prune_unfinished(record.stores.optuna_storage, record.name)
     return Searched(analysis, interrupted)
 
 

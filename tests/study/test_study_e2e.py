@@ -251,3 +251,32 @@ def test_a_replayed_study_checkpoints_where_the_policy_says(tmp_path: Path) -> N
     # --resume may not change what the study simulates
     again = _study(tmp_path, "--space", str(space_file), "--name", "rp", "--resume", "--trainable", "rra")
     assert again.returncode == 2 and "--trainable rra contradicts" in again.stderr
+
+
+def test_an_epoch_budget_ends_the_study_when_its_trials_have_run_it(tmp_path: Path) -> None:
+    space_file = tmp_path / "replay.yaml"
+    space_file.write_text(REPLAY_SPACE)
+    too_small = _study(tmp_path, "--space", str(space_file), "--name", "tiny", "--epoch-budget", "4")
+    assert too_small.returncode == 2 and "less than one full trial (5 epochs)" in too_small.stderr
+    assert not (tmp_path / "runs" / "tiny").exists()
+    proc = _study(tmp_path, "--space", str(space_file), "--name", "eb", "--trainable", "replay",
+                  "--replay-epoch-s", "0.05", "--num-samples", "200", "--epoch-budget", "30", "--policy", "fifo",
+                  "--num-cpus", "2", "--concurrency", "2", "--no-test", "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "interrupted" not in proc.stdout
+    epochs = {}
+    for result in (tmp_path / "runs" / "eb").glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        if rows:  # (a trial started as the budget ran out may have reported nothing)
+            epochs[rows[0]["trial_id"]] = max(int(r["training_iteration"]) for r in rows)
+    # the budget, and no more than the epochs of the trials running when it ran out
+    assert 30 <= sum(epochs.values()) < 30 + 2 * 5 and len(epochs) < 201
+    summary = json.loads((tmp_path / "runs" / "eb" / "summary.json").read_text())
+    import optuna
+
+    study = optuna.load_study(study_name="eb", storage=summary["optuna_storage"])
+    states = {t.state for t in study.get_trials(deepcopy=False)}
+    assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.COMPLETE in states
+    # the budget defines the study: --resume may not change it
+    again = _study(tmp_path, "--space", str(space_file), "--name", "eb", "--resume", "--epoch-budget", "60")
+    assert again.returncode == 2 and "--epoch-budget 60 contradicts" in again.stderr
