@@ -253,30 +253,47 @@ def test_a_replayed_study_checkpoints_where_the_policy_says(tmp_path: Path) -> N
     assert again.returncode == 2 and "--trainable rra contradicts" in again.stderr
 
 
-def test_an_epoch_budget_ends_the_study_when_its_trials_have_run_it(tmp_path: Path) -> None:
+def _epochs_reached(folder: Path) -> dict[str, int]:
+    """Each trial's last epoch in its Tune result file."""
+    out = {}
+    for result in folder.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if rows:  # (a trial started as the budget ran out may have reported nothing)
+            out[rows[0]["trial_id"]] = max(int(r["training_iteration"]) for r in rows)
+    return out
+
+
+def test_an_epoch_budget_ends_the_study_and_a_resumed_one_counts_what_it_had_run(tmp_path: Path) -> None:
     space_file = tmp_path / "replay.yaml"
     space_file.write_text(REPLAY_SPACE)
     too_small = _study(tmp_path, "--space", str(space_file), "--name", "tiny", "--epoch-budget", "4")
     assert too_small.returncode == 2 and "less than one full trial (5 epochs)" in too_small.stderr
     assert not (tmp_path / "runs" / "tiny").exists()
-    proc = _study(tmp_path, "--space", str(space_file), "--name", "eb", "--trainable", "replay",
-                  "--replay-epoch-s", "0.05", "--num-samples", "200", "--epoch-budget", "30", "--policy", "fifo",
-                  "--num-cpus", "2", "--concurrency", "2", "--no-test", "--no-report")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "interrupted" not in proc.stdout
-    epochs = {}
-    for result in (tmp_path / "runs" / "eb").glob("*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines()]
-        if rows:  # (a trial started as the budget ran out may have reported nothing)
-            epochs[rows[0]["trial_id"]] = max(int(r["training_iteration"]) for r in rows)
-    # the budget, and no more than the epochs of the trials running when it ran out
-    assert 30 <= sum(epochs.values()) < 30 + 2 * 5 and len(epochs) < 201
-    summary = json.loads((tmp_path / "runs" / "eb" / "summary.json").read_text())
+    args = ("--space", str(space_file), "--name", "eb", "--trainable", "replay", "--replay-epoch-s", "0.2",
+            "--num-samples", "200", "--epoch-budget", "40", "--policy", "fifo", "--num-cpus", "2",
+            "--concurrency", "2", "--no-test", "--no-report")
+    proc = subprocess.Popen([sys.executable, "-m", "study.run", "--quiet", *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    folder = tmp_path / "runs" / "eb"
+    deadline = time.time() + 300
+    while time.time() < deadline and sum(_epochs_reached(folder).values()) < 15:
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert sum(_epochs_reached(folder).values()) < 40
+    resumed = _study(tmp_path, *args[2:4], "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "interrupted" not in resumed.stdout
+    # the budget over both runs, and no more than the epochs of the trials running when it ran out
+    epochs = _epochs_reached(folder)
+    assert 40 <= sum(epochs.values()) < 40 + 2 * 5 and len(epochs) < 201
     import optuna
 
-    study = optuna.load_study(study_name="eb", storage=summary["optuna_storage"])
+    study = optuna.load_study(study_name="eb", storage=f"sqlite:///{folder / 'optuna.db'}")
     states = {t.state for t in study.get_trials(deepcopy=False)}
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.COMPLETE in states
     # the budget defines the study: --resume may not change it
-    again = _study(tmp_path, "--space", str(space_file), "--name", "eb", "--resume", "--epoch-budget", "60")
+    again = _study(tmp_path, *args[2:4], "--resume", "--epoch-budget", "60")
     assert again.returncode == 2 and "--epoch-budget 60 contradicts" in again.stderr
