@@ -70,6 +70,9 @@ def test_a_written_table_reads_back_and_matches_the_nearest_configuration(tmp_pa
     shown = curves.show(tmp_path / "table.parquet")
     assert shown["final_val_acc"]["best_config"] != "global_only"
     assert shown["rank_correlation_with_final"][1] < 1.0  # the made-up curves cross
+    truth = [table.true_final(n) for n, v in table.values.items() if v["local_stream"]]
+    assert shown["configs_within_1pt_of_best"] == sum(t >= max(truth) - 0.01 for t in truth) >= 1
+    assert shown["regret_of_best_by_one_seed_points"] == {0: 0.0, 1: 0.0}  # a seed shifts every curve alike
 
 
 def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
