@@ -143,4 +143,7 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
     for result in report["methods"].values():
         assert len(result["final_regret_points"]) == 1 and result["final_regret_points"][0] >= 0
         assert result["anytime"]["epochs"][-1] == 12
+        assert set(result["within_looser_points"]) == {"3", "5"}
+        # every study ended at its epoch budget: the scored timeline spent the whole of it
+        assert result["reached_within_budget"] <= 1 and result["trials_in_budget_median"] >= 1
     assert out.with_suffix(".png").stat().st_size > 0
