@@ -133,7 +133,7 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
     environ = dict(os.environ)  # the study sets Tune's variables in this process: later tests must not see them
     try:
         search_efficiency.main(["--seeds", "1", "--budget", "12", "--methods", "random_fifo", "tpe_adaptive",
-                                "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out)])
+                                "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out), "--cpus", "2"])
     finally:
         os.environ.clear()
         os.environ.update(environ)
@@ -144,6 +144,9 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
         assert len(result["final_regret_points"]) == 1 and result["final_regret_points"][0] >= 0
         assert result["anytime"]["epochs"][-1] == 12
         assert set(result["within_looser_points"]) == {"3", "5"}
-        # every study ended at its epoch budget: the scored timeline spent the whole of it
-        assert result["reached_within_budget"] <= 1 and result["trials_in_budget_median"] >= 1
     assert out.with_suffix(".png").stat().st_size > 0
+    # each study ended at its epoch budget (12), give or take the trials running then (8 slots of
+    # at most 4 epochs); random_fifo's 12 sampled trials would have run 48 epochs
+    for method in ("random_fifo", "tpe_adaptive"):
+        spent = len(json.loads((tmp_path / "work" / f"{method}-0.json").read_text())["line"])
+        assert 12 <= spent < 12 + 8 * 4
