@@ -31,6 +31,7 @@ import fcntl
 import functools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -194,7 +195,8 @@ def write(work: Path, out: Path, command: str) -> Path:
     table = pa.table(rows)
     meta = {"command": command, "plan": plan, "space": _space().to_raw(), "machine": machine(),
             "versions": _versions(), "recorded_runs": len(runs),
-            "train_seconds": round(sum(r["seconds"] for r in runs), 1)}
+            # a run's wall time, which counts any pause of the recording (kill -STOP) too
+            "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
