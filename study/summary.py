@@ -38,7 +38,9 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
               for how in (COMPLETED, STOPPED_EARLY, ERRORED)}
     return {
         "study": record.name, "space": record.space.name, "metric": metric, "mode": record.mode,
-        "max_epochs": record.max_epochs, "folder": str(record.folder), "tune_path": record.tune_path,
+        "max_epochs": record.max_epochs, "epoch_budget": record.space.study.epoch_budget,
+        "epochs_spent": sum(int(r["epochs"]) for r in rows), "folder": str(record.folder),
+        "tune_path": record.tune_path,
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
         "counts": counts, "ranking": [r["trial_id"] for r in order], "best": dict(order[0]) if order else None,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
@@ -80,8 +82,11 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     for row in [header, *lines]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     counts = summary["counts"]
+    budget = summary.get("epoch_budget")
+    by = "the scheduler" if budget is None else \
+        f"the scheduler or the epoch budget ({budget}; {summary['epochs_spent']} run)"
     print(f"\nTrials: {counts[COMPLETED]} ran to {summary['max_epochs']} epochs, {counts[STOPPED_EARLY]} stopped "
-          f"early by the scheduler, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
+          f"early by {by}, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
     top_row, baselines = summary["best"], summary["baselines"]
     if top_row and baselines and top_row.get(metric) is not None and baselines[0].get(metric) is not None:
         print(f"Best {top_row['name']} against {baselines[0]['name']}: {metric} "

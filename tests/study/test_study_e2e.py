@@ -289,6 +289,9 @@ def test_an_epoch_budget_ends_the_study_and_a_resumed_one_counts_what_it_had_run
     # the budget over both runs, and no more than the epochs of the trials running when it ran out
     epochs = _epochs_reached(folder)
     assert 40 <= sum(epochs.values()) < 40 + 2 * 5 and len(epochs) < 201
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["epoch_budget"] == 40 and summary["epochs_spent"] == sum(epochs.values())
+    assert f"stopped early by the scheduler or the epoch budget (40; {sum(epochs.values())} run)" in resumed.stdout
     import optuna
 
     study = optuna.load_study(study_name="eb", storage=f"sqlite:///{folder / 'optuna.db'}")
