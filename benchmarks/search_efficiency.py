@@ -185,6 +185,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("epochs spent")
     ax.set_ylabel("regret, points of val_acc (median, quartiles)")
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0)
     ax.set_title(f"Search on the RRA curve table, {report['seeds']} seeds a method")
     ax.legend(fontsize=8)
     fig.tight_layout()
