@@ -134,6 +134,12 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def _median_epochs(reached: list[int | None], budget: int) -> float:
+    """The median over seeds of the epochs to a tolerance; a seed that never got there counts as
+    past the budget."""
+    return statistics.median(e if e is not None else budget + 1 for e in reached)
+
+
 def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -> dict[str, Any]:
     finals = {name: table.true_final(name) for name in table.values}
     sampled = {n: v for n, v in finals.items() if table.values[n]["local_stream"]}
@@ -147,16 +153,15 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
             walls.append(run["wall_s"])
             trials.append(len({r["trial"] for r in run["line"][:budget]}))
         reach = [epochs_to(c, TOLERANCE_POINTS) for c in curves]
-        never = budget + 1  # a seed that never gets there counts as past the budget
         grid = sorted({*range(table.epochs, budget + 1, table.epochs), budget})
         looser = {}
         for points in LOOSER_POINTS:
             got = [epochs_to(c, points) for c in curves]
-            looser[f"{points:g}"] = {"median_epochs": statistics.median(e if e is not None else never for e in got),
+            looser[f"{points:g}"] = {"median_epochs": _median_epochs(got, budget),
                                      "reached_within_budget": sum(e is not None for e in got)}
         out[method] = {
             "epochs_to_within_1pt": reach,
-            "median_epochs_to_within_1pt": statistics.median(e if e is not None else never for e in reach),
+            "median_epochs_to_within_1pt": _median_epochs(reach, budget),
             "reached_within_budget": sum(e is not None for e in reach),
             "within_looser_points": looser,
             "final_regret_points": [round(c[-1], 2) for c in curves],
