@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.keys import TEST_METRICS
 from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
 from study.spaces import Parameter, SearchSpace, StudySettings
 
@@ -44,6 +45,30 @@ def trials(table: pd.DataFrame) -> pd.DataFrame:
     """One row per trial (its last epoch), with the trial-level columns."""
     ordered = table.sort_values(["trial_id", "epoch"], na_position="first")
     return ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+
+
+def trial_rows(table: pd.DataFrame, metric: str, parameters: list[str]) -> list[dict[str, Any]]:
+    """One row per trial (its last epoch) as the summary, the ranking and the report read it:
+    trial_id, name, kind, outcome, epochs, the metric at that epoch, the searched values and
+    the test metrics the table has."""
+    if table.empty:
+        return []
+    last = trials(table).reindex(list(dict.fromkeys(table["trial_id"]))).reset_index()
+    rows = []
+    for row in last.to_dict("records"):
+        out = {"trial_id": row["trial_id"], "name": row["name"], "kind": row["kind"], "outcome": row["outcome"],
+               "epochs": int(row["epochs_run"]), metric: _value(row.get(metric)),
+               **{p: _value(row.get(p)) for p in parameters}}
+        out.update({k: _value(row[k]) for k in TEST_METRICS if _value(row.get(k)) is not None})
+        rows.append(out)
+    return rows
+
+
+def _value(value: Any) -> Any:
+    """A table cell as plain Python (NaN and NA as None, numpy scalars as numbers)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def at_epoch(table: pd.DataFrame, epoch: int, metric: str) -> pd.Series:
@@ -168,22 +193,26 @@ def early_stopping_verdict(correlation: pd.DataFrame, max_t: int) -> tuple[bool,
                            "every pair of rungs with enough trials)." + unchecked)
 
 
-def best_configs(table: pd.DataFrame, space: SearchSpace, top: int = 5) -> pd.DataFrame:
-    """The best sampled trials, in the study's one ranking (study.ranking)."""
+def best_configs(table: pd.DataFrame, space: SearchSpace, ranking: list[str] | None = None,
+                 top: int = 5) -> pd.DataFrame:
+    """The best sampled trials in the study's ranking (trial ids, best first: the summary's,
+    `StudyResults.ranking`); without one, the same ranking (study.ranking) of the table's trials."""
     from study.ranking import ranked
 
     metric = space.study.metric
-    per_trial = trials(searched(table)).reset_index()
-    rows = per_trial.rename(columns={"epochs_run": "epochs"}).to_dict("records")
-    order = [r["trial_id"] for r in ranked(rows, metric, space.study.mode, space.study.max_epochs)][:top]
+    per_trial = trials(searched(table))
+    if ranking is None:
+        rows = trial_rows(searched(table), metric, list(space.parameters))
+        ranking = [r["trial_id"] for r in ranked(rows, metric, space.study.mode, space.study.max_epochs)]
+    order = [t for t in ranking if t in per_trial.index][:top]
     columns = ["name", *space.parameters, "epochs_run", "outcome", metric, "test_acc"]
-    return per_trial.set_index("trial_id").loc[order, columns].reset_index(drop=True)
+    return per_trial.loc[order, columns].reset_index()
 
 
-def baseline_gain(table: pd.DataFrame, space: SearchSpace) -> list[dict[str, Any]]:
-    """Each baseline against the best sampled trial that reached max_t, on val and test."""
+def baseline_gain(table: pd.DataFrame, space: SearchSpace, ranking: list[str] | None = None) -> list[dict[str, Any]]:
+    """Each baseline against the study's best sampled trial (see best_configs), on val and test."""
     metric = space.study.metric
-    best = best_configs(table, space, top=1)
+    best = best_configs(table, space, ranking, top=1)
     per_trial = trials(table)
     out = []
     for _, base in per_trial[per_trial["kind"] == "baseline"].iterrows():

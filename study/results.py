@@ -1,9 +1,12 @@
-"""A study's results as one tidy table: one row per trial per epoch.
+"""The study's one results model: a tidy table with one row per trial per epoch, and the
+per-trial rows that the summary, the ranking and the report all read from it.
 
-Read from Tune's saved experiment (the record the trials wrote, local or remote storage), with
-each trial's searched values, resolved TrialConfig (``config.`` columns), how it ended, and the
-test accuracy the study measured (from summary.json). `mlflow_disagreements` checks the table
-against the study's MLflow runs, so a report says whether the two records agree.
+Read from Tune's saved experiment (the record the trials wrote, local or remote storage), each
+trial's history as its final attempt left it (study.history), with its searched values,
+resolved TrialConfig (``config.`` columns), how it ended, and the test accuracy the study
+measured (from summary.json). The summary's ranking is the study's ranking
+(`StudyResults.ranking`); `mlflow_disagreements` checks the table against the study's MLflow
+runs, so a report says whether the two records agree.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pandas as pd
 
 from study import summary as summaries
 from study.errors import StudyInputError
-from study.keys import KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, TEST_METRICS, VARIANT, outcome
+from study.history import final_attempt
+from study.keys import EPOCH, KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, TEST_METRICS, VARIANT, outcome
+from study.ranking import ranked
 from study.record import StudyRecord
 from study.spaces import SearchSpace
 
@@ -55,6 +60,17 @@ class StudyResults:
     def folder(self) -> Path:
         return self.record.folder
 
+    @property
+    def ranking(self) -> list[str]:
+        """The study's ranking (trial ids, best first): the summary's, written when the study
+        finished; for a study that has not finished, the same ranking of the table's trials."""
+        if "ranking" in self.summary:
+            return list(self.summary["ranking"])
+        from study.analysis import trial_rows
+
+        rows = trial_rows(self.table, self.metric, list(self.space.parameters))
+        return [r["trial_id"] for r in ranked(rows, self.metric, self.space.study.mode, self.record.max_epochs)]
+
 
 def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
     """One row per trial per epoch from Tune's saved experiment (an ExperimentAnalysis)."""
@@ -65,20 +81,21 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
     parts = []
     for trial in analysis.trials:
         config = trial.config
+        epochs = _epochs(frames.get(trial.trial_id))
+        last = int(epochs[EPOCH].max()) if len(epochs) else 0
         head: dict[str, Any] = {
             "trial_id": trial.trial_id,
             "name": str(config.get(NAME, trial.trial_id)),
             "kind": str(config.get(KIND, SEARCH)),
             "status": trial.status,
-            "outcome": outcome(trial.last_result, space.study.max_epochs, trial.status == "ERROR"),
+            "outcome": outcome({EPOCH: last}, space.study.max_epochs, trial.status == "ERROR"),
             "optuna_number": config.get(OPTUNA_NUMBER),
             **{p: config.get(PARAMS, {}).get(p) for p in space.parameters},
             **{f"config.{k}": list(v) if isinstance(v, tuple) else v for k, v in trial_params(config).items()},
             **{k: tested.get(trial.trial_id, {}).get(k) for k in TEST_COLUMNS},
             **({"variant": config[VARIANT], "level": config.get(LEVEL)} if VARIANT in config else {}),
         }
-        epochs = _epochs(frames.get(trial.trial_id))
-        head["epochs_run"] = int(epochs["epoch"].max()) if len(epochs) else 0
+        head["epochs_run"] = last
         rows = epochs if len(epochs) else pd.DataFrame({"epoch": [pd.NA]})
         parts.append(rows.assign(**{k: [v] * len(rows) for k, v in head.items()}))
     if not parts:
@@ -89,12 +106,9 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
 
 
 def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """A trial's per-epoch rows; a resumed trial's repeated epochs keep their last report."""
-    if frame is None or frame.empty or "epoch" not in frame:
-        return pd.DataFrame(columns=["epoch"])
-    frame = frame[[c for c in EPOCH_COLUMNS if c in frame.columns]]
-    frame = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last")
-    return frame.assign(epoch=frame["epoch"].astype(int)).sort_values("epoch").reset_index(drop=True)
+    """A trial's per-epoch rows as its final attempt left them (study.history)."""
+    history = final_attempt(frame)
+    return history[[c for c in EPOCH_COLUMNS if c in history.columns]]
 
 
 def load_results(record: StudyRecord) -> StudyResults:

@@ -1,5 +1,6 @@
-"""The end-of-study summary: built once from Tune's saved trials and the one ranking, saved as
-STUDY/summary.json, printed as a table with the paths and the MLflow page of the study's runs."""
+"""The end-of-study summary: built once from the study's results model (study.results'
+per-trial rows) and the one ranking, saved as STUDY/summary.json, printed as a table with the
+paths and the MLflow page of the study's runs."""
 
 from __future__ import annotations
 
@@ -8,28 +9,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from study.keys import BASELINE, COMPLETED, ERRORED, KIND, NAME, PARAMS, SEARCH, STOPPED_EARLY, TEST_METRICS, outcome
+from study.keys import BASELINE, COMPLETED, ERRORED, SEARCH, STOPPED_EARLY, TEST_METRICS
 from study.ranking import ranked
 
 SUMMARY_FILE = "summary.json"
 
 
-def trial_row(trial: Any, parameters: list[str], metric: str, max_epochs: int) -> dict[str, Any]:
-    """One trial as the summary and the ranking see it (Tune's saved Trial)."""
-    last = trial.last_result or {}
-    return {
-        "trial_id": trial.trial_id,
-        "name": str(trial.config.get(NAME, trial.trial_id)),
-        "kind": trial.config.get(KIND, SEARCH),
-        "outcome": outcome(last, max_epochs, trial.status == "ERROR"),
-        "epochs": int(last.get("epoch", 0)),
-        metric: last.get(metric),
-        **{k: trial.config.get(PARAMS, {}).get(k) for k in parameters},
-    }
-
-
 def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The summary of a finished study (rows: `trial_row` of every trial)."""
+    """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
+    trial id -> test metrics, added to the rows)."""
     metric = record.metric
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))

@@ -33,6 +33,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from study.history import final_attempt
 from study.keys import ERRORED, INTERRUPTED, KIND, NAME, PARAMS, SEARCH, outcome
 
 log = logging.getLogger(__name__)
@@ -508,8 +509,9 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
         if trial.trial_id not in existing and (frame is None or frame.empty):
             continue  # never started: no run to make
         run_id = book.run_id(_snapshot(trial), existing.get(trial.trial_id), reopen=False)
-        if frame is not None and not frame.empty and "epoch" in frame:
-            rows = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").to_dict("records")
+        history = final_attempt(frame)
+        if frame is not None and not history.empty:
+            rows = history.to_dict("records")
             logged = book.confirmed.get(trial.trial_id, set())
             if any(int(r["epoch"]) not in logged for r in rows):
                 logged = {int(m.step) for m in tracker.client.get_metric_history(run_id, "epoch")}
@@ -518,10 +520,13 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
             for i in range(0, len(metrics), MAX_BATCH):
                 tracker.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
             sent += len(missing)
+            # every node the trial ran on, those of attempts a retry replaced included
             nodes = [str(n) for n in frame.get("node_ip", []) if isinstance(n, str) and n]
             for node in dict.fromkeys(nodes):
                 book.node(_snapshot(trial), run_id, node)
-        _settle(tracker, run_id, trial, existing.get(trial.trial_id), max_epochs, interrupted)
+        last = int(history["epoch"].iloc[-1]) if not history.empty else 0
+        _settle(tracker, run_id, trial, existing.get(trial.trial_id), outcome({"epoch": last}, max_epochs,
+                                                                              trial.status == "ERROR"), interrupted)
     known = {t.trial_id for t in trials}
     for trial_id, run in existing.items():
         if trial_id not in known and run.info.status == "RUNNING":  # a trial Tune never saved
@@ -530,11 +535,11 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
     return sent
 
 
-def _settle(tracker: Tracker, run_id: str, trial: Any, run: Any, max_epochs: int, interrupted: bool) -> None:
+def _settle(tracker: Tracker, run_id: str, trial: Any, run: Any, how: str, interrupted: bool) -> None:
+    """Ends a finished trial's run with its outcome `how` (an interrupted one's as KILLED)."""
     status = getattr(trial, "status", None)
     if status in ("TERMINATED", "ERROR"):
         errored = status == "ERROR"
-        how = outcome(trial.last_result, max_epochs, errored)
         if run is None or run.data.tags.get("outcome") != how or run.info.status == "RUNNING":
             tracker.client.set_tag(run_id, "outcome", how)
             tracker.client.set_terminated(run_id, status="FAILED" if errored else "FINISHED")

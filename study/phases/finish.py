@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from study import execution, summary
@@ -25,9 +24,11 @@ def best_checkpoint(analysis: Any, trial: Any, metric: str, mode: str) -> Any | 
 def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     """Tests the top trials and the baselines, writes and returns the summary, queues its MLflow
     part (best config, tags, the best trial's checkpoint)."""
+    from study.analysis import trial_rows
+    from study.results import trials_table
+
     trials = {t.trial_id: t for t in analysis.trials}
-    rows = [summary.trial_row(t, list(record.space.parameters), record.metric, record.max_epochs)
-            for t in trials.values()]
+    rows = trial_rows(trials_table(analysis, record.space), record.metric, list(record.space.parameters))
     first = summary.build(record, [dict(r) for r in rows], {})
     tested: dict[str, dict[str, float]] = {}
     if record.settings["evaluate_test"]:
@@ -97,6 +98,3 @@ def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config:
             client.log_metric(parent, f"{row['name']}_test_acc", float(row["test_acc"]))
     tracker.finish("FINISHED")
 
-
-def report_path_note(path: Path) -> str:
-    return f"\nReport: {path}\n        {path.with_suffix('.md')} (and in MLflow: the parent run's report/ artifacts)"

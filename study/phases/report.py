@@ -146,10 +146,11 @@ def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> Non
 def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
     from study.analysis import best_configs
 
-    best = best_configs(record.table, record.space)
+    best = best_configs(record.table, record.space, record.ranking)
     facts["best"] = best.head(1).to_dict("records")[0] if len(best) else None
     doc.heading("Best configurations")
-    doc.text(f"Ranked by `{record.metric}` at the last epoch, trials that reached max_t first. Test accuracy "
+    doc.text(f"The study's ranking (its summary's): by `{record.metric}` at the last epoch, trials that reached "
+             "max_t first. Test accuracy "
              "is measured once, at the end of the study, on the best checkpoint (by validation) of the top "
              "trials; model selection never saw the test split.")
     doc.table(best)
@@ -158,7 +159,7 @@ def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
 def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
     from study.analysis import baseline_gain
 
-    gains = baseline_gain(record.table, record.space)
+    gains = baseline_gain(record.table, record.space, record.ranking)
     facts["gain"] = gains
     doc.heading("Gain over the global-only baseline")
     if not gains:
@@ -269,13 +270,12 @@ def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, 
     from study.plots import attention_pictures
     from trainables.explain import explain_checkpoint
 
-    best = best_configs(record.table, record.space, top=1)
+    best = best_configs(record.table, record.space, record.ranking, top=1)
     doc.heading("What the best trial looks at")
     if best.empty:
         doc.text("No sampled trial has results.")
         return
-    name = best.iloc[0]["name"]
-    trial_id = record.table.loc[record.table["name"] == name, "trial_id"].iloc[0]
+    name, trial_id = best.iloc[0]["name"], best.iloc[0]["trial_id"]
     analysis = record.analysis
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
