@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from study.keys import NAME, TEST_METRICS
@@ -65,23 +65,21 @@ def checkpoint_epochs(every: int, decisions: Iterable[int], last: int) -> tuple[
     return tuple(sorted({*range(every, last + 1, every), *(e for e in decisions if e <= last), last}))
 
 
+def trainable_kind(record: StudyRecord) -> Any:
+    """The study's kind of trial (trainables.registry: RRA, or the replay of a curve)."""
+    from trainables.registry import TRAINABLES
+
+    return TRAINABLES[str(record.settings.get("trainable", "rra"))]
+
+
 def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
-    """The study's trainable (RRA, or the replay of a curve) with a trial's resources and the
-    epochs it checkpoints at."""
+    """The study's trainable with a trial's resources and the epochs it checkpoints at."""
     from ray import tune
 
     res = record.resources
     epochs = checkpoint_epochs(record.space.study.checkpoint_every, decisions, record.max_epochs)
-    if record.settings.get("trainable", "rra") == "replay":
-        from trainables.replay import train_replay
-
-        fn = tune.with_parameters(train_replay, checkpoint_epochs=epochs,
-                                  epoch_seconds=float(record.settings.get("replay_epoch_s", 1.0)),
-                                  table=record.settings.get("replay_table"))
-    else:
-        from trainables.trainable import train_rra
-
-        fn = tune.with_parameters(train_rra, checkpoint_epochs=epochs)
+    kind = trainable_kind(record)
+    fn = tune.with_parameters(kind.train, checkpoint_epochs=epochs, **kind.train_options(record.settings))
     return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
 
 
@@ -122,18 +120,8 @@ def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], 
     import ray
 
     res = record.resources
-    extra: dict[str, Any] = {}
-    evaluate: Callable[..., dict[str, float]]
-    if record.settings.get("trainable", "rra") == "replay":
-        from trainables.replay import evaluate_replay_checkpoint
-
-        evaluate = evaluate_replay_checkpoint
-        extra["table"] = record.settings.get("replay_table")
-    else:
-        from trainables.trainable import evaluate_tune_checkpoint
-
-        evaluate = evaluate_tune_checkpoint
-
+    kind = trainable_kind(record)
+    evaluate, extra = kind.evaluate, kind.evaluate_options(record.settings)
     task = ray.remote(evaluate).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
     refs = {trial_id: task.remote(config, checkpoint, **extra) for trial_id, (config, checkpoint) in jobs.items()}
     results = dict(zip(refs, ray.get(list(refs.values())), strict=True))

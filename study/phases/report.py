@@ -267,6 +267,7 @@ def _importance(doc: Any, record: Any, out: Path) -> None:
 
 def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
     from study.analysis import best_configs
+    from study.execution import trainable_kind
     from study.plots import attention_pictures
     from trainables.explain import explain_checkpoint
 
@@ -279,8 +280,9 @@ def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, 
     analysis = record.analysis
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
-    if record.record.settings.get("trainable", "rra") == "replay":
-        doc.text(f"{name} is a replayed curve (--trainable replay): there is no model to explain.")
+    if not trainable_kind(record.record).explains:
+        doc.text(f"{name} is a replayed curve (--trainable {record.record.settings['trainable']}): there is no "
+                 "model to explain.")
         return
     if checkpoint is None or not trial.config.get("local_stream", True):
         doc.text(f"{name} has no checkpoint or no local stream to explain.")

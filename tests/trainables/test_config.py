@@ -91,3 +91,22 @@ def test_the_light_name_registries_match_the_real_ones() -> None:
     assert tuple(list_backbones()) == names.BACKBONES
     assert tuple(READERS) == names.DATASET_FORMATS
     assert tuple(AUGMENTATIONS) == names.AUGMENTATIONS
+    from trainables.registry import TRAINABLES
+
+    assert tuple(TRAINABLES) == names.TRAINABLES
+
+
+def test_a_registry_refuses_unlisted_and_unknown_names() -> None:
+    from trainables.data.formats import READERS
+    from trainables.names import Registry
+
+    registry: Registry[int] = Registry("trainable", ("a", "b"))
+    registry.register("a", 1)
+    with pytest.raises(ValueError, match="not listed"):
+        registry.register("c", 3)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a", 2)
+    with pytest.raises(ValueError, match="unknown trainable 'b'; known: a"):
+        registry["b"]
+    with pytest.raises(ValueError, match="unknown dataset format 'cubb'; known: cub, "):
+        READERS["cubb"]

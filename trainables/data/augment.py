@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainables import names
 from trainables.crops import crop_and_resize
+from trainables.names import Registry
 
 # An augmentation takes a float batch (B, 3, H, W) in [0, 1] and its boxes (B, 4), and returns
 # both, transformed alike (a NaN box, an image without one, stays NaN).
@@ -66,17 +68,14 @@ class Compose:
         return images, boxes
 
 
-AUGMENTATIONS: dict[str, Augment | None] = {
-    "none": None,
-    "flip": hflip,
-    "flip_crop": Compose((scale_crop, hflip)),
-}
+AUGMENTATIONS: Registry[Augment | None] = Registry("augment", names.AUGMENTATIONS)
+AUGMENTATIONS.register("none", None)
+AUGMENTATIONS.register("flip", hflip)
+AUGMENTATIONS.register("flip_crop", Compose((scale_crop, hflip)))
 
 
 def get_augmentation(name: str) -> Augment | None:
     """The augmentation called `name`; an unknown name lists the known ones."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augment {name!r}; known: {', '.join(AUGMENTATIONS)}")
     return AUGMENTATIONS[name]
 
 

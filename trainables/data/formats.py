@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainables import names
 from trainables.data.base import Box, Sample
 from trainables.errors import TrialError
+from trainables.names import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -189,10 +191,9 @@ def read_image_folder(root: Path) -> SplitSamples:
     return SplitSamples(train, _folder(test_dir, classes), classes)
 
 
-READERS: dict[str, Callable[[Path], SplitSamples]] = {
-    "cub": read_cub,
-    "stanford_cars": read_stanford_cars,
-    "fgvc_aircraft": read_fgvc_aircraft,
-    "stanford_dogs": read_stanford_dogs,
-    "imagefolder": read_image_folder,
-}
+READERS: Registry[Callable[[Path], SplitSamples]] = Registry("dataset format", names.DATASET_FORMATS)
+READERS.register("cub", read_cub)
+READERS.register("stanford_cars", read_stanford_cars)
+READERS.register("fgvc_aircraft", read_fgvc_aircraft)
+READERS.register("stanford_dogs", read_stanford_dogs)
+READERS.register("imagefolder", read_image_folder)
