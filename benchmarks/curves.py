@@ -203,12 +203,6 @@ def write(work: Path, out: Path, command: str) -> Path:
     return out
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
-
-
 def show(path: Path) -> dict[str, Any]:
     """What the table shows: final accuracies, the gain over global-only, the crop scale's
     effect, how far each epoch's ranking is from the final one, and how far one seed's ranking

@@ -83,6 +83,29 @@ def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
     return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
 
 
+def tune_configs(record: StudyRecord, name: str, search_alg: Any, num_samples: int, concurrency: int | None,
+                 checkpoint_config: Any, scheduler: Any = None, stop: Any = None, verbose: int = 0,
+                 reporter: Any = None) -> tuple[Any, Any]:
+    """Tune's TuneConfig and RunConfig of an experiment of the study (the search, or the
+    confirmation): the study's metric and mode, trial names and folders, storage, retries, and
+    the callbacks that keep Tune's result files and the study's MLflow runs."""
+    from ray import tune
+
+    from study.tracking import TrialRunsCallback
+
+    tune_config = tune.TuneConfig(
+        metric=record.metric, mode=record.mode, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+        max_concurrent_trials=concurrency, reuse_actors=bool(record.settings["reuse_actors"]),
+        trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=name, storage_path=record.stores.storage_path, stop=stop,
+        failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
+        checkpoint_config=checkpoint_config,
+        callbacks=callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=verbose,
+        progress_reporter=reporter)
+    return tune_config, run_config
+
+
 def callbacks(*extra: Any) -> list[Any]:
     """Tune's callbacks: its JSON and CSV result files (what ExperimentAnalysis, the report and
     the MLflow sync read), then `extra`."""

@@ -156,8 +156,6 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         # Trials may run in another working directory: make local paths absolute.
         if constants.get(key) and "://" not in str(constants[key]):
             constants[key] = str(Path(constants[key]).expanduser().resolve())
-    # Threads per trial follow the CPUs Ray gives it, so trials do not oversubscribe cores.
-    constants["threads"] = max(1, int(opts.cpus_per_trial))
     study = space.study
     if opts.num_samples is not None:
         study = dataclasses.replace(study, num_samples=opts.num_samples)
@@ -172,7 +170,14 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         raise StudyInputError(f"epoch budget {study.epoch_budget} is less than one full trial ({study.max_epochs} "
                               "epochs): raise --epoch-budget or lower --max-epochs")
     baselines = space.baselines if opts.baselines and opts.searcher != "optuna-stock" else {}
-    return dataclasses.replace(space, constants=constants, study=study, baselines=baselines)
+    return with_threads(dataclasses.replace(space, constants=constants, study=study, baselines=baselines),
+                        opts.cpus_per_trial)
+
+
+def with_threads(space: SearchSpace, cpus_per_trial: float) -> SearchSpace:
+    """The space with each trial's torch threads following the CPUs Ray gives it (so trials do
+    not oversubscribe cores): set at the start, and again at a resume with --cpus-per-trial."""
+    return dataclasses.replace(space, constants={**space.constants, "threads": max(1, int(cpus_per_trial))})
 
 
 def _name_ok(name: str) -> bool:
@@ -252,7 +257,8 @@ def for_resume(opts: StudyOptions) -> StudyRecord:
             flag = "--" + key.replace("_", "-")
             raise StudyInputError(f"--resume: {flag} {mine} contradicts study {record.name!r}, which was started with "
                                   f"{theirs}; drop the flag (the study keeps its own settings)")
-    return dataclasses.replace(record, resources=resources(opts, record.resources))
+    res = resources(opts, record.resources)
+    return dataclasses.replace(record, resources=res, space=with_threads(record.space, res.cpus_per_trial))
 
 
 def _recorded_flags(record: StudyRecord) -> dict[str, Any]:

@@ -106,22 +106,16 @@ def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> di
 
     from study import execution
     from study.searchers import FixedConfigs
-    from study.tracking import TrialRunsCallback
 
     res = record.resources
     execution.set_ray_env()
     started = execution.init_ray(res)
     _, queue = execution.open_tracking(record, resume=True)
     try:
-        tuner = execution.tuner(record.confirm_path, execution.trainable(record), tune.TuneConfig(
-            metric=record.metric, mode=record.mode, search_alg=FixedConfigs(configs, record.metric, record.mode),
-            num_samples=len(configs), max_concurrent_trials=execution.concurrency(res),
-            reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
-            trial_dirname_creator=execution.trial_dirname),
-            tune.RunConfig(name=f"{record.name}-confirm", storage_path=record.stores.storage_path,
-                           failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
-                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                           callbacks=execution.callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=0))
+        tune_config, run_config = execution.tune_configs(
+            record, f"{record.name}-confirm", FixedConfigs(configs, record.metric, record.mode), len(configs),
+            execution.concurrency(res), tune.CheckpointConfig(num_to_keep=1))
+        tuner = execution.tuner(record.confirm_path, execution.trainable(record), tune_config, run_config)
         results = tuner.fit()
         # No model selection in a confirmation: every run is tested at its last epoch.
         finished = [results[i] for i in range(len(results))]

@@ -41,7 +41,6 @@ def run(record: StudyRecord, queue: Any) -> Searched:
 
     from study import budget, searchers
     from study.policies import load_policy
-    from study.tracking import TrialRunsCallback
 
     res = record.resources
     policy = load_policy(str(record.settings["policy"]))
@@ -54,24 +53,17 @@ def run(record: StudyRecord, queue: Any) -> Searched:
         # Tune lets a searcher it does not wrap itself keep one trial pending at a time; up to
         # `limit` may wait for a node at once, as with Tune's own limit.
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(limit)
-    tune_config = tune.TuneConfig(
-        metric=record.metric, mode=record.mode, search_alg=searcher, scheduler=scheduler,
-        num_samples=record.expected_trials(), max_concurrent_trials=None if own else execution.concurrency(res),
-        reuse_actors=bool(record.settings["reuse_actors"]), trial_name_creator=execution.trial_name,
-        trial_dirname_creator=execution.trial_dirname)
     epochs = record.space.study.epoch_budget
     if epochs is not None:
         restoring = tune.Tuner.can_restore(record.tune_path)
         budget.REACHED[record.name] = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
-    run_config = tune.RunConfig(
-        name=record.name, storage_path=record.stores.storage_path,
-        stop=None if epochs is None else budget.EpochBudget(record.name, epochs),
-        failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
+    tune_config, run_config = execution.tune_configs(
+        record, record.name, searcher, record.expected_trials(), None if own else limit,
         # The best checkpoints by the study's metric, and always the latest (to resume from).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
-                                                checkpoint_score_order=record.mode),
-        callbacks=execution.callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=res.verbose,
-        progress_reporter=_reporter(record) if res.verbose else None)
+        tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
+                              checkpoint_score_order=record.mode),
+        scheduler=scheduler, stop=None if epochs is None else budget.EpochBudget(record.name, epochs),
+        verbose=res.verbose, reporter=_reporter(record) if res.verbose else None)
     fn = execution.trainable(record, decisions=policy.rungs(record.space.study))
     execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
     analysis = tune.ExperimentAnalysis(record.tune_path)

@@ -46,6 +46,10 @@ def test_resume_uses_the_record_not_todays_defaults(tmp_path: Path) -> None:
     record = resolve(parse_options(["--resume", "--name", "s", "--out", str(tmp_path), "--concurrency", "1"]))
     assert record.space.study.num_samples == 4 and record.space.study.max_epochs == 3  # not the space's 24 / 15
     assert record.resources.concurrency == 1 and record.resources.cpus_per_trial == 2  # kept unless given
+    assert record.space.constants["threads"] == 2
+    # the trials' threads follow --cpus-per-trial of the resume, not the start's
+    again = resolve(parse_options(["--resume", "--name", "s", "--out", str(tmp_path), "--cpus-per-trial", "1"]))
+    assert again.resources.cpus_per_trial == 1 and again.space.constants["threads"] == 1
     # without --name: the latest study of that space, whatever its name
     assert resolve(parse_options(["--resume", "--space", "ablation", "--out", str(tmp_path)])).name == "s"
     with pytest.raises(StudyInputError, match="no study of space 'smoke'"):
