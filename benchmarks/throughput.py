@@ -40,7 +40,7 @@ def _rss_mb() -> float:
 def _measure(case: dict[str, Any], queue: Any) -> None:
     import torch
 
-    from trainables.loop import rra_loss
+    from trainables.loop import Batch, train_step
     from trainables.model import RRAConfig, build_model
 
     torch.set_num_threads(case["threads"]) if case["threads"] else None
@@ -52,23 +52,12 @@ def _measure(case: dict[str, Any], queue: Any) -> None:
     model = build_model(cfg).to(device).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(case["batch"], 3, case["image"], case["image"], device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 200, (case["batch"],), device=device)
+    batch = Batch(x, torch.randint(0, 200, (case["batch"],), device=device), None)
     amp = case.get("amp", "none")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-            loss = rra_loss(out, y, 1.0)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+    def step() -> None:  # the training loop's own step (trainables.loop.train_step)
+        train_step(model, opt, batch, amp, 1.0, scaler)
 
     rss_before = _rss_mb()
     for _ in range(2):

@@ -106,13 +106,6 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrialConfig], torch.optim.
 }
 
 
-def _autocast(cfg: TrialConfig, device: torch.device) -> AbstractContextManager[Any]:
-    if cfg.amp == "none":
-        return nullcontext()
-    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @dataclass
 class Batch:
     """A batch moved to the device."""
@@ -120,6 +113,31 @@ class Batch:
     images: Tensor
     labels: Tensor
     boxes: Tensor | None
+
+
+def _autocast(amp: str, device: torch.device) -> AbstractContextManager[Any]:
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_step(model: RRA, optimizer: torch.optim.Optimizer, batch: Batch, amp: str, xent_coef: float,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[Tensor, RRAOutput]:
+    """One optimisation step on a batch already on the device (the training loop's, and the one
+    benchmarks.throughput times); returns the loss and the model's output, not synchronised."""
+    with _autocast(amp, batch.images.device):
+        out = model(batch.images, batch.boxes)
+        loss = rra_loss(out, batch.labels, xent_coef)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # a non-finite loss gives non-finite gradients: the scaler skips the step
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, out
 
 
 def prepare_for(cfg: TrialConfig, device: torch.device, train: bool) -> Prepare:
@@ -195,17 +213,7 @@ def train_one_epoch(
     patience = NONFINITE_PATIENCE if scaler is not None else 1
     seen, steps = 0, len(loader)
     for step, batch in enumerate(_batches(loader, prepare_for(cfg, device, train=True), cfg), 1):
-        with _autocast(cfg, device):
-            out = model(batch.images, batch.boxes)
-            loss = rra_loss(out, batch.labels, cfg.xent_coef)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # a non-finite loss gives non-finite gradients: the scaler skips the step
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss, out = train_step(model, optimizer, batch, cfg.amp, cfg.xent_coef, scaler)
         tally.add(step, loss, out.logits, batch.labels)
         seen += batch.labels.shape[0]
         if step % CHECK_EVERY == 0:
@@ -233,7 +241,7 @@ def evaluate(model: RRA, loader: DataLoader, cfg: TrialConfig, device: torch.dev
     correct = torch.zeros(3, dtype=torch.int64, device=device)  # fused, global, local
     seen = 0
     for batch in _batches(loader, prepare_for(cfg, device, train=False), cfg):
-        with _autocast(cfg, device):
+        with _autocast(cfg.amp, device):
             out = model(batch.images, batch.boxes)
             loss = rra_loss(out, batch.labels, cfg.xent_coef)
         n = batch.labels.shape[0]
