@@ -126,3 +126,69 @@ def test_what_the_command_line_needs_first_imports_nothing_heavy() -> None:
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+# The layers of study/, from docs/architecture.md: a module imports only modules of its own
+# layer or of the layers above it (listed first).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.policies",
+                 "study.history", "study.ranking")),
+    ("record", ("study.record", "study.preflight")),
+    ("execution", ("study.execution", "study.tracking", "study.searchers", "study.policies.*", "study.budget")),
+    ("phases", ("study.phases", "study.phases.*", "study.results", "study.analysis", "study.plots", "study.document",
+                "study.summary")),
+    ("command line", ("study.cli", "study.run", "study.report")),
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The index of `module`'s layer in LAYERS (an exact name before a `pkg.*` pattern)."""
+    for exact in (True, False):
+        for i, (_, members) in enumerate(LAYERS):
+            for member in members:
+                if (exact and module == member) or (not exact and member.endswith(".*")
+                                                    and module.startswith(member[:-1])):
+                    return i
+    return None
+
+
+def layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, imported in sorted(edges.items()):
+        if not module.startswith("study"):
+            continue
+        mine = layer_of(module)
+        if mine is None:
+            out.append(f"{module} is in no layer of docs/architecture.md")
+            continue
+        for other in sorted(m for m in imported if m.startswith("study")):
+            theirs = layer_of(other)
+            if theirs is not None and theirs > mine:
+                out.append(f"{module} ({LAYERS[mine][0]}) imports {other} ({LAYERS[theirs][0]}), a later layer")
+    return out
+
+
+def test_study_follows_the_layer_table() -> None:
+    assert layer_violations(graph()) == []
+
+
+def test_the_layer_table_is_the_documents() -> None:
+    """Every module named in docs/architecture.md's layer table is in LAYERS at the same layer."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for name, members in LAYERS:
+        row = next((line for line in text.splitlines() if line.startswith(f"| {name} |")), None)
+        assert row is not None, f"docs/architecture.md has no row for layer {name!r}"
+        cells = row.split("|")[2]
+        for member in members:
+            if member == "study":
+                continue
+            path = member.removeprefix("study.").replace(".", "/").replace("*", "*.py")
+            path = path if path.endswith(".py") else (f"{path}/__init__.py" if (ROOT / "study" / path).is_dir()
+                                                      else f"{path}.py")
+            assert f"`{path}`" in cells, f"layer {name!r}: docs/architecture.md does not list `{path}`"
+
+
+def test_a_layer_violation_is_seen() -> None:
+    assert layer_violations({"study.keys": {"study.record"}, "study.record": {"study.keys"}}) == [
+        "study.keys (options) imports study.record (record), a later layer"]
+    assert layer_violations({"study.nowhere": set()}) == ["study.nowhere is in no layer of docs/architecture.md"]
