@@ -67,11 +67,12 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
             print(f"interrupted; continue with: python -m study.run --name {rec.name} --out {rec.folder.parent} "
                   "--resume", file=sys.stderr)
         raise
-    rec, healthy = _settle(rec, queue, searched, interrupted=False)
     from study.summary import print_summary
 
+    # What the study found and where it is come first; then the wait for MLflow, if any.
     tracker = queue.tracker
-    print_summary(summary, tracker.runs_url(finish.RANK_METRIC) if tracker.parent_run_id and healthy else None)
+    print_summary(summary, tracker.runs_url(finish.RANK_METRIC) if tracker.parent_run_id else None)
+    rec, healthy = _settle(rec, queue, searched, interrupted=False)
     if opts.confirm_seeds:
         from study.phases.confirm import run_confirmation
 

@@ -205,7 +205,15 @@ def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, inter
                       flush=True)
 
         queue.put(settle)
-    drained = queue.drain(wait_s)
+    drained = queue.drain(min(wait_s, 0.5))
+    if not drained:
+        print(f"Waiting up to {wait_s:.0f} s for MLflow at {tracker.tracking_uri} to take {queue.pending()} queued "
+              "call(s) (RRA_MLFLOW_WAIT_S sets the wait; Ctrl-C skips it: Tune's storage keeps everything, and "
+              f"`python -m study.report --name {record.name}` sends it later) ...", flush=True)
+        try:
+            drained = queue.drain(wait_s)
+        except KeyboardInterrupt:
+            print("MLflow wait skipped.", file=sys.stderr, flush=True)
     if not drained:
         print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
               "are kept in Tune's storage and are sent to MLflow by the next resume or report "

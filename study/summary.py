@@ -53,7 +53,8 @@ def _fmt(value: Any) -> str:
 
 
 def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -> None:
-    """The end-of-run table (the study's ranking), the baselines, where everything is."""
+    """The end-of-run table (the study's ranking), the baselines, where everything is (printed
+    before the study waits for MLflow; runs_url None: MLflow never made the study's runs)."""
     metric = summary["metric"]
     by_id = {r["trial_id"]: r for r in summary["trials"]}
     best = [by_id[t] for t in summary["ranking"][:top]]
@@ -84,10 +85,10 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
           f"(experiment {summary['study']})")
     uri = summary["tracking_uri"]
     if runs_url is None:
-        print(f"\nMLflow has not received all of this study yet; `python -m study.report --name {summary['study']}` "
+        print(f"\nMLflow has not received this study yet; `python -m study.report --name {summary['study']}` "
               "sends it and gives the page of its runs.")
     else:
-        print("\nThis study's trial runs in the MLflow UI, best first:")
+        print("\nThis study's trial runs in the MLflow UI, best first (once MLflow has taken what is queued):")
         if not uri.startswith("http"):
             print(f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open:")
         print(f"  {runs_url}")
