@@ -39,6 +39,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     from study import execution, preflight
     from study.phases import finish, search
 
+    preflight.check_storage(rec.stores.storage_path)
     preflight.check_setup(rec.space, preflight.check_space(rec.space), local=rec.resources.address is None,
                           gpus_per_trial=rec.resources.gpus_per_trial)
     if not opts.resume:
@@ -145,6 +146,9 @@ def report_main(argv: list[str] | None = None) -> int:
 
     try:
         rec = record.load(record.study_folder(args.out, args.name))
+        from study.preflight import check_storage
+
+        check_storage(rec.stores.storage_path)
         if args.confirm_seeds:
             from study.phases.confirm import run_confirmation
 

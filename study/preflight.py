@@ -126,3 +126,61 @@ def _say_cache_size(configs: list[Any], count: int) -> None:
     print(f"image cache: {count} images decoded once per node and image size into {folder} ({each}; "
           f"{shutil.disk_usage(probe).free / 2**30:.0f} GiB free here; image_cache: off to decode every epoch)",
           flush=True)
+
+
+# ---------------------------------------------------------------- Tune's storage (a bucket on a cluster)
+
+
+def check_storage(uri: str, timeout_s: float = 5.0) -> None:
+    """Tune's storage (`--storage`) answers before Ray starts: a remote URI's endpoint is
+    reachable, its bucket exists and can be listed with the credentials found (pyarrow's own
+    rules: the URI's query, AWS_ENDPOINT_URL, AWS_* variables). A local path needs nothing."""
+    if "://" not in uri or uri.startswith("file://"):
+        return
+    from urllib.parse import parse_qs, urlsplit
+
+    import pyarrow.fs as pafs
+
+    parts = urlsplit(uri)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    endpoint = query.get("endpoint_override") or _endpoint_from_env(parts.scheme)
+    if endpoint:
+        scheme = query.get("scheme", "https")
+        _reachable(endpoint if "://" in endpoint else f"{scheme}://{endpoint}", uri, timeout_s)
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        bucket = path.split("/", 1)[0]
+        info = fs.get_file_info(bucket)
+    except (OSError, ValueError) as err:
+        raise StudyInputError(f"--storage {uri}: {_first_line(err)}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise StudyInputError(f"--storage {uri}: bucket {bucket!r} does not exist (create it first; the study "
+                              "does not create buckets)")
+
+
+def _endpoint_from_env(scheme: str) -> str | None:
+    import os
+
+    if scheme not in ("s3", "s3a"):
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _reachable(endpoint: str, uri: str, timeout_s: float) -> None:
+    """A TCP connection to the endpoint opens within timeout_s (pyarrow would retry for longer)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(endpoint)
+    host, port = where.hostname, where.port or (443 if where.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise StudyInputError(f"--storage {uri}: the storage endpoint {host}:{port} is unreachable "
+                              f"({err.strerror or err})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -42,7 +42,20 @@ class Stores:
     artifact_location: str | None  # MLflow artifacts of a local store, beside the store
 
     def tune_path(self, name: str) -> str:
-        return f"{self.storage_path.rstrip('/')}/{name}"
+        """Tune's experiment `name` under storage_path: a local folder, or a URI whose query
+        (pyarrow's form for an S3-compatible store, `s3://BUCKET/PATH?endpoint_override=HOST:PORT
+        &scheme=http`) stays after the path."""
+        return join_uri(self.storage_path, name)
+
+
+def join_uri(base: str, name: str) -> str:
+    """`base`/`name`, where base is a local path or a URI that may carry a query string."""
+    if "://" not in base:
+        return f"{base.rstrip('/')}/{name}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
 
 
 @dataclass(frozen=True)

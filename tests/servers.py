@@ -35,14 +35,18 @@ def wait_for_http(url: str, what: str, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
-def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen[bytes]:
-    """`mlflow server` on 127.0.0.1:port with its artifacts in `folder` and its store there too
-    (SQLite) or at `backend`; returns once it answers."""
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None, artifacts: str | None = None,
+                        env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`mlflow server` on 127.0.0.1:port with its artifacts in `folder` (or at `artifacts`, an
+    S3 URI with `env` saying how to reach it) and its store there too (SQLite) or at `backend`;
+    returns once it answers."""
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
          backend or f"sqlite:///{folder / 'srv.db'}",
-         "--artifacts-destination", str(folder / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--artifacts-destination", artifacts or str(folder / "srv-artifacts"), "--host", "127.0.0.1", "--port",
+         str(port)],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **(env or {})})
     wait_for_http(f"http://127.0.0.1:{port}/health", "the MLflow server")
     return server
 
@@ -154,3 +158,46 @@ def _postgres_bin() -> Path:
     initdb = shutil.which("initdb")
     assert initdb, "PostgreSQL's server programs are not installed (Debian: apt-get install postgresql)"
     return Path(initdb).resolve().parent
+
+
+class S3Server:
+    """A local S3-compatible server (moto's server mode) on 127.0.0.1, in its own session, and
+    the environment that points AWS clients at it (test credentials; never the user's ~/.aws)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="rra-s3-"))
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_SHARED_CREDENTIALS_FILE": str(self.folder / "credentials"),
+                    "AWS_CONFIG_FILE": str(self.folder / "config"), "AWS_EC2_METADATA_DISABLED": "true"}
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **self.env})
+        wait_for_http(f"{self.endpoint}/moto-api/", "the S3 server (moto)")
+
+    def client(self) -> object:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        """Creates bucket `name`; returns it."""
+        self.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)  # type: ignore[attr-defined]
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def uri(self, bucket: str, path: str) -> str:
+        """pyarrow's URI form for an S3-compatible store: the endpoint in the query."""
+        return f"s3://{bucket}/{path}?endpoint_override=127.0.0.1:{self.port}&scheme=http"
+
+    def stop(self) -> None:
+        try:
+            stop_server(self.process)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
