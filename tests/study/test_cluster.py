@@ -1,7 +1,10 @@
 """A real two-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3, token
 authentication on), started by clusters/onprem.yaml's own start commands, with the MLflow
-server the head starts: a smoke study submitted as a Ray job runs trials on both nodes; a
-worker node dying mid-trial costs the trial only the epoch in flight."""
+server the head starts. As on a cloud cluster, the nodes share no folder: each has its own Ray
+temporary folder, and Tune's storage and MLflow's artifacts are in an S3-compatible store
+(moto's server, started here). A smoke study submitted as a Ray job runs trials on both nodes
+and reports; a worker node dying mid-trial costs the trial only the epoch in flight (it resumes
+from its checkpoint in the bucket)."""
 
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import replay_space, small_space
-from tests.servers import free_port, wait_for_http
+from tests.servers import S3Server, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +72,7 @@ def _stop_ray(tmpdir: str) -> None:
         for pid in _ray_pids(tmpdir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.time() + 15
+        deadline = time.time() + 5
         while _ray_pids(tmpdir) and time.time() < deadline:
             time.sleep(0.3)
 
@@ -91,25 +95,43 @@ def _start_commands(key: str) -> list[str]:
     return list(yaml.safe_load((ROOT / "clusters" / "onprem.yaml").read_text())[key])
 
 
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The on-prem file's head and worker start commands, run as `ray up` would on each node."""
+def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
+    """The on-prem file's head and worker start commands, run as `ray up` would on each node,
+    each node with its own Ray temporary folder; the MLflow server's artifacts and Tune's
+    storage (`storage`: a fresh bucket) on the S3 server."""
     tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     mlflow_dir, mlflow_port = tmp_path / "mlflow-server", free_port()
-    env = {**_env(tmpdir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    bucket = s3.bucket(f"rra-{tmp_path.name.lower().replace('_', '-')[:40]}")
+    env = {**_env(tmpdir), **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "RRA_RAY_PORT": str(PORT), "RRA_RAY_START_ARGS": "--num-cpus 1",
-           "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port)}
+           "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port),
+           "RRA_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow"}
     try:
         # `ray stop` (each file's first command) would end every Ray process of the user: never run here.
-        for command in [c for c in _start_commands("head_start_ray_commands") if not c.endswith("ray stop")]:
-            subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.2"}, check=True,
-                           capture_output=True, timeout=180)
-        for command in [c for c in _start_commands("worker_start_ray_commands") if not c.endswith("ray stop")]:
-            subprocess.run(["bash", "-c", command], env={**env, "RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"},
-                           check=True, capture_output=True, timeout=180)
+        for node, key, extra in (("head", "head_start_ray_commands", {"RRA_NODE_IP": "127.0.0.2"}),
+                                 ("worker", "worker_start_ray_commands",
+                                  {"RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"})):
+            own = Path(tmpdir) / node  # this node's own folder
+            own.mkdir()
+            for command in [c for c in _start_commands(key) if not c.endswith("ray stop")]:
+                node_env = {**env, **extra, "RRA_RAY_START_ARGS": f"{env['RRA_RAY_START_ARGS']} --temp-dir {own}"}
+                subprocess.run(["bash", "-c", command], env=node_env, check=True, capture_output=True, timeout=180)
+        for node in ("head", "worker"):  # each node keeps its sessions in its own folder
+            assert list((Path(tmpdir) / node).glob("session_*")), f"no Ray session in the {node}'s folder"
         uri = f"http://127.0.0.1:{mlflow_port}"
         wait_for_http(f"{uri}/health", "the MLflow server the head starts")
-        yield {**env, "tracking_uri": uri}
+        yield {**env, "tracking_uri": uri, "bucket": bucket, "storage": s3.uri(bucket, "tune")}
     finally:
         _stop_ray(tmpdir)
         pid_file = mlflow_dir / "server.pid"
@@ -119,60 +141,73 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, str]]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:
+def _rows(s3: S3Server, bucket: str, experiment: str) -> dict[str, list[dict[str, object]]]:
+    """Each trial's result rows, read from Tune's storage in the bucket."""
     out = {}
-    for result in folder.glob("*/result.json"):
-        lines = result.read_text().splitlines()
-        out[result.parent.name.rsplit("_", 1)[-1]] = [json.loads(x) for x in lines if x.strip()]
+    client = s3.client()
+    for key in s3.keys(bucket, f"tune/{experiment}/"):
+        if key.endswith("/result.json"):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            out[key.split("/")[-2].rsplit("_", 1)[-1]] = [json.loads(x) for x in body.splitlines() if x.strip()]
     return out
 
 
-def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict[str, str], tmp_path: Path) -> None:
+def _children(client: MlflowClient, experiment: str) -> list[Any]:
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else [r for r in client.search_runs([exp.experiment_id])
+                                    if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict[str, str], tmp_path: Path,
+                                                                  s3: S3Server) -> None:
     (tmp_path / "space.yaml").write_text(SPACE)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
             "--address", f"127.0.0.2:{PORT}", "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
-            "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
+            "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"], "--storage", two_nodes["storage"]]
     proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    folder = tmp_path / "runs" / "nodes"
+    client = MlflowClient(two_nodes["tracking_uri"])
     victim = None
     deadline = time.time() + 300
-    while victim is None and time.time() < deadline:
+    while victim is None and time.time() < deadline:  # the trials' epochs, as MLflow receives them
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        for trial_id, rows in _rows(folder).items():
-            on_worker = [r for r in rows if r["node_ip"] == "127.0.0.3"]
-            if on_worker and int(on_worker[-1]["epoch"]) >= 2:  # it has a checkpoint to resume from
-                victim = trial_id
-        time.sleep(0.2)
+        for run in _children(client, "nodes"):
+            on_worker = "127.0.0.3" in run.data.tags.get("nodes", run.data.tags.get("node_ip", ""))
+            if on_worker and run.data.metrics.get("epoch", 0) >= 2:
+                victim = run.data.tags["tune_trial_id"]  # it has a checkpoint in the bucket to resume from
+        time.sleep(0.5)
     assert victim is not None, "no trial checkpointed on the worker node in time"
     os.kill(_raylet_pid("127.0.0.3"), signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
-    rows = _rows(folder)[victim]
-    epochs = [int(r["epoch"]) for r in rows]
+    rows = _rows(s3, two_nodes["bucket"], "nodes")[victim]
+    epochs = [int(str(r["epoch"])) for r in rows]
     assert epochs[-1] == 6 and epochs.count(1) == 1  # continued, not restarted from epoch 1
     assert rows[-1]["node_ip"] == "127.0.0.2", [(r["epoch"], r["node_ip"]) for r in rows]
-    client = MlflowClient(two_nodes["tracking_uri"])
-    exp = client.get_experiment_by_name("nodes")
-    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    children = _children(client, "nodes")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     run = next(c for c in children if c.data.tags["tune_trial_id"] == victim)
     assert run.data.tags["nodes"] == "127.0.0.3,127.0.0.2"
     assert run.data.tags["outcome"] == "completed" and int(run.data.tags["retries"]) >= 1
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert not list(tmp_path.rglob("result.json"))  # nothing of Tune's on a local disk of the driver's
 
 
 SMOKE_ON_TWO_NODES = small_space("metric: val_acc, mode: max, max_epochs: 2, grace_period: 2, reduction_factor: 2, "
                                  "num_samples: 4", 40, PARAMETERS)
 
 
-def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict[str, str], tmp_path: Path) -> None:
+def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict[str, str], tmp_path: Path,
+                                                                  s3: S3Server) -> None:
+    """The README's submission: a Ray job whose driver runs on the head, MLflow on the head with
+    its artifacts in the bucket; the report is written and logged there, and the best trial's
+    checkpoint reads back from MLflow."""
     (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES)
-    # the README's submission: a Ray job whose driver runs on the head, MLflow on the head
     entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
-             f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 --no-report")
+             f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 "
+             f"--storage '{two_nodes['storage']}'")
     deadline = time.time() + 120
     while True:  # the head's job agent may come up after its dashboard answers (a loaded machine)
         proc = subprocess.run([RAY, "job", "submit", "--address", "http://127.0.0.1:8265", "--", "bash", "-c", entry],
@@ -181,23 +216,27 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
             break
         time.sleep(3)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "Best configurations" in proc.stdout
+    assert "Best configurations" in proc.stdout and "Report:" in proc.stdout
     client = MlflowClient(two_nodes["tracking_uri"])
-    exp = client.get_experiment_by_name("jobs")
-    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    children = _children(client, "jobs")
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
+    stored = s3.keys(two_nodes["bucket"], "mlflow/")
+    assert any(k.endswith("report/report.html") for k in stored)
+    best = next(c for c in children if c.data.tags.get("best") == "true")
+    local = Path(client.download_artifacts(best.info.run_id, "checkpoint", str(tmp_path / "best")))
+    assert (local / "checkpoint.pt").stat().st_size > 0
 
 
 REPLAY_ON_TWO_NODES = replay_space(max_epochs=6, num_samples=16, baselines=False)
 
 
-def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_on_the_shared_storage(
-        two_nodes: dict[str, str], tmp_path: Path) -> None:
+def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_in_the_bucket(
+        two_nodes: dict[str, str], tmp_path: Path, s3: S3Server) -> None:
     """What a cluster adds to a local study, at scale without training: trials on both nodes
-    (four slots each), Tune's storage on a path both nodes write (--storage) apart from the
-    study folder, checkpoints at the policy's epochs written there from either node, the
-    Optuna study and MLflow complete at the end."""
+    (four slots each), Tune's storage in the bucket apart from the study folder, checkpoints at
+    the policy's epochs written there from either node, the Optuna study and MLflow complete at
+    the end."""
     import optuna
 
     from study.execution import checkpoint_epochs
@@ -205,28 +244,28 @@ def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_on_the_shared_stora
     from study.spaces import load_space
 
     (tmp_path / "space.yaml").write_text(REPLAY_ON_TWO_NODES)
-    shared = tmp_path / "shared"
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "many",
             "--address", f"127.0.0.2:{PORT}", "--trainable", "replay", "--replay-epoch-s", "0.5",
-            "--cpus-per-trial", "0.25", "--concurrency", "8", "--storage", str(shared), "--no-baselines", "--no-report",
-            "--tracking-uri", two_nodes["tracking_uri"]]
+            "--cpus-per-trial", "0.25", "--concurrency", "8", "--storage", two_nodes["storage"], "--no-baselines",
+            "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
     proc = subprocess.run(args, cwd=tmp_path, env=two_nodes, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     policy = set(checkpoint_epochs(2, rungs(load_space(str(tmp_path / "space.yaml")).study), 6))
-    trials = _rows(shared / "many")
+    bucket = two_nodes["bucket"]
+    trials = _rows(s3, bucket, "many")
     assert len(trials) == 16
     assert {r["node_ip"] for rows in trials.values() for r in rows} == {"127.0.0.2", "127.0.0.3"}
+    keys = s3.keys(bucket, "tune/many/")
+    client = s3.client()
     for trial_id, rows in trials.items():
-        saved = {int(r["epoch"]) for r in rows if r.get("checkpoint_dir_name")}
+        saved = {int(str(r["epoch"])) for r in rows if r.get("checkpoint_dir_name")}
         assert saved == {e for e in policy if e <= len(rows)}, trial_id
-        # the kept checkpoints are on the shared storage, whichever node wrote them
-        (folder,) = (shared / "many").glob(f"*_{trial_id}")
-        kept = [json.loads((c / "replay.json").read_text())["epoch"] for c in folder.glob("checkpoint_*")]
+        # the kept checkpoints are in the bucket, whichever node wrote them
+        states = [k for k in keys if f"_{trial_id}/checkpoint_" in k and k.endswith("/replay.json")]
+        kept = [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read())["epoch"] for k in states]
         assert kept and max(kept) == len(rows) and set(kept) <= policy, (trial_id, kept)
     study = optuna.load_study(study_name="many", storage=f"sqlite:///{tmp_path / 'runs' / 'many' / 'optuna.db'}")
     assert len(study.trials) == 16 and all(t.state.is_finished() for t in study.trials)
-    client = MlflowClient(two_nodes["tracking_uri"])
-    exp = client.get_experiment_by_name("many")
-    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    children = _children(MlflowClient(two_nodes["tracking_uri"]), "many")
     assert len(children) == 16 and all(c.info.status == "FINISHED" for c in children)
