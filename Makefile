@@ -1,10 +1,14 @@
-# Two entry points: `make study` (set up, then run the main job) and `make test`.
+# Entry points: `make study` (set up, then run the main job), `make test` (everything, what CI
+# runs) and `make check` (the fast lane: lint, types and every module's unit tests; no Ray, no
+# server, no study).
 PYTHON ?= python3
+# Test processes of `make test` (pytest-xdist); the two-node cluster tests share one of them.
+WORKERS ?= 2
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study report train test lint bench clean constraints gpu-check
+.PHONY: study report train test check lint bench clean constraints gpu-check
 
 # constraints.txt: the exact versions the tests pass with (pyproject keeps the ranges a user's
 # own environment may take). Refresh it with `make constraints` after a deliberate upgrade.
@@ -33,7 +37,12 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput

@@ -29,7 +29,9 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import replay_space, small_space
 from tests.servers import S3Server, free_port, wait_for_http
 
-pytestmark = pytest.mark.slow
+# One cluster at a time: its ports (Ray's 6391, the dashboard's 8265) are fixed, so under
+# pytest-xdist these tests share one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two-node-cluster")]
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")

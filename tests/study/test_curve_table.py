@@ -98,6 +98,7 @@ def test_a_study_refuses_a_table_it_cannot_replay_before_any_trial(tmp_path: Pat
     assert not (tmp_path / "runs" / "x").exists()
 
 
+@pytest.mark.slow  # a study on a local Ray
 def test_a_replayed_study_reports_the_recorded_curves(tmp_path: Path) -> None:
     # Through the real stack (adaptive policy, TPE, Tune storage, MLflow): every result a trial
     # reported is the table's value for the configuration nearest to the trial's.
