@@ -51,10 +51,18 @@ def start_mlflow_server(folder: Path, port: int, backend: str | None = None, art
     return server
 
 
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    """Stops a server started in its own session, with its children."""
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+def stop_server(server: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """Stops a server started in its own session, with its children: SIGTERM, then SIGKILL if
+    it is still there after `grace_s` (a loaded machine, or a server that waits for its clients'
+    open connections to close)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
 
 
 class HangingProxy:

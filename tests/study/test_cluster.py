@@ -29,13 +29,12 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import replay_space, small_space
 from tests.servers import S3Server, free_port, wait_for_http
 
-# One cluster at a time: its ports (Ray's 6391, the dashboard's 8265) are fixed, so under
-# pytest-xdist these tests share one worker.
+# One cluster at a time (each takes the machine's two cores): under pytest-xdist these tests
+# share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two-node-cluster")]
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
-PORT = 6391
 PARAMETERS = "parameters:\n  crop_scale: {type: float, low: 0.3, high: 1.0}"
 # Epochs of a few seconds: a trial process outlives its killed raylet for a moment, and must
 # not be able to finish its remaining epochs in that moment.
@@ -113,10 +112,12 @@ def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
     storage (`storage`: a fresh bucket) on the S3 server."""
     tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     mlflow_dir, mlflow_port = tmp_path / "mlflow-server", free_port()
+    # fresh ports for each cluster: a port of the last one may not be free yet
+    ray_port, dashboard_port = free_port(), free_port()
     bucket = s3.bucket(f"rra-{tmp_path.name.lower().replace('_', '-')[:40]}")
     env = {**_env(tmpdir), **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RRA_RAY_PORT": str(PORT), "RRA_RAY_START_ARGS": "--num-cpus 1",
+           "RRA_RAY_PORT": str(ray_port), "RRA_RAY_START_ARGS": "--num-cpus 1",
            "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port),
            "RRA_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow"}
     try:
@@ -126,14 +127,22 @@ def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
                                   {"RRA_NODE_IP": "127.0.0.3", "RAY_HEAD_IP": "127.0.0.2"})):
             own = Path(tmpdir) / node  # this node's own folder
             own.mkdir()
+            # the dashboard agent's HTTP port (where jobs are submitted) is fixed by default: another
+            # Ray on this machine (a test running beside this one) may hold it
+            args = f"{env['RRA_RAY_START_ARGS']} --temp-dir {own} --dashboard-agent-listen-port {free_port()}"
+            if node == "head":
+                args += f" --dashboard-port {dashboard_port}"
             for command in [c for c in _start_commands(key) if not c.endswith("ray stop")]:
-                node_env = {**env, **extra, "RRA_RAY_START_ARGS": f"{env['RRA_RAY_START_ARGS']} --temp-dir {own}"}
-                subprocess.run(["bash", "-c", command], env=node_env, check=True, capture_output=True, timeout=180)
+                node_env = {**env, **extra, "RRA_RAY_START_ARGS": args}
+                done = subprocess.run(["bash", "-c", command], env=node_env, capture_output=True, text=True,
+                                      timeout=180)
+                assert done.returncode == 0, f"{node}: {command}\n{(done.stdout + done.stderr)[-3000:]}"
         for node in ("head", "worker"):  # each node keeps its sessions in its own folder
             assert list((Path(tmpdir) / node).glob("session_*")), f"no Ray session in the {node}'s folder"
         uri = f"http://127.0.0.1:{mlflow_port}"
         wait_for_http(f"{uri}/health", "the MLflow server the head starts")
-        yield {**env, "tracking_uri": uri, "bucket": bucket, "storage": s3.uri(bucket, "tune")}
+        yield {**env, "tracking_uri": uri, "bucket": bucket, "storage": s3.uri(bucket, "tune"),
+               "address": f"127.0.0.2:{ray_port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:
         _stop_ray(tmpdir)
         pid_file = mlflow_dir / "server.pid"
@@ -164,7 +173,7 @@ def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict
                                                                   s3: S3Server) -> None:
     (tmp_path / "space.yaml").write_text(SPACE)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
-            "--address", f"127.0.0.2:{PORT}", "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
+            "--address", two_nodes["address"], "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
             "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"], "--storage", two_nodes["storage"]]
     proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -210,9 +219,9 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
     entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
              f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 "
              f"--storage '{two_nodes['storage']}'")
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while True:  # the head's job agent may come up after its dashboard answers (a loaded machine)
-        proc = subprocess.run([RAY, "job", "submit", "--address", "http://127.0.0.1:8265", "--", "bash", "-c", entry],
+        proc = subprocess.run([RAY, "job", "submit", "--address", two_nodes["dashboard"], "--", "bash", "-c", entry],
                               env=two_nodes, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in proc.stderr or time.time() > deadline:
             break
@@ -247,7 +256,7 @@ def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_in_the_bucket(
 
     (tmp_path / "space.yaml").write_text(REPLAY_ON_TWO_NODES)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "many",
-            "--address", f"127.0.0.2:{PORT}", "--trainable", "replay", "--replay-epoch-s", "0.5",
+            "--address", two_nodes["address"], "--trainable", "replay", "--replay-epoch-s", "0.5",
             "--cpus-per-trial", "0.25", "--concurrency", "8", "--storage", two_nodes["storage"], "--no-baselines",
             "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
     proc = subprocess.run(args, cwd=tmp_path, env=two_nodes, capture_output=True, text=True, timeout=900)
