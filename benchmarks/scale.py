@@ -263,6 +263,7 @@ def _study_figures(trials: list[list[dict[str, Any]]], slots: int, process_start
     # trial in the slot at all (a trial ending, the next one starting: process, actor, config).
     slot_time = slots * span
     return {
+        **_tail_figures(starts, ends, slots),
         "trials": len(trials), "results": results, "epochs_per_trial": round(results / len(trials), 2),
         "makespan_s": round(span, 1), "ideal_s": round(busy / slots, 1),
         "utilisation": round(busy / slot_time, 3),
@@ -279,6 +280,26 @@ def _study_figures(trials: list[list[dict[str, Any]]], slots: int, process_start
         "driver_cpu_s_total": round(driver.get("cpu_s", float("nan")), 1),
         "driver_peak_rss_mb": round(driver.get("peak_rss_mb", float("nan")), 1),
     }
+
+
+def _tail_figures(starts: list[float], ends: list[float], slots: int) -> dict[str, Any]:
+    """The slots' time without a trial, split in two: before the last trial started, the
+    turnaround between one trial and the next in a slot (per trial that waited for a slot), and
+    after it, the study's tail (the last trials running on while the other slots have no trial
+    left to take). A trial occupies its slot from its first epoch's start to its last report."""
+    first, last_start, end = min(starts), max(starts), max(ends)
+
+    def occupied(lo: float, hi: float) -> float:
+        return sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in zip(starts, ends, strict=True))
+
+    before, after = occupied(first, last_start), occupied(last_start, end)
+    waited = max(1, len(starts) - slots)  # trials that started in a slot another trial had left
+    gap = slots * (last_start - first) - before
+    return {"slot_share_busy_until_last_start": round(before / (slots * (last_start - first)), 3)
+            if last_start > first else None,
+            "turnaround_s_per_trial": round(gap / waited, 2),
+            "tail_s": round(end - last_start, 1),
+            "tail_slot_share_without_trial": round((slots * (end - last_start) - after) / (slots * (end - first)), 3)}
 
 
 def _windowed_cpu(trials: list[list[dict[str, Any]]], samples: list[tuple[float, float]], first: float,
