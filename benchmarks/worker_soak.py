@@ -104,8 +104,8 @@ def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: st
 
 
 def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path) -> dict[str, Any]:
-    """The test's situation: Ray and MLflow have run in this process (their threads live on),
-    then loaders fork workers from it."""
+    """The test's situation: Ray has run in this process and ended, MLflow runs in it (the
+    threads they leave live on), then loaders fork workers from it."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
@@ -140,9 +140,9 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         try:
             trials = in_trials(data_dir, args.trials, args.workers, args.rounds, str(folder / "tune"))
-            driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder)
         finally:
-            ray.shutdown()
+            ray.shutdown()  # as in the test that saw the crash: Ray had run in the process and ended
+        driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder)
     in_trial_starts = sum(int(t.get("worker_starts", 0)) for t in trials)
     failures = [f for t in trials for f in t.get("failures", [])] + driver["failures"]
     result = {
