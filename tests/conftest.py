@@ -49,6 +49,18 @@ def _image_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory)
         os.environ["RRA_IMAGE_CACHE"] = before
 
 
+@pytest.fixture(scope="module")
+def s3() -> Any:
+    """A local S3-compatible server (tests.servers.S3Server) for the tests of one module."""
+    from tests.servers import S3Server
+
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def small_space(study: str, images: int, rest: str) -> str:
     """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
     32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after

@@ -96,15 +96,6 @@ def _start_commands(key: str) -> list[str]:
     return list(yaml.safe_load((ROOT / "clusters" / "onprem.yaml").read_text())[key])
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
     """The on-prem file's head and worker start commands, run as `ray up` would on each node,
