@@ -236,12 +236,9 @@ def _requests(log: Path, start: int) -> dict[str, int]:
 
 
 def _trial_frames(tune_dir: Path) -> list[list[dict[str, Any]]]:
-    trials = []
-    for result in tune_dir.glob("*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if rows:
-            trials.append(rows)
-    return trials
+    from study.results import reports
+
+    return list(reports(tune_dir).values())
 
 
 def _cpu_at(samples: list[tuple[float, float]], when: float) -> float:

@@ -64,15 +64,10 @@ LOOSER_POINTS = (3.0, 5.0)  # beside the goal's 1 point: tolerances nearer the t
 def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
     """Every result of a replayed study in the order it was reported: the trial, its epoch, its
     observed value, and its configuration's true accuracy in the table."""
+    from study.results import reports
     from trainables.config import TrialConfig, settings
 
-    rows = []
-    for result in sorted(tune_path.glob("*/result.json")):
-        for line in result.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows.append(row)
-    rows.sort(key=lambda r: r["wall_time"])
+    rows = sorted((r for trial in reports(tune_path).values() for r in trial), key=lambda r: r["wall_time"])
     out, truth = [], {}
     for row in rows:
         trial = row["trial_id"]

@@ -35,13 +35,10 @@ from study.options import StudyOptions
 
 
 def trial_rows(folder: Path) -> list[list[dict[str, Any]]]:
-    """Every trial's result rows, read from Tune's result.json files."""
-    trials = []
-    for result in sorted(folder.glob("*/result.json")):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if rows:
-            trials.append(rows)
-    return trials
+    """Every trial's result rows, as the trials reported them (study.results.reports)."""
+    from study.results import reports
+
+    return list(reports(folder).values())
 
 
 def measure(trials: list[list[dict[str, Any]]], cpus: int, cpus_per_trial: float) -> dict[str, Any]:

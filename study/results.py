@@ -111,6 +111,19 @@ def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:
     return history[[c for c in EPOCH_COLUMNS if c in history.columns]]
 
 
+def reports(tune_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every result each trial reported, in the order reported, keyed by trial id: what the
+    trials spent (a retried trial's void epochs included; `final_attempt` is its history).
+    Read from the result files of Tune's experiment at a local `tune_path` (the benchmarks'
+    timelines and utilisation)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(tune_path).glob("*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            out.setdefault(str(rows[0].get("trial_id", path.parent.name)), []).extend(rows)
+    return out
+
+
 def load_results(record: StudyRecord) -> StudyResults:
     """Reads a study's results (Tune's experiment must be reachable)."""
     from ray.tune import ExperimentAnalysis

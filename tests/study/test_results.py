@@ -110,3 +110,19 @@ def test_trial_rows_give_plain_values() -> None:
     (row,) = trial_rows(table, "val_acc", ["crop_scale"])
     assert row == {"trial_id": "x", "name": "x", "kind": "search", "outcome": "stopped_early", "epochs": 2,
                    "val_acc": None, "crop_scale": None}
+
+
+def test_reports_are_every_result_in_the_order_reported(tmp_path: Path) -> None:
+    import json
+
+    from study.results import reports
+
+    for trial, epochs in (("a", [1, 2, 3, 2, 3]), ("b", [1])):  # a: retried from its epoch-1 checkpoint
+        folder = tmp_path / f"T_{trial}"
+        folder.mkdir()
+        lines = [json.dumps({"trial_id": trial, "epoch": e, "val_acc": 0.1 * i}) for i, e in enumerate(epochs)]
+        (folder / "result.json").write_text("\n".join(lines) + "\n")
+    found = reports(tmp_path)
+    assert sorted(found) == ["a", "b"]
+    assert [r["epoch"] for r in found["a"]] == [1, 2, 3, 2, 3]  # what it spent, void epochs included
+    assert list(final_attempt(pd.DataFrame(found["a"]))["epoch"]) == [1, 2, 3]
