@@ -30,6 +30,7 @@ import argparse
 import fcntl
 import functools
 import json
+import math
 import os
 import statistics
 import sys
@@ -111,55 +112,94 @@ def _train(name: str, values: dict[str, Any], seed: int) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _done(runs: Path) -> set[tuple[str, int]]:
-    if not runs.is_file():
-        return set()
-    done = set()
-    for line in runs.read_text().splitlines():
-        if line.strip():
-            run = json.loads(line)
-            done.add((run["config"], run["seed"]))
-    return done
-
-
 def _append(runs: Path, run: dict[str, Any]) -> None:
     with runs.open("a") as sink:
         fcntl.flock(sink, fcntl.LOCK_EX)
         sink.write(json.dumps(run) + "\n")
 
 
-def record(count: int, seeds: int, jobs: int, work: Path) -> None:
-    """Trains every (configuration, seed) not yet in work/runs.jsonl."""
+def _finals(runs: Path) -> dict[tuple[str, int], float]:
+    """The final validation accuracy of every run recorded, by (configuration, seed)."""
+    if not runs.is_file():
+        return {}
+    out = {}
+    for line in runs.read_text().splitlines():
+        if line.strip():
+            run = json.loads(line)
+            out[(run["config"], run["seed"])] = float(run["epochs"][-1]["val_acc"])
+    return out
+
+
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean of `values` (their sample sd over the square root of
+    their count); infinite for fewer than two."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.inf
+
+
+def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int, top: int,
+              target_se: float, max_seeds: int) -> list[tuple[str, int]]:
+    """The (configuration, seed) runs to train next, given the finals recorded so far; empty when
+    the table is complete.
+
+    First every configuration with seeds 0..seeds-1. Then the `top` configurations by mean final
+    accuracy get more seeds, all of them the same seeds (so that comparisons among them are
+    paired on the seed, whose effect is shared by every configuration), one seed at a time until
+    the largest standard error among them is at most `target_se` or they have `max_seeds`. A
+    configuration that enters the top later is first given the seeds the others have.
+    """
+    base = [(name, seed) for seed in range(seeds) for name in names if (name, seed) not in finals]
+    if base:
+        return base
+    by_config: dict[str, list[float]] = {}
+    for (name, _seed), final in sorted(finals.items()):
+        by_config.setdefault(name, []).append(final)
+    best = sorted((n for n in names if n in by_config), key=lambda n: (-statistics.fmean(by_config[n]), n))[:top]
+    have = max(len(by_config[n]) for n in best)
+    fill = [(name, seed) for seed in range(have) for name in best if (name, seed) not in finals]
+    if fill:
+        return fill
+    if have >= max_seeds or max(standard_error(by_config[n]) for n in best) <= target_se:
+        return []
+    return [(name, have) for name in best]
+
+
+def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_se: float = 0.015,
+           max_seeds: int = 16) -> None:
+    """Trains every run that `next_runs` asks for and work/runs.jsonl does not hold yet."""
     work.mkdir(parents=True, exist_ok=True)
     runs = work / "runs.jsonl"
-    plan = {"configs": count, "seeds": seeds, "space": str(SPACE.name)}
+    plan = {"configs": count, "seeds": seeds, "top": top, "target_se": target_se, "max_seeds": max_seeds,
+            "space": str(SPACE.name)}
     plan_file = work / "plan.json"
     if plan_file.is_file() and json.loads(plan_file.read_text()) != plan:
         raise SystemExit(f"{work} holds runs of another plan ({plan_file.read_text().strip()}); "
-                         "pass another --work or the same --configs and --seeds")
+                         "pass another --work or the same plan's flags")
     plan_file.write_text(json.dumps(plan) + "\n")
     configs = configurations(count)
-    done = _done(runs)
-    todo = [(name, values, seed) for seed in range(seeds) for name, values in configs.items()
-            if (name, seed) not in done]
-    print(f"{len(done)} runs recorded, {len(todo)} to go, {jobs} at a time; runs in {runs}", flush=True)
+    names = list(configs)
+    print(f"{len(_finals(runs))} runs recorded; runs in {runs}", flush=True)
     start = time.perf_counter()
+    finished = 0
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        pending: set[Future[dict[str, Any]]] = set()
-        queue = list(todo)
-        finished = 0
-        while queue or pending:
-            while queue and len(pending) < jobs:
-                pending.add(pool.submit(_train, *queue.pop(0)))
-            ready, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in ready:
-                run = future.result()
-                _append(runs, run)
-                finished += 1
-                rate = (time.perf_counter() - start) / finished
-                print(f"{run['config']} seed {run['seed']}: final val_acc {run['epochs'][-1]['val_acc']:.3f} "
-                      f"in {run['seconds']:.0f} s; {len(todo) - finished} to go, about "
-                      f"{rate * (len(todo) - finished) / 60:.0f} min", flush=True)
+        while todo := next_runs(_finals(runs), names, seeds, top, target_se, max_seeds):
+            print(f"next: {len(todo)} runs (seeds {min(s for _, s in todo)}-{max(s for _, s in todo)}), "
+                  f"{jobs} at a time", flush=True)
+            pending: set[Future[dict[str, Any]]] = set()
+            queue = [(name, configs[name], seed) for name, seed in todo]
+            left = len(queue)
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    pending.add(pool.submit(_train, *queue.pop(0)))
+                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    run = future.result()
+                    _append(runs, run)
+                    finished += 1
+                    left -= 1
+                    rate = (time.perf_counter() - start) / finished
+                    print(f"{run['config']} seed {run['seed']}: final val_acc {run['epochs'][-1]['val_acc']:.3f} "
+                          f"in {run['seconds']:.0f} s; {left} to go in this round, about {rate * left / 60:.0f} min",
+                          flush=True)
 
 
 def _versions() -> dict[str, str]:
@@ -248,7 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     rec = sub.add_parser("record", help="train the table's runs (resumable)")
     rec.add_argument("--configs", type=int, default=200,
                      help="Sobol configurations, besides the paper's and global-only")
-    rec.add_argument("--seeds", type=int, default=2)
+    rec.add_argument("--seeds", type=int, default=3, help="seeds of every configuration")
+    rec.add_argument("--top", type=int, default=30,
+                     help="configurations (best by mean final accuracy) that get more seeds")
+    rec.add_argument("--target-se", type=float, default=0.015,
+                     help="... until the largest standard error of their mean is at most this")
+    rec.add_argument("--max-seeds", type=int, default=16, help="... or they have this many seeds")
     rec.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="runs at a time, one thread each")
     rec.add_argument("--work", type=Path, default=default_work())
     wr = sub.add_parser("write", help="write the Parquet table from the runs recorded")
@@ -258,14 +303,19 @@ def main(argv: list[str] | None = None) -> None:
     sh.add_argument("--table", type=Path, default=TABLE)
     args = parser.parse_args(argv)
     if args.command == "record":
-        if args.configs < 1 or args.seeds < 1 or args.jobs < 1:
-            parser.error("--configs, --seeds and --jobs must be at least 1")
-        record(args.configs, args.seeds, args.jobs, args.work)
+        if args.configs < 1 or args.seeds < 1 or args.jobs < 1 or args.top < 0 or args.max_seeds < args.seeds:
+            parser.error("--configs, --seeds and --jobs must be at least 1, --top at least 0, "
+                         "and --max-seeds at least --seeds")
+        if not 0 < args.target_se < 1:
+            parser.error(f"--target-se: expected an accuracy in (0, 1), got {args.target_se}")
+        record(args.configs, args.seeds, args.jobs, args.work, args.top, args.target_se, args.max_seeds)
     elif args.command == "write":
         if not (args.work / "runs.jsonl").is_file():
             parser.error(f"no runs recorded in {args.work}; run `python -m benchmarks.curves record` first")
         plan = json.loads((args.work / "plan.json").read_text())
-        command = f"python -m benchmarks.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
+        command = (f"python -m benchmarks.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
+                   + (f" --top {plan['top']} --target-se {plan['target_se']} --max-seeds {plan['max_seeds']}"
+                      if "top" in plan else ""))
         print(write(args.work, args.out, command))
     else:
         if not args.table.is_file():
