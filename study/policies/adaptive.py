@@ -14,7 +14,8 @@ of the rungs it cuts at (a negative one counts as 0; one not yet measured, with 
 MIN_TRIALS pairs, as PRIOR). A new trial joins a bracket drawn with weights proportional to
 reliability / (epochs a trial costs in that bracket on average): a bracket that cuts early
 screens more trials per epoch, and is worth it only as far as its cuts keep the right trials.
-Every bracket keeps at least FLOOR of the draw, so its rungs go on being measured.
+Every bracket keeps at least FLOOR of the draw (half an equal share when there are more than
+1 / (2 FLOOR) brackets), so its rungs go on being measured; the rest follows the weights.
 
 With curves that keep their order the weight goes to the first bracket (ASHA); with curves
 that cross at the first rung it moves to the brackets that judge later, or not at all. The draw
@@ -51,6 +52,15 @@ __all__ = ["AdaptiveASHA", "build", "rungs"]
 PRIOR = 0.5  # the agreement assumed at a rung before it is measured
 FLOOR = 0.1  # each bracket's least share of the draw
 log = logging.getLogger(__name__)
+
+
+def mix(share: list[float]) -> list[float]:
+    """Draw weights from merit shares (summing to 1): each bracket gets a floor, FLOOR or half an
+    equal share if that is less (so that the floors take at most half the draw, however many
+    brackets), and the rest of the draw in proportion to its share. The weights sum to 1, are
+    positive, and keep the shares' order."""
+    floor = min(FLOOR, 0.5 / len(share))
+    return [floor + (1 - floor * len(share)) * s for s in share]
 
 
 def bracket_cost(cuts: list[float], max_t: int, reduction_factor: float) -> float:
@@ -96,7 +106,7 @@ class AdaptiveASHA(BaselineExemptASHA):
         raw = [math.prod(trust(c) for c in cuts) / cost for cuts, cost in zip(self.cuts, self.costs, strict=True)]
         total = sum(raw)
         share = [r / total if total > 0 else 1 / len(raw) for r in raw]
-        return [FLOOR + (1 - FLOOR * len(share)) * s for s in share]
+        return mix(share)
 
     def _place(self, trial_id: str) -> None:
         weights = self.bracket_weights()

@@ -219,3 +219,17 @@ def test_a_space_names_its_default_policy_and_the_flag_overrides_it(tmp_path: Pa
     space.write_text(text.replace("study:\n", "study:\n  policy: bohb\n", 1))
     with pytest.raises((SpaceError, StudyInputError), match=r"study\.policy"):
         load_space(str(space))
+
+
+@pytest.mark.parametrize("brackets", [2, 5, 10, 11, 12, 20])
+def test_adaptive_draw_weights_stay_positive_and_ordered_for_any_number_of_brackets(brackets: int) -> None:
+    # 11 brackets come from a reduction factor of 1.5 over 40 epochs; the old floor of 0.1 each
+    # made the weights uniform at 10, inverted at 11 and negative from 12
+    from study.policies.adaptive import FLOOR, mix
+
+    share = [2.0 ** -i for i in range(brackets)]
+    share = [s / sum(share) for s in share]
+    weights = mix(share)
+    assert sum(weights) == pytest.approx(1.0) and min(weights) > 0
+    assert weights == sorted(weights, reverse=True) and weights[0] > weights[-1]
+    assert min(weights) >= min(FLOOR, 0.5 / brackets) - 1e-12
