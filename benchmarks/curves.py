@@ -233,8 +233,15 @@ def write(work: Path, out: Path, command: str) -> Path:
             for key in METRICS:
                 rows[key].append(metrics[key])
     table = pa.table(rows)
+    finals: dict[str, list[float]] = {}
+    for run in runs:
+        finals.setdefault(run["config"], []).append(float(run["epochs"][-1]["val_acc"]))
     meta = {"command": command, "plan": plan, "space": _space().to_raw(), "machine": machine(),
             "versions": _versions(), "recorded_runs": len(runs),
+            # each configuration's seeds and the standard error of its mean final accuracy (its truth)
+            "seeds_per_config": {n: len(v) for n, v in sorted(finals.items())},
+            "standard_error": {n: (round(standard_error(v), 5) if len(v) > 1 else None)
+                               for n, v in sorted(finals.items())},
             # a run's wall time, which counts any pause of the recording (kill -STOP) too
             "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
@@ -258,14 +265,30 @@ def show(path: Path) -> dict[str, Any]:
     params = frame.drop_duplicates("config").set_index("config")
     seeds = frame[frame["epoch"] == last].pivot(index="config", columns="seed", values="val_acc")
     crop = params.loc[sampled.index, "crop_scale"]
+    finals = frame[frame["epoch"] == last].groupby("config")["val_acc"]
+    count, error = finals.count(), finals.std() / finals.count() ** 0.5
+    top = final.drop(index=["global_only"]).sort_values(ascending=False).index[:30]
+    shared = [s for s in sorted(frame["seed"].unique()) if (frame[frame["epoch"] == last].groupby("seed")["config"]
+                                                              .nunique().get(s, 0) == len(final))]
     out = {
         "configs": len(final), "seeds": int(frame["seed"].nunique()), "epochs": last,
+        "seeds_shared_by_every_config": [int(s) for s in shared],
+        "seeds_per_config": {str(k): int(v) for k, v in count.value_counts().sort_index().items()},
+        "validation_images": _validation_images(path),
+        "standard_error_points": {
+            "top30_max": round(100 * float(error[top].max()), 2),
+            "top30_median": round(100 * float(error[top].median()), 2),
+            "all_median": round(100 * float(error.median()), 2)},
+        "top10": [{"config": str(n), "true_val_acc": round(float(final[n]), 4), "seeds": int(count[n]),
+                   "standard_error_points": round(100 * float(error[n]), 2)} for n in top[:10]],
         "final_val_acc": {"best": round(float(final.max()), 4), "median": round(float(sampled.median()), 4),
                           "worst": round(float(sampled.min()), 4), "best_config": str(final.idxmax())},
         "global_only": round(float(final["global_only"]), 4),
         "rra_gain_points": round(100 * float(final.max() - final["global_only"]), 1),
         "seed_noise_points": (round(100 * float((seeds[0] - seeds[1]).abs().median()), 2)
                               if seeds.shape[1] > 1 else None),
+        # a seed's shared effect: each seed's mean final accuracy over the configurations every seed has
+        "seed_means": {int(c): round(float(seeds[c][seeds[shared].notna().all(axis=1)].mean()), 4) for c in shared},
         "crop_scale_spearman_with_final": round(float(spearmanr(crop, sampled).statistic), 3),
         "final_by_crop_scale": {f"{lo:.1f}-{lo + 0.2:.1f}":
                                 round(float(sampled[(crop >= lo) & (crop < lo + 0.2)].mean()), 4)
@@ -277,9 +300,23 @@ def show(path: Path) -> dict[str, Any]:
         # by one seed's final accuracy, and this is how far its true accuracy is from the best
         "regret_of_best_by_one_seed_points": {
             int(s): round(100 * float(sampled.max() - sampled[seeds.loc[sampled.index, s].idxmax()]), 2)
-            for s in seeds.columns},
+            for s in shared},
     }
     return out
+
+
+def _validation_images(path: Path) -> int | None:
+    """The validation split's size the table was recorded with (from its space, as the stratified
+    split takes it: a rounded share of each class)."""
+    import pyarrow.parquet as pq
+
+    meta = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
+    constants = meta.get("space", {}).get("constants", {})
+    try:
+        return int(constants["synthetic_classes"]) * round(int(constants["synthetic_images_per_class"])
+                                                           * float(constants["val_fraction"]))
+    except KeyError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,29 +3,40 @@ replayed on the RRA curve table (benchmarks/data/rra_curves.parquet, `python -m 
 
 Every method runs the real study (`study.cli.run_study`: its searcher, its policy's scheduler,
 Tune's storage, MLflow) with the replay trainable (`--trainable replay --replay-table`): a
-trial reports the recorded curve of the table's configuration nearest to its own (one of that
-configuration's seeds; see trainables.curve_table), at `--epoch-s` seconds an epoch. Methods:
+trial reports the recorded curve of the table's configuration nearest to its own, at
+`--epoch-s` seconds an epoch. Study seed N trains every trial with seed N (`--train-seed`), so
+it replays one recorded seed of every configuration, as a real study's trials share its seed;
+the finalists' re-runs replay the next recorded seeds (see trainables.curve_table). Methods:
 
 - random_fifo: random search, every trial to max_t;
 - random_asha: random search, ASHA;
-- stock_asha: Optuna TPE through Ray's stock OptunaSearch (stopped trials reach it as COMPLETE), ASHA;
 - tpe_asha: the project's TPE (stopped trials PRUNED), ASHA;
+- tpe_asha_plain: the same without the noise-aware ending: the best single run is named;
 - tpe_hyperband: the project's TPE, ASHA with Hyperband's brackets drawn uniformly;
-- tpe_adaptive: the project's TPE, brackets drawn by measured rank agreement (study.policies.adaptive).
+- tpe_adaptive: the project's TPE, brackets drawn by measured rank agreement (study.policies.adaptive);
+- stock_asha (not run by default): Optuna TPE through Ray's stock OptunaSearch, ASHA.
 
-Scoring, at every epoch spent (results in the order they were reported, over the whole study):
-the incumbent is the trial that has reached max_t with the best observed final accuracy so far
-(what a user would pick); its regret is the table's best true accuracy minus the incumbent's
-true accuracy, in points, where a configuration's true accuracy is its mean final validation
-accuracy over the table's seeds. Before any trial reaches max_t the regret is the table's worst
-(best minus worst configuration). Every method is scored over the same epoch budget
-(`--budget`): each study ends when its trials have run that many epochs (`--epoch-budget`).
+All but tpe_asha_plain end as a study does by default: their finalists re-run with new seeds
+inside the same epoch budget (`--budget`, the study's `--epoch-budget`), and the best is named
+on the mean (study.phases.finalists).
 
-    python -m benchmarks.search_efficiency [--seeds 20] [--budget 270] [--methods ...] [--work DIR]
+Scoring. A configuration's true accuracy is its mean final validation accuracy over the table's
+seeds (the best ones have more seeds: `python -m benchmarks.curves show`). A study's final
+regret is the table's best true accuracy minus the true accuracy of the configuration the study
+named (its summary's best), in points; the benchmark reports, per method over the seeds, the
+interquartile mean (IQM) with a 95% bootstrap interval, the median and quartiles, the share of
+studies whose named best is in the table's true top 5, and paired comparisons of methods on the
+same seeds (Wilcoxon signed-rank, Holm-corrected over `COMPARISONS`). The anytime curve (plot)
+is the regret of the incumbent, the best single run at max_t so far, at every epoch spent;
+"epochs to within 1 point" counts from the epoch it stays there to the end of the budget (a
+study that touched it and left does not count).
+
+    python -m benchmarks.search_efficiency [--seeds 30] [--budget 270] [--methods ...] [--work DIR]
 
 Resumable: each (method, seed) study's timeline is saved in DIR (default: a folder under the
 system's temporary folder) and not run again. Writes benchmarks/results/search_efficiency.json
-and search_efficiency.png (regret against epochs spent: median and quartiles over seeds).
+(every study's final regret and anytime curve, and the statistics above) and
+search_efficiency.png (regret against epochs spent: median and quartiles over seeds).
 """
 
 from __future__ import annotations
@@ -48,17 +59,24 @@ from benchmarks.machine import machine
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 RESULTS = Path("benchmarks/results")
-# method: (searcher, policy)
+# method: (searcher, policy, finalists: None = the space's noise-aware ending, 0 = none)
 METHODS = {
-    "random_fifo": ("random", "fifo"),
-    "random_asha": ("random", "asha"),
-    "stock_asha": ("optuna-stock", "asha"),
-    "tpe_asha": ("optuna", "asha"),
-    "tpe_hyperband": ("optuna", "hyperband"),
-    "tpe_adaptive": ("optuna", "adaptive"),
+    "random_fifo": ("random", "fifo", None),
+    "random_asha": ("random", "asha", None),
+    "tpe_asha": ("optuna", "asha", None),
+    "tpe_asha_plain": ("optuna", "asha", 0),
+    "tpe_hyperband": ("optuna", "hyperband", None),
+    "tpe_adaptive": ("optuna", "adaptive", None),
+    "stock_asha": ("optuna-stock", "asha", None),
 }
+DEFAULT_METHODS = [m for m in METHODS if m != "stock_asha"]
+# The comparisons the README draws, paired over seeds (Wilcoxon), Holm-corrected together:
+# (method, against).
+COMPARISONS = (("random_asha", "random_fifo"), ("tpe_asha", "random_asha"), ("tpe_hyperband", "tpe_asha"),
+               ("tpe_adaptive", "tpe_asha"), ("tpe_asha", "tpe_asha_plain"))
 TOLERANCE_POINTS = 1.0
 LOOSER_POINTS = (3.0, 5.0)  # beside the goal's 1 point: tolerances nearer the table's seed noise
+TOP = 5  # "in the true top 5": the share of studies whose named best is one of the table's 5 best
 
 
 def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
@@ -90,11 +108,6 @@ def regret_curve(line: list[dict[str, Any]], best: float, worst: float, budget: 
     return out + [out[-1] if out else 100 * (best - worst)] * (budget - len(out))
 
 
-def epochs_to(curve: list[float], tolerance: float) -> int | None:
-    """The first epoch spent at which the regret is within `tolerance` points (None: never)."""
-    return next((i + 1 for i, r in enumerate(curve) if r <= tolerance), None)
-
-
 def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Path, work: Path, cpus: int) -> Path:
     """One replayed study; its timeline saved as work/METHOD-SEED.json."""
     from study.cli import run_study
@@ -104,29 +117,90 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
     out = work / f"{method}-{seed}.json"
     if out.is_file():
         return out
-    searcher, policy = METHODS[method]
+    searcher, policy, finalists = METHODS[method]
     max_epochs = load(str(table_path)).epochs  # the study runs as long as the table's curves
     runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
     try:
         opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, num_cpus=cpus,
                             cpus_per_trial=0.25, baselines=False, evaluate_test=False, verbose=0, report=False,
                             searcher=searcher, policy=policy, num_samples=budget, max_epochs=max_epochs,
-                            epoch_budget=budget,
+                            epoch_budget=budget, finalists=finalists, train_seed=seed,
                             trainable="replay", replay_epoch_s=epoch_s, replay_table=str(table_path),
                             tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
         start = time.perf_counter()
         summary = run_study(opts)
         wall = time.perf_counter() - start
-        line = timeline(Path(summary["tune_path"]), load(str(table_path)), int(summary["max_epochs"]))
+        table = load(str(table_path))
+        line = timeline(Path(summary["tune_path"]), table, int(summary["max_epochs"]))
+        if summary.get("finalists_path"):
+            line += rerun_line(Path(summary["finalists_path"]), table, int(summary["max_epochs"]))
+        named = _config_of(summary["best"], table) if summary["best"] else None
+        single = _config_of(_best_single(summary), table)
     finally:
         shutil.rmtree(runs, ignore_errors=True)
-    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "line": line}))
+    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "named": named,
+                               "best_single_run": single, "line": line}))
     return out
+
+
+def _config_of(row: dict[str, Any] | None, table: Any) -> str | None:
+    """The table's configuration a summary row (a trial's searched values) replays."""
+    if row is None:
+        return None
+    values = {k: row.get(k) for k in ("recursion_steps", "crop_scale", "attention_temperature")
+              if row.get(k) is not None}
+    return str(table.match({"local_stream": True, **values}).config)
+
+
+def _best_single(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What the plain maximum names: the best single run among the trials that reached max_t."""
+    from study.ranking import ranked
+
+    order = ranked(summary["trials"], summary["metric"], summary["mode"], summary["max_epochs"])
+    return dict(order[0]) if order else None
+
+
+def rerun_line(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
+    """The finalists' re-runs as epochs spent (after the search's: they run once it ended); not
+    candidates for the anytime incumbent, which is the search's."""
+    base = timeline(tune_path, table, max_epochs) if tune_path.is_dir() else []
+    return [{**row, "full": False, "rerun": True} for row in base]
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
     return q[0], statistics.median(values), q[2]
+
+
+def iqm(values: list[float]) -> float:
+    """The interquartile mean: the mean of the middle half (scipy.stats.trim_mean, 25% cut each
+    side), robust to the few studies that fail badly and less noisy than the median."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(values, 0.25))
+
+
+def iqm_interval(values: list[float], seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of the IQM (scipy.stats.bootstrap, percentile, 10,000 resamples)."""
+    import numpy as np
+    from scipy.stats import bootstrap, trim_mean
+
+    if len(set(values)) < 2:
+        return values[0], values[0]
+    res = bootstrap((np.asarray(values),), lambda x, axis: trim_mean(x, 0.25, axis=axis), n_resamples=10_000,
+                    method="percentile", random_state=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def sustained(curve: list[float], tolerance: float) -> int | None:
+    """The epoch from which the regret stays within `tolerance` points to the end of the budget
+    (None: it does not end there): a study that touched the target and left it is not counted."""
+    if not curve or curve[-1] > tolerance:
+        return None
+    epoch = len(curve)
+    while epoch > 1 and curve[epoch - 2] <= tolerance:
+        epoch -= 1
+    return epoch
 
 
 def _median_epochs(reached: list[int | None], budget: int) -> float:
@@ -135,38 +209,87 @@ def _median_epochs(reached: list[int | None], budget: int) -> float:
     return statistics.median(e if e is not None else budget + 1 for e in reached)
 
 
+def compare(regrets: dict[str, list[float]], pairs: list[tuple[str, str]], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Paired comparisons of final regret over the same seeds: the mean difference (method minus
+    against; negative: the method does better) with a 95% bootstrap interval, the Wilcoxon
+    signed-rank p-value (scipy.stats.wilcoxon; a seed where both are equal carries no sign),
+    Holm's correction over every pair, and the verdict at `alpha`."""
+    import numpy as np
+    from scipy.stats import bootstrap, wilcoxon
+
+    from study.analysis import holm
+
+    out: list[dict[str, Any]] = []
+    for method, against in pairs:
+        diff = np.asarray(regrets[method]) - np.asarray(regrets[against])
+        nonzero = diff[diff != 0]
+        p = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else 1.0
+        if len(set(diff.tolist())) > 1:
+            res = bootstrap((diff,), np.mean, n_resamples=10_000, method="percentile", random_state=0)
+            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        else:
+            low = high = float(diff[0])
+        out.append({"method": method, "against": against, "seeds": len(diff), "mean_difference": float(diff.mean()),
+                    "interval": [round(low, 2), round(high, 2)], "better_in": int((diff < 0).sum()),
+                    "worse_in": int((diff > 0).sum()), "p": p})
+    for row, adjusted in zip(out, holm([float(r["p"]) for r in out]), strict=True):
+        row["p_holm"] = adjusted
+        row["significant"] = adjusted < alpha
+        row["mean_difference"] = round(float(row["mean_difference"]), 2)
+    return out
+
+
 def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -> dict[str, Any]:
     finals = {name: table.true_final(name) for name in table.values}
     sampled = {n: v for n, v in finals.items() if table.values[n]["local_stream"]}
     best, worst = max(sampled.values()), min(sampled.values())
+    top = sorted(sampled, key=lambda n: -sampled[n])[:TOP]
+    grid = sorted({*range(table.epochs, budget + 1, table.epochs), budget})
     out: dict[str, Any] = {}
+    regrets: dict[str, list[float]] = {}
     for method in methods:
-        curves, walls, trials = [], [], []
+        curves, walls, trials, named, single = [], [], [], [], []
         for seed in range(seeds):
             run = json.loads((work / f"{method}-{seed}.json").read_text())
             curves.append(regret_curve(run["line"], best, worst, budget))
             walls.append(run["wall_s"])
-            trials.append(len({r["trial"] for r in run["line"][:budget]}))
-        reach = [epochs_to(c, TOLERANCE_POINTS) for c in curves]
-        grid = sorted({*range(table.epochs, budget + 1, table.epochs), budget})
+            trials.append(len({r["trial"] for r in run["line"][:budget] if not r.get("rerun")}))
+            named.append(run.get("named"))
+            single.append(run.get("best_single_run"))
+        # the final regret is the named best's: the study's answer at its end, not the best touched on the way
+        final = [100 * (best - sampled[n]) if n in sampled else 100 * (best - worst) for n in named]
+        regrets[method] = final
+        reach = [sustained(c, TOLERANCE_POINTS) for c in curves]
         looser = {}
         for points in LOOSER_POINTS:
-            got = [epochs_to(c, points) for c in curves]
+            got = [sustained(c, points) for c in curves]
             looser[f"{points:g}"] = {"median_epochs": _median_epochs(got, budget),
                                      "reached_within_budget": sum(e is not None for e in got)}
+        low, high = iqm_interval(final)
         out[method] = {
-            "epochs_to_within_1pt": reach,
+            "final_regret_points": [round(r, 2) for r in final],
+            "final_regret_iqm": round(iqm(final), 2), "final_regret_iqm_interval": [round(low, 2), round(high, 2)],
+            "final_regret_mean": round(statistics.fmean(final), 2),
+            "final_regret_quartiles": [round(v, 2) for v in _quartiles(final)],
+            "named_in_true_top5": round(sum(n in top for n in named) / len(named), 3),
+            "named": named,
+            # the plain maximum of the same study (the best single run at max_t), for the ending's effect
+            "best_single_run_regret_points": [round(100 * (best - sampled[n]), 2) if n in sampled else None
+                                              for n in single],
+            "epochs_to_within_1pt_sustained": reach,
             "median_epochs_to_within_1pt": _median_epochs(reach, budget),
             "reached_within_budget": sum(e is not None for e in reach),
             "within_looser_points": looser,
-            "final_regret_points": [round(c[-1], 2) for c in curves],
-            "final_regret_quartiles": [round(v, 2) for v in _quartiles([c[-1] for c in curves])],
             "trials_in_budget_median": statistics.median(trials),
             "study_wall_s_median": statistics.median(walls),
             "anytime": {"epochs": grid, "quartiles": [[round(v, 2) for v in _quartiles([c[e - 1] for c in curves])]
                                                       for e in grid]},
+            # every study's anytime regret of its incumbent (the best single run at max_t so far)
+            "curves": [[round(c[e - 1], 2) for e in grid] for c in curves],
         }
-    return {"table_best_true_val_acc": round(best, 4), "table_worst_true_val_acc": round(worst, 4), "methods": out}
+    pairs = [(m, a) for m, a in COMPARISONS if m in regrets and a in regrets]
+    return {"table_best_true_val_acc": round(best, 4), "table_worst_true_val_acc": round(worst, 4),
+            "true_top5": top, "methods": out, "comparisons": compare(regrets, pairs)}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -194,9 +317,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--budget", type=int, default=270, help="epochs each method is scored over")
-    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=DEFAULT_METHODS)
     parser.add_argument("--epoch-s", type=float, default=0.0, help="seconds a replayed epoch lasts")
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
@@ -239,7 +362,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out.with_suffix(".png"))
-    print(json.dumps({m: r["median_epochs_to_within_1pt"] for m, r in report["methods"].items()}))
+    print(json.dumps({m: {"iqm": r["final_regret_iqm"], "top5": r["named_in_true_top5"]}
+                      for m, r in report["methods"].items()}))
+    for row in report["comparisons"]:
+        print(f"{row['method']} - {row['against']}: {row['mean_difference']:+.2f} points {row['interval']}, "
+              f"p (Holm) {row['p_holm']:.3g}{' significant' if row['significant'] else ''}")
 
 
 if __name__ == "__main__":

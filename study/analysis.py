@@ -180,15 +180,16 @@ def early_stopping_verdict(correlation: pd.DataFrame, max_t: int) -> tuple[bool,
     unchecked = "" if len(final) else (
         f" Fewer than {MIN_TRIALS} trials reached max_t = {max_t}, so the final ranking could not be checked.")
     if known.empty:
-        return False, (f"Cannot tell: no pair of rungs has {MIN_TRIALS} or more trials, so ASHA's decisions could "
+        return False, (f"Cannot tell: no pair of rungs has {MIN_TRIALS} or more trials, so the early stops could "
                        "not be checked. Treat early-stopped trials as unranked, or rerun with more samples or a "
                        "larger grace period.")
     worst = known.loc[known["spearman"].idxmin()]
     if worst["spearman"] < LOW_CORRELATION:
         return False, (f"Warning: the ranking of trials at epoch {int(worst['rung'])} agrees poorly with their "
                        f"ranking at epoch {int(worst['against'])} (Spearman {worst['spearman']:.2f} over "
-                       f"{int(worst['n'])} trials). Learning curves cross in this study, so ASHA may have stopped "
-                       "trials that would have ended best; do not read early-stopped trials as worse." + unchecked)
+                       f"{int(worst['n'])} trials). Learning curves cross in this study, so early stopping may have "
+                       "stopped trials that would have ended best; do not read early-stopped trials as worse."
+                       + unchecked)
     return not unchecked, (f"Early ranks agree with later ranks (Spearman >= {known['spearman'].min():.2f} for "
                            "every pair of rungs with enough trials)." + unchecked)
 
@@ -303,3 +304,86 @@ def _importances(study: Any, evaluator: Any, params: list[str] | None, n: int, *
     except (ValueError, RuntimeError, ZeroDivisionError) as err:
         return [{**where, "trials": n, "parameter": None, "importance": math.nan, "note": str(err).split("\n")[0]}]
     return [{**where, "trials": n, "parameter": k, "importance": float(v), "note": ""} for k, v in values.items()]
+
+
+# ---------------------------------------------------------------- what the noise allows
+
+ALPHA = 0.05
+POWER = 0.8
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values (family-wise error): the i-th smallest is
+    multiplied by (m - i), kept monotone, capped at 1."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    out, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def comparison_rung(table: pd.DataFrame, space: SearchSpace) -> int | None:
+    """The epoch the level comparisons are made at: max_t if some factor has two levels with two
+    trials there, else the latest rung where one has (None: no rung has)."""
+    rows = searched(table)
+    per_trial = trials(rows)
+    for rung in reversed(rungs(space.study)):
+        values = at_epoch(rows, rung, space.study.metric)
+        for name, param in space.parameters.items():
+            level = levels(per_trial[name], param).reindex(values.index)
+            if (level.value_counts() >= 2).sum() >= 2:
+                return rung
+    return None
+
+
+def level_differences(table: pd.DataFrame, space: SearchSpace, rung: int, alpha: float = ALPHA) -> pd.DataFrame:
+    """Each level of each factor against the factor's best level at `rung` (levels with at least
+    two trials there): the difference of means (level minus best), its Welch 95% interval and
+    p-value (scipy.stats.ttest_ind, unequal variances), the p-value after Holm's correction over
+    every comparison at this rung, whether it is significant at `alpha`, and the smallest
+    difference the two sides' sizes and spread could have detected (two-sided, `alpha` after
+    Holm's first step, power POWER)."""
+    from scipy import stats
+
+    metric, sign = space.study.metric, (1.0 if space.study.mode == "max" else -1.0)
+    rows = searched(table)
+    per_trial = trials(rows)
+    values = at_epoch(rows, rung, metric)
+    out = []
+    for name, param in space.parameters.items():
+        level = levels(per_trial[name], param).reindex(values.index)
+        groups = {lv: values[level == lv] for lv in _level_order(param, sorted(set(level.dropna())))}
+        groups = {lv: v for lv, v in groups.items() if len(v) >= 2}
+        if len(groups) < 2:
+            continue
+        best = max(groups, key=lambda lv: (sign * groups[lv].mean(), lv))
+        for lv, group in groups.items():
+            spread = math.sqrt((group.var() + groups[best].var()) / 2)
+            if lv == best or spread == 0:  # no spread on either side: no test (a quantised metric, two trials)
+                continue
+            with warnings.catch_warnings():  # identical values: scipy warns and returns NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                test = stats.ttest_ind(group, groups[best], equal_var=False)
+                low, high = test.confidence_interval(1 - alpha)
+            out.append({"factor": name, "level": lv, "best_level": best, "n": len(group), "n_best": len(groups[best]),
+                        "difference": float(group.mean() - groups[best].mean()), "low": float(low),
+                        "high": float(high), "p": float(test.pvalue), "spread": spread})
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    p = frame["p"].fillna(1.0).tolist()
+    frame["p_holm"] = holm(p)
+    frame["significant"] = frame["p_holm"] < alpha
+    z = stats.norm.ppf(1 - alpha / (2 * len(frame))) + stats.norm.ppf(POWER)
+    frame["detectable"] = z * frame["spread"] * np.sqrt(1 / frame["n"] + 1 / frame["n_best"])
+    return frame
+
+
+def detectable(differences: pd.DataFrame) -> dict[str, Any]:
+    """The smallest difference the study could have detected, read on its best-filled comparison
+    (the most trials on both sides; ties: the smaller difference)."""
+    row = differences.assign(size=differences["n"] + differences["n_best"]).sort_values(
+        ["size", "detectable"], ascending=[False, True]).iloc[0]
+    return {"factor": row["factor"], "level": row["level"], "best_level": row["best_level"], "n": int(row["n"]),
+            "n_best": int(row["n_best"]), "difference": float(row["detectable"])}

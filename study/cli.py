@@ -29,7 +29,7 @@ def resolve(opts: StudyOptions) -> StudyRecord:
         return record.for_resume(opts)
     space = record.resolve_space(opts)
     preflight.check_space(space)
-    preflight.check_replay(opts.settings(), space.study.max_epochs)
+    preflight.check_replay(opts.settings(), space.study)
     return record.new_record(opts, space)
 
 
@@ -45,9 +45,14 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     if not opts.resume:
         rec = search.start(rec)
     space = rec.space
+    from study.phases.finalists import plan
+
+    ending = plan(space.study)
+    then = f"; then {ending.count} finalist(s) again with {ending.seeds} new seed(s) each ({ending.epochs} epochs" \
+        + (" of the budget)" if space.study.epoch_budget is not None else ")") if ending.on else ""
     print(f"study {rec.name}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
-          f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}; folder {rec.folder}",
-          flush=True)
+          f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}{then}; "
+          f"folder {rec.folder}", flush=True)
     execution.set_ray_env()
     _, queue = execution.open_tracking(rec, resume=opts.resume)
     import ray

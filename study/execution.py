@@ -5,12 +5,13 @@ Shared by the search and the confirmation phases; knows nothing of either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from study.keys import NAME, TEST_METRICS
@@ -134,6 +135,39 @@ def tuner(path: str, fn: Any, tune_config: Any, run_config: Any) -> Any:
     return tune.Tuner(fn, param_space={}, tune_config=tune_config, run_config=run_config)
 
 
+class _NoMetricsYet(logging.Filter):
+    """Drops Ray's "Failed to fetch metrics for N trial(s)" block, which ExperimentAnalysis logs
+    each time it is built (Tune's ResultGrid builds one too) when a trial has no result file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def trials_without_results() -> Iterator[None]:
+    """Ray's warning about trials without a result file silenced while the block runs: in a study
+    these are trials the epoch budget stopped before their first epoch ended (or that failed at
+    once), which the study counts and says in its own words (`missing_results`)."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    quiet = _NoMetricsYet()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def missing_results(analysis: Any) -> str | None:
+    """One line on the trials of a saved experiment that have no result, if any."""
+    frames = analysis.trial_dataframes
+    empty = [t for t in analysis.trials if frames.get(t.trial_id) is None or frames[t.trial_id].empty]
+    if not empty:
+        return None
+    errored = sum(t.status == "ERROR" for t in empty)
+    return (f"{len(empty)} trial(s) ended before their first result ({len(empty) - errored} stopped when the "
+            f"study ended, {errored} errored): they have no metrics")
+
+
 def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, dict[str, float]]:
     """Evaluates checkpoints on the test split, as Ray tasks with a trial's resources.
 
@@ -218,5 +252,17 @@ def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, inter
         print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
               "are kept in Tune's storage and are sent to MLflow by the next resume or report "
               f"(python -m study.report --name {record.name})", file=sys.stderr)
+    close_tracking(record, queue)
     ids = {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id}
     return dataclasses.replace(record, **ids), drained
+
+
+def close_tracking(record: StudyRecord, queue: Any) -> None:
+    """Stops the queue's thread (what it still holds is sent by the next resume or report, from
+    Tune's results) and forgets it, so that a process running many studies keeps no thread and
+    no queue per study."""
+    from study.tracking import QUEUES
+
+    queue.close(0)
+    if QUEUES.get(record.name) is queue:
+        del QUEUES[record.name]

@@ -14,8 +14,10 @@ from typing import Any
 # trial. VARIANT and LEVEL: a confirmation run's varied factor and its level.
 KIND, NAME, OPTUNA_NUMBER, PARAMS = "_kind", "_name", "_optuna_trial", "_params"
 VARIANT, LEVEL = "_variant", "_level"
-# Kinds of trial: sampled by the searcher, a baseline of the space, a confirmation rerun.
-SEARCH, BASELINE, CONFIRM = "search", "baseline", "confirm"
+# Kinds of trial: sampled by the searcher, a baseline of the space, a confirmation rerun, a
+# finalist's rerun with a new seed (FINALIST_OF: the searched trial it re-runs).
+SEARCH, BASELINE, CONFIRM, FINALIST = "search", "baseline", "confirm", "finalist"
+FINALIST_OF = "_finalist_of"
 
 # What a trial reports once per epoch (trainables.loop); EPOCH is the schedulers' time axis.
 EPOCH = "epoch"

@@ -22,7 +22,7 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
             "evaluate_test", "checkpoint_every", "epoch_budget", "trainable", "replay_epoch_s",
-            "replay_table")
+            "replay_table", "finalists", "finalist_seeds", "train_seed")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class StudyOptions:
     max_epochs: int | None = None
     checkpoint_every: int | None = None
     epoch_budget: int | None = None
+    finalists: int | None = None
+    finalist_seeds: int | None = None
+    train_seed: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     num_cpus: int | None = None
@@ -124,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--epoch-budget", type=positive_int, metavar="N",
                         help="end the study once its trials have run N epochs in all, however many of "
                              "--num-samples have started (space default: study.epoch_budget, else no limit)")
+    budget.add_argument("--finalists", type=non_negative_int, metavar="K",
+                        help="train the best K trials again with new seeds and name the best on the mean "
+                             "(the space's study.finalists, 3 unless it says; 0: name the best on one run)")
+    budget.add_argument("--finalist-seeds", type=positive_int, metavar="N",
+                        help="new seeds per finalist (the space's study.finalist_seeds, 2 unless it says)")
     res = p.add_argument_group("resources (may change on --resume)")
     res.add_argument("--cpus-per-trial", type=non_negative_float, help=_d("cpus_per_trial"))
     res.add_argument("--gpus-per-trial", type=non_negative_float, help=f"fractional allowed, e.g. 0.5 "
@@ -140,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--optuna-storage", help="Optuna RDB URI (default: sqlite in the study folder)")
     how = p.add_argument_group("search")
     how.add_argument("--seed", type=int, help=f"sampler seed ({_d('seed')})")
+    how.add_argument("--train-seed", type=int, metavar="N",
+                     help="every trial's training seed (the space's constant `seed`, 0 unless it says); "
+                          "finalists re-run with N+1, N+2, ...")
     how.add_argument("--policy", "--scheduler", dest="policy", choices=tuple(POLICIES),
                      help="scheduler and the searcher it owns: asha stops weak trials early; hyperband: ASHA's "
                           "brackets, drawn uniformly; adaptive: brackets drawn by how well each rung's ranking "

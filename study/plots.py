@@ -121,7 +121,7 @@ def rung_survival(table: pd.DataFrame, space: SearchSpace, path: Path) -> Path:
     ax.bar_label(bars)
     ax.set_xlabel("rung (epoch)")
     ax.set_ylabel("trials that reached it")
-    ax.set_title(f"ASHA: {trials(rows).shape[0]} sampled trials")
+    ax.set_title(f"{trials(rows).shape[0]} sampled trials")
     return _save(fig, path)
 
 

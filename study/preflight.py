@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import StudyInputError
-from study.spaces import SearchSpace
+from study.spaces import SearchSpace, StudySettings
 
 
 def points(space: SearchSpace) -> list[dict[str, Any]]:
@@ -66,8 +66,9 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         raise StudyInputError(f"{space.path}: {err}") from None
 
 
-def check_replay(settings: dict[str, Any], max_epochs: int) -> None:
-    """A curve table to replay (--replay-table) is readable and long enough for the study."""
+def check_replay(settings: dict[str, Any], study: StudySettings) -> None:
+    """A curve table to replay (--replay-table) is readable, long enough for the study, and
+    records enough seeds of every configuration for the finalists' re-runs to replay new ones."""
     table = settings.get("replay_table")
     if table is None:
         return
@@ -79,9 +80,15 @@ def check_replay(settings: dict[str, Any], max_epochs: int) -> None:
         recorded = CurveTable(Path(str(table)))
     except CurveTableError as err:
         raise StudyInputError(f"--replay-table: {err}") from None
-    if recorded.epochs < max_epochs:
+    if recorded.epochs < study.max_epochs:
         raise StudyInputError(f"--replay-table: {table} records {recorded.epochs} epochs; the study runs up to "
-                              f"{max_epochs} (--max-epochs)")
+                              f"{study.max_epochs} (--max-epochs)")
+    shared = len(recorded.shared_seeds)
+    if study.finalist_count() and study.finalist_seeds >= shared:
+        fix = f"--finalist-seeds {shared - 1} or --finalists 0" if shared > 1 else "--finalists 0"
+        raise StudyInputError(f"--replay-table: {table} records {shared} seed(s) of every configuration, so a "
+                              f"replayed finalist has {shared - 1} new one(s) to re-run with, not "
+                              f"{study.finalist_seeds}; pass {fix}")
 
 
 def _is_file(weights: str) -> bool:

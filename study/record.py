@@ -97,6 +97,15 @@ class StudyRecord:
         return self.stores.tune_path(f"{self.name}-confirm")
 
     @property
+    def finalists_path(self) -> str:
+        return self.stores.tune_path(f"{self.name}-finalists")
+
+    @property
+    def train_seed(self) -> int:
+        """Every searched trial's training seed (re-runs take the next ones)."""
+        return int(self.space.constants.get("seed", 0))
+
+    @property
     def metric(self) -> str:
         return self.space.study.metric
 
@@ -165,6 +174,8 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         value = getattr(opts, key)
         if value is not None:
             constants[key] = value
+    if opts.train_seed is not None:
+        constants["seed"] = opts.train_seed
     for key in ("data_dir", "boxes_file", "test_boxes_file"):
         # Trials may run in another working directory: make local paths absolute.
         if constants.get(key) and "://" not in str(constants[key]):
@@ -179,6 +190,10 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         study = dataclasses.replace(study, checkpoint_every=opts.checkpoint_every)
     if opts.epoch_budget is not None:
         study = dataclasses.replace(study, epoch_budget=opts.epoch_budget)
+    if opts.finalists is not None:
+        study = dataclasses.replace(study, finalists=opts.finalists)
+    if opts.finalist_seeds is not None:
+        study = dataclasses.replace(study, finalist_seeds=opts.finalist_seeds)
     if study.epoch_budget is not None and study.epoch_budget < study.max_epochs:
         raise StudyInputError(f"epoch budget {study.epoch_budget} is less than one full trial ({study.max_epochs} "
                               "epochs): raise --epoch-budget or lower --max-epochs")
@@ -282,6 +297,8 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
         "checkpoint_every": space.study.checkpoint_every, "epoch_budget": space.study.epoch_budget,
+        "finalists": space.study.finalists, "finalist_seeds": space.study.finalist_seeds,
+        "train_seed": space.constants.get("seed", 0),
         "trainable": "rra", "replay_epoch_s": 1.0,
         "replay_table": None,
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,

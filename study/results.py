@@ -21,7 +21,19 @@ import pandas as pd
 from study import summary as summaries
 from study.errors import StudyInputError
 from study.history import final_attempt
-from study.keys import EPOCH, KIND, LEVEL, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, TEST_METRICS, VARIANT, outcome
+from study.keys import (
+    EPOCH,
+    FINALIST_OF,
+    KIND,
+    LEVEL,
+    NAME,
+    OPTUNA_NUMBER,
+    PARAMS,
+    SEARCH,
+    TEST_METRICS,
+    VARIANT,
+    outcome,
+)
 from study.ranking import ranked
 from study.record import StudyRecord
 from study.spaces import SearchSpace
@@ -32,6 +44,7 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "val_acc_global"
                  "node_ip")
 TEST_COLUMNS = TEST_METRICS
 CONFIRM_FILE = "confirm.parquet"
+FINALISTS_FILE = "finalists.parquet"  # the noise-aware ending's re-runs (study.phases.finalists)
 
 
 @dataclass
@@ -94,6 +107,7 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
             **{f"config.{k}": list(v) if isinstance(v, tuple) else v for k, v in trial_params(config).items()},
             **{k: tested.get(trial.trial_id, {}).get(k) for k in TEST_COLUMNS},
             **({"variant": config[VARIANT], "level": config.get(LEVEL)} if VARIANT in config else {}),
+            **({"finalist_of": config[FINALIST_OF]} if FINALIST_OF in config else {}),
         }
         head["epochs_run"] = last
         rows = epochs if len(epochs) else pd.DataFrame({"epoch": [pd.NA]})
@@ -130,8 +144,11 @@ def load_results(record: StudyRecord) -> StudyResults:
 
     summary = summaries.load(record.folder) or {}
     tested = {r["trial_id"]: {k: r[k] for k in TEST_COLUMNS if k in r} for r in summary.get("trials", [])}
+    from study.execution import trials_without_results
+
     try:
-        analysis = ExperimentAnalysis(record.tune_path)
+        with trials_without_results():  # trials the budget stopped before a result: rows without epochs
+            analysis = ExperimentAnalysis(record.tune_path)
         table = trials_table(analysis, record.space, tested)
     except (ValueError, FileNotFoundError) as err:
         raise StudyInputError(f"cannot read Tune's results at {record.tune_path}: {err}") from None
@@ -142,6 +159,12 @@ def load_results(record: StudyRecord) -> StudyResults:
     if (record.folder / CONFIRM_FILE).is_file():
         confirm = pd.read_parquet(record.folder / CONFIRM_FILE)
     return StudyResults(record, summary, table, confirm, analysis)
+
+
+def load_finalists(record: StudyRecord) -> pd.DataFrame | None:
+    """The noise-aware ending's re-runs (a row per run per epoch), if the study made them."""
+    path = record.folder / FINALISTS_FILE
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def save_table(table: pd.DataFrame, path: Path) -> Path:

@@ -4,7 +4,7 @@ A space file has five blocks:
 
     description: one line
     study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every,
-                   policy, epoch_budget}
+                   policy, epoch_budget, finalists, finalist_seeds, finalist_share}
     constants:    trial config keys fixed for every trial
     parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
     baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
@@ -137,6 +137,21 @@ class StudySettings:
     checkpoint_every: int = 1  # full checkpoints every N epochs (and where a trial may stop; its last)
     policy: str = "asha"  # the space's default policy (study.policies.POLICIES); --policy overrides it
     epoch_budget: int | None = None  # the study ends once its trials have run this many epochs in all
+    # The noise-aware ending (study.phases.finalists): the best `finalists` trials at max_t are
+    # trained again with `finalist_seeds` new seeds each, and the best is named on the mean.
+    # With an epoch budget, these re-runs take at most `finalist_share` of it (fewer finalists
+    # if they would take more). finalists: 0 turns it off.
+    finalists: int = 3
+    finalist_seeds: int = 2
+    finalist_share: float = 0.2
+
+    def finalist_count(self) -> int:
+        """The finalists these settings re-run: `finalists`, or with an epoch budget as many as fit
+        in `finalist_share` of it (0 if not one fits)."""
+        if self.epoch_budget is None:
+            return self.finalists
+        fit = int(self.finalist_share * self.epoch_budget) // (self.finalist_seeds * self.max_epochs)
+        return min(self.finalists, fit)
 
 
 @dataclass(frozen=True)
@@ -297,6 +312,9 @@ class _Loader:
             "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "policy": (lambda v: v in POLICIES, f"one of {', '.join(POLICIES)}"),
             "epoch_budget": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (epochs in all)"),
+            "finalists": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no noise-aware ending)"),
+            "finalist_seeds": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "finalist_share": (lambda v: _is_number(v) and 0 < v < 1, "a share of the epoch budget in (0, 1)"),
         }
         for key, value in raw.items():
             if key not in checks:

@@ -15,24 +15,49 @@ from study.ranking import ranked
 SUMMARY_FILE = "summary.json"
 
 
-def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]]) -> dict[str, Any]:
+def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]],
+          finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0) -> dict[str, Any]:
     """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
-    trial id -> test metrics, added to the rows)."""
+    trial id -> test metrics, added to the rows; finalists: the noise-aware ending's values,
+    searched trial id -> seed -> metric at max_t, which rank the finalists first, by their mean
+    over seeds; rerun_epochs: the epochs their re-runs took)."""
     metric = record.metric
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))
     order = ranked(rows, metric, record.mode, record.max_epochs)
+    named, noise = noise_aware(finalists or {}, record.mode)
+    if named:
+        by_id = {r["trial_id"]: r for r in order}
+        first = [by_id[f["trial_id"]] for f in named]
+        order = first + [r for r in order if r["trial_id"] not in {f["trial_id"] for f in named}]
+    best = dict(order[0]) if order else None
+    if best is not None and named:
+        best["noise_aware"] = named[0]
     counts = {how: sum(r["outcome"] == how for r in rows if r["kind"] == SEARCH)
               for how in (COMPLETED, STOPPED_EARLY, ERRORED)}
     return {
         "study": record.name, "space": record.space.name, "metric": metric, "mode": record.mode,
         "max_epochs": record.max_epochs, "epoch_budget": record.space.study.epoch_budget,
-        "epochs_spent": sum(int(r["epochs"]) for r in rows), "folder": str(record.folder),
-        "tune_path": record.tune_path,
+        "epochs_spent": sum(int(r["epochs"]) for r in rows) + rerun_epochs, "rerun_epochs": rerun_epochs,
+        "folder": str(record.folder),
+        "tune_path": record.tune_path, "finalists_path": record.finalists_path if named else None,
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
-        "counts": counts, "ranking": [r["trial_id"] for r in order], "best": dict(order[0]) if order else None,
+        "counts": counts, "ranking": [r["trial_id"] for r in order], "best": best,
+        "finalists": named, "seed_noise": noise,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
+
+
+def noise_aware(values: dict[str, dict[int, float]], mode: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The finalists best first under seed noise (study.noise), each as the searched trial's id
+    with its mean, sd, seeds, interval and probability of being the best; and the seed noise."""
+    if not values:
+        return [], None
+    from study.noise import CONFIDENCE, finalists
+
+    stats, noise = finalists(values, mode)
+    named = [{"trial_id": f.key, **{k: v for k, v in f.as_dict().items() if k != "key"}} for f in stats]
+    return named, {"sd": noise.sd, "df": noise.df, "paired": noise.paired, "confidence": CONFIDENCE}
 
 
 def save(summary: dict[str, Any], folder: Path) -> None:
@@ -52,6 +77,38 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def print_finalists(summary: dict[str, Any]) -> None:
+    """The noise-aware ending's table: each finalist's mean over seeds, its interval and the
+    probability that it is the best; then the best, named in one line."""
+    named, noise, metric = summary.get("finalists") or [], summary.get("seed_noise") or {}, summary["metric"]
+    if not named:
+        return
+    names = {r["trial_id"]: r["name"] for r in summary["trials"]}
+    level = f"{100 * noise.get('confidence', 0.95):.0f}%"
+    header = ["finalist", "seeds", f"mean {metric}", f"{level} interval", "P(best)"]
+    lines = [[names.get(f["trial_id"], f["trial_id"]), str(f["seeds"]), _fmt(f["mean"]), _interval(f),
+              "-" if f["p_best"] is None else f"{f['p_best']:.2f}"] for f in named]
+    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
+    sd = noise.get("sd")
+    paired = ", seeds paired" if noise.get("paired") else ""
+    said = "not measured (one seed each)" if sd is None else \
+        f"sd {100 * sd:.2f} points a run ({noise['df']} degrees of freedom{paired})"
+    print(f"\nNamed on several seeds: each finalist trained again with new seeds; seed noise {said}:")
+    for row in [header, *lines]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    top = named[0]
+    sure = "" if top["p_best"] is None else \
+        f"; the probability that it is the best of the finalists: {top['p_best']:.2f}"
+    print(f"Best: {names.get(top['trial_id'], top['trial_id'])}, {metric} {_fmt(top['mean'])} over {top['seeds']} "
+          f"seeds ({level} interval {_interval(top)}){sure}.")
+
+
+def _interval(finalist: dict[str, Any]) -> str:
+    if finalist.get("low") is None:
+        return "-"
+    return f"{finalist['low']:.3f} to {finalist['high']:.3f}"
+
+
 def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -> None:
     """The end-of-run table (the study's ranking), the baselines, where everything is (printed
     before the study waits for MLflow; runs_url None: MLflow never made the study's runs)."""
@@ -66,10 +123,13 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     lines += [[r["name"], *("-" for _ in params), _fmt(r[metric]), _fmt(r.get("test_acc")), str(r["epochs"]),
                "baseline"] for r in summary["baselines"]]
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
-    print(f"\nBest configurations ({metric} at the last epoch, trials that reached max_t first; test accuracy of "
-          "the best checkpoint):")
+    order = "the finalists first, by their mean over seeds (below); then trials that reached max_t" \
+        if summary.get("finalists") else "trials that reached max_t first"
+    print(f"\nBest configurations ({metric} at the last epoch of one run, {order}; test accuracy of the best "
+          "checkpoint):")
     for row in [header, *lines]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_finalists(summary)
     counts = summary["counts"]
     budget = summary.get("epoch_budget")
     by = "the scheduler" if budget is None else \

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 import torch
 
 from trainables.config import TrialConfig
+
+# A native crash in any process the tests start (studies, Ray workers, DataLoader workers)
+# prints its Python stack: a segfault or an abort once seen is then more than an exit code
+# (docs/reliability.md).
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 TINY: dict[str, Any] = {
     "synthetic_classes": 4,
@@ -64,7 +70,10 @@ def s3() -> Any:
 def small_space(study: str, images: int, rest: str) -> str:
     """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
     32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after
-    the constants (parameters, baselines, enqueue)."""
+    the constants (parameters, baselines, enqueue). The noise-aware ending is off unless `study`
+    names `finalists` (tests/study/test_study_e2e.py and test_noise.py test it)."""
+    if "finalists" not in study:
+        study += ", finalists: 0"
     return f"""study: {{{study}}}
 constants:
   synthetic_classes: 4
@@ -79,13 +88,14 @@ constants:
 """
 
 
-def replay_space(max_epochs: int, num_samples: int, baselines: bool = True) -> str:
+def replay_space(max_epochs: int, num_samples: int, baselines: bool = True, finalists: int = 0) -> str:
     """A search space file for replayed studies (`--trainable replay`): two parameters, ASHA with
-    grace 1 and reduction factor 2, a checkpoint every 2 epochs, and the global-only baseline."""
+    grace 1 and reduction factor 2, a checkpoint every 2 epochs, the global-only baseline, and
+    `finalists` re-run with 2 new seeds (0: the noise-aware ending off)."""
     space = f"""\
 description: replayed curves
 study: {{metric: val_acc, mode: max, max_epochs: {max_epochs}, grace_period: 1, reduction_factor: 2,
-        num_samples: {num_samples}, checkpoint_every: 2}}
+        num_samples: {num_samples}, checkpoint_every: 2, finalists: {finalists}}}
 constants: {{backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}}
 parameters:
   recursion_steps: {{type: int, low: 1, high: 6}}

@@ -132,7 +132,7 @@ def test_what_the_command_line_needs_first_imports_nothing_heavy() -> None:
 # layer or of the layers above it (listed first).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.policies",
-                 "study.history", "study.ranking")),
+                 "study.history", "study.ranking", "study.noise")),
     ("record", ("study.record", "study.preflight")),
     ("execution", ("study.execution", "study.tracking", "study.searchers", "study.policies.*", "study.budget")),
     ("phases", ("study.phases", "study.phases.*", "study.results", "study.analysis", "study.plots", "study.document",

@@ -5,15 +5,18 @@ A trial's configuration is looked up among the table's configurations: the recor
 same kind (global-only, or with the local stream) nearest to it, in the space's coordinates
 scaled to [0, 1] (recursion steps, crop scale, log temperature), is the surrogate whose curve
 the trial reports (a nearest-neighbour surrogate, as Syne Tune's blackbox repository uses for
-points off its grid). Which recorded seed it reports is drawn from the trial's values and seed,
-so two trials that land on one configuration may see its two seeds: the table's noise, not a
-made-up one. `CurveTable.held_out` says how good the surrogate is: each configuration's mean
-final accuracy predicted from its nearest other configuration.
+points off its grid). Which recorded seed it reports follows the trial's training seed, as a
+real trial's result does: seed N replays the table's seed N modulo the seeds every
+configuration has (`shared_seeds`), so a study, whose trials all train with its one seed,
+replays one recorded seed of every configuration, and re-runs with the next seeds (a finalist,
+a confirmation) replay the next recorded seeds: the table's own noise, paired as real seeds
+are (a seed moves every configuration alike), not a made-up one. `CurveTable.held_out` says
+how good the surrogate is: each configuration's mean final accuracy predicted from its nearest
+other configuration.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -72,14 +75,17 @@ class CurveTable:
                 **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")
                    if row.get(k) is not None}})
         self.seeds = sorted({seed for _, seed in self.curves})
+        # the seeds every configuration has (more were recorded for some: the best ones)
+        self.shared_seeds = [s for s in self.seeds if all((n, s) in self.curves for n in self.values)]
+        if not self.shared_seeds:
+            raise CurveTableError(f"{path}: no seed is recorded for every configuration")
         self.epochs = min(len(c) for c in self.curves.values())
         self._points = {name: coordinates(v) for name, v in self.values.items() if v["local_stream"]}
 
     def match(self, values: dict[str, Any], seed: int = 0) -> Match:
-        """The recorded configuration nearest to `values` (a trial's config), and a seed of it."""
-        key = json.dumps([sorted((k, values.get(k)) for k in ("local_stream", "recursion_steps", "crop_scale",
-                                                              "attention_temperature")), seed], default=str)
-        pick = self.seeds[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(self.seeds)]
+        """The recorded configuration nearest to `values` (a trial's config), and the recorded
+        seed a trial of training seed `seed` replays."""
+        pick = self.shared_seeds[seed % len(self.shared_seeds)]
         if not values.get("local_stream", True):
             names = [n for n, v in self.values.items() if not v["local_stream"]]
             if not names:
@@ -97,11 +103,23 @@ class CurveTable:
             raise CurveTableError(f"{self.path} records epochs 1-{self.epochs}, not {epoch}")
         return dict(self.curves[(match.config, match.seed)][epoch - 1])
 
+    def finals(self, config: str) -> list[float]:
+        """A configuration's final validation accuracy of every seed recorded."""
+        return [self.curves[(config, s)][self.epochs - 1]["val_acc"] for s in self.seeds if (config, s) in self.curves]
+
     def true_final(self, config: str) -> float:
         """A configuration's quality: its final validation accuracy, the mean over seeds."""
-        finals = [self.curves[(config, s)][self.epochs - 1]["val_acc"] for s in self.seeds
-                  if (config, s) in self.curves]
+        finals = self.finals(config)
         return sum(finals) / len(finals)
+
+    def standard_error(self, config: str) -> float:
+        """The standard error of `true_final` (its seeds' sd over the square root of their
+        count; infinite with one seed)."""
+        finals = self.finals(config)
+        if len(finals) < 2:
+            return math.inf
+        mean = sum(finals) / len(finals)
+        return math.sqrt(sum((f - mean) ** 2 for f in finals) / (len(finals) - 1) / len(finals))
 
     def held_out(self) -> dict[str, float]:
         """How good the nearest-neighbour surrogate is on points it has not seen: each

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from study.errors import StudyInputError
-from study.keys import CONFIRM, KIND, LEVEL, NAME, PARAMS, VARIANT, run_name, searched_values
+from study.keys import CONFIRM, LEVEL, VARIANT
+from study.phases import reruns
 from study.record import StudyRecord
 from study.spaces import Parameter, SearchSpace
 
@@ -56,30 +57,24 @@ def variations(space: SearchSpace, best: dict[str, Any]) -> list[tuple[str, Any,
     return out
 
 
-def confirmation_configs(space: SearchSpace, best: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+def confirmation_configs(record: StudyRecord, best: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
     """Every trial config of the confirmation: variations and baselines, each with every seed."""
-    epochs = space.study.max_epochs
-    configs = []
-    for factor, level, values in variations(space, best):
-        for seed in seeds:
-            configs.append({**space.trial_config(values), "seed": seed, "epochs": epochs, KIND: CONFIRM,
-                            NAME: f"confirm-{run_name(values)}-seed{seed}",
-                            PARAMS: searched_values(space.parameters, values), VARIANT: factor, LEVEL: level})
-    for name, overrides in space.baselines.items():
-        for seed in seeds:
-            configs.append({**space.trial_config(overrides), "seed": seed, "epochs": epochs, KIND: CONFIRM,
-                            NAME: f"confirm-baseline-{name}-seed{seed}", PARAMS: searched_values(space.parameters, {}),
-                            VARIANT: f"baseline-{name}", LEVEL: None})
-    return configs
+    out = []
+    for factor, level, values in variations(record.space, best):
+        out += reruns.configs(record, values, seeds, CONFIRM, "confirm", **{VARIANT: factor, LEVEL: level})
+    for name, overrides in record.space.baselines.items():
+        out += reruns.configs(record, overrides, seeds, CONFIRM, f"confirm-baseline-{name}", searched=False,
+                              **{VARIANT: f"baseline-{name}", LEVEL: None})
+    return out
 
 
 def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     """Runs (or continues) the confirmation of a finished study; returns its table. Seeds vary
     the training only: the validation split keeps the study's `split_seed`."""
-    from ray.tune import ExperimentAnalysis
+    import ray
 
-    from study import summary
-    from study.results import CONFIRM_FILE, save_table, trials_table
+    from study import execution, summary
+    from study.results import CONFIRM_FILE, save_table
 
     done = summary.load(record.folder)
     if done is None:
@@ -88,44 +83,22 @@ def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     if best is None:
         raise StudyInputError(f"study {record.name!r} has no sampled trial to confirm")
     values = {k: best.get(k) for k in record.space.parameters}
-    base_seed = int(record.space.constants.get("seed", 0))
-    configs = confirmation_configs(record.space, values, [base_seed + 1000 + i for i in range(n_seeds)])
+    configs = confirmation_configs(record, values, reruns.seeds(record, n_seeds))
     print(f"confirmation of {best['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
           f"{record.max_epochs} epochs, no early stopping", flush=True)
-    tested = _tune_confirmation(record, configs)
-    table = trials_table(ExperimentAnalysis(record.confirm_path), record.space, tested)
-    table.insert(0, "study", record.name)
-    save_table(table, record.folder / CONFIRM_FILE)
-    return table
-
-
-def _tune_confirmation(record: StudyRecord, configs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Runs the configs under Tune (FIFO) on the study's Ray; returns test metrics by trial id."""
-    import ray
-    from ray import tune
-
-    from study import execution
-    from study.searchers import FixedConfigs
-
-    res = record.resources
     execution.set_ray_env()
-    started = execution.init_ray(res)
+    started = execution.init_ray(record.resources)
     _, queue = execution.open_tracking(record, resume=True)
     try:
-        tune_config, run_config = execution.tune_configs(
-            record, f"{record.name}-confirm", FixedConfigs(configs, record.metric, record.mode), len(configs),
-            execution.concurrency(res), tune.CheckpointConfig(num_to_keep=1))
-        tuner = execution.tuner(record.confirm_path, execution.trainable(record), tune_config, run_config)
-        results = tuner.fit()
-        # No model selection in a confirmation: every run is tested at its last epoch.
-        finished = [results[i] for i in range(len(results))]
-        jobs = {r.metrics["trial_id"]: (r.config, r.checkpoint) for r in finished if r.checkpoint and r.metrics}
-        return execution.test_checkpoints(record, jobs)
+        table, _ = reruns.run(record, f"{record.name}-confirm", record.confirm_path, configs, test=True)
     finally:
         queue.put(lambda: queue.tracker.finish("FINISHED"))
         execution.settle_tracking(record, queue, None, False, wait_s=60)
         if started:
             ray.shutdown()
+    table.insert(0, "study", record.name)
+    save_table(table, record.folder / CONFIRM_FILE)
+    return table
 
 
 # ---------------------------------------------------------------- the report's section
@@ -155,30 +128,69 @@ def confirmation_section(doc: Any, record: Any, facts: dict[str, Any]) -> None:
              "test accuracy of the last epoch (no model selection). Δ: difference of mean test accuracy against "
              "the best configuration, ± its standard error. The seeds vary the training only: every run is "
              f"validated on the same images (split_seed {int(record.space.constants.get('split_seed', 0))}).")
+    tests = paired_tests(record.confirm)
+    doc.text("p: a paired t test of test accuracy against the best configuration over the seeds both share "
+             f"(scipy.stats.ttest_rel), after Holm's correction over the {len(tests)} comparisons; "
+             "'beyond the noise' where it is below 0.05.")
     for factor in [*record.space.parameters, *sorted(v for v in set(table["variant"]) if v.startswith("baseline"))]:
         rows = table[table["variant"] == factor]
         if rows.empty:
             continue
         if factor.startswith("baseline"):
-            lines = [_line("RRA, best configuration", best, best, record.metric),
-                     _line(factor.removeprefix("baseline-"), rows.iloc[0], best, record.metric)]
+            lines = [_line("RRA, best configuration", best, best, record.metric, tests),
+                     _line(factor.removeprefix("baseline-"), rows.iloc[0], best, record.metric, tests)]
             column = "model"
         else:
-            lines = [_line(f"{_text(point[factor])} (best)", best, best, record.metric),
-                     *[_line(_text(r["value"]), r, best, record.metric) for _, r in rows.iterrows()]]
+            lines = [_line(f"{_text(point[factor])} (best)", best, best, record.metric, tests),
+                     *[_line(_text(r["value"]), r, best, record.metric, tests) for _, r in rows.iterrows()]]
             lines.sort(key=lambda line: _order(line["level"]))
             column = factor
         doc.text(f"**{factor}**")
         doc.table(pd.DataFrame(lines).rename(columns={"level": column}))
     facts["confirmation"] = table.to_dict("records")
+    facts["confirmation_tests"] = {f"{v}={lv}": t for (v, lv), t in tests.items()}
 
 
-def _line(label: str, row: Any, best: Any, metric: str) -> dict[str, Any]:
+def paired_tests(confirm: pd.DataFrame, column: str = "test_acc") -> dict[tuple[str, str], dict[str, float]]:
+    """Each variant's (variant, level) paired t test against the best configuration over the seeds
+    both have (scipy.stats.ttest_rel on `column` at the last epoch), with Holm's correction over
+    all of them: mean difference, p, p_holm, seeds. Pairs with fewer than two shared seeds, or
+    no spread in their differences, are left out."""
+    from scipy import stats
+
+    from study.analysis import holm
+
+    final = confirm.sort_values("epoch").groupby("trial_id").tail(1)
+    level = final["level"].map(lambda v: "None" if v is None or v != v else str(v))
+    by = {key: dict(zip(group["config.seed"], group[column], strict=True))
+          for key, group in final.assign(level=level).groupby(["variant", "level"], sort=False)}
+    best = next((v for (variant, _), v in by.items() if variant == "best"), None)
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    if best is None:
+        return out
+    for key, seeds in by.items():
+        shared = sorted(s for s in seeds if s in best and seeds[s] == seeds[s] and best[s] == best[s])
+        diffs = [seeds[s] - best[s] for s in shared]
+        if key[0] == "best" or len(shared) < 2 or len(set(diffs)) < 2:
+            continue
+        test = stats.ttest_rel([seeds[s] for s in shared], [best[s] for s in shared])
+        out[key] = {"difference": sum(diffs) / len(diffs), "p": float(test.pvalue), "seeds": len(shared)}
+    for key, adjusted in zip(out, holm([t["p"] for t in out.values()]), strict=True):
+        out[key]["p_holm"] = adjusted
+    return out
+
+
+def _line(label: str, row: Any, best: Any, metric: str,
+          tests: dict[tuple[str, str], dict[str, float]]) -> dict[str, Any]:
     is_best = row is best
     diff = row["test_mean"] - best["test_mean"]
     err = math.sqrt(_var(row) / row["seeds"] + _var(best) / best["seeds"])
+    test = tests.get((str(row["variant"]), "None" if row["value"] is None or row["value"] != row["value"]
+                      else str(row["value"])))
     return {"level": label, "seeds": int(row["seeds"]), metric: _pm(row["val_mean"], row["val_sd"]),
-            "test_acc": _pm(row["test_mean"], row["test_sd"]), "Δ test_acc": "-" if is_best else _pm(diff, err)}
+            "test_acc": _pm(row["test_mean"], row["test_sd"]), "Δ test_acc": "-" if is_best else _pm(diff, err),
+            "p (paired, Holm)": "-" if test is None else f"{test['p_holm']:.3g}",
+            "beyond the noise": "-" if test is None else ("yes" if test["p_holm"] < 0.05 else "no")}
 
 
 def _text(value: Any) -> str:

@@ -22,14 +22,20 @@ def best_checkpoint(analysis: Any, trial: Any, metric: str, mode: str) -> Any | 
 
 
 def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
-    """Tests the top trials and the baselines, writes and returns the summary, queues its MLflow
-    part (best config, tags, the best trial's checkpoint)."""
+    """Re-runs the finalists (the noise-aware ending), tests the top trials and the baselines,
+    writes and returns the summary, queues its MLflow part (best config, tags, the best trial's
+    checkpoint)."""
     from study.analysis import trial_rows
+    from study.phases import finalists
     from study.results import trials_table
 
     trials = {t.trial_id: t for t in analysis.trials}
     rows = trial_rows(trials_table(analysis, record.space), record.metric, list(record.space.parameters))
-    first = summary.build(record, [dict(r) for r in rows], {})
+    reruns = finalists.run(record, rows, summary.build(record, [dict(r) for r in rows], {})["ranking"])
+    values = finalists.values_by_seed(rows, reruns, record.metric, record.train_seed, record.max_epochs)
+    finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
+    spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())
+    first = summary.build(record, [dict(r) for r in rows], {}, values, spent)
     tested: dict[str, dict[str, float]] = {}
     if record.settings["evaluate_test"]:
         chosen = [*first["ranking"][:TEST_TOP], *(b["trial_id"] for b in first["baselines"])]
@@ -39,7 +45,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
             if checkpoint is not None:
                 jobs[trial_id] = (trials[trial_id].config, checkpoint)
         tested = execution.test_checkpoints(record, jobs)
-    result = summary.build(record, rows, tested)
+    result = summary.build(record, rows, tested, values, spent)
     summary.save(result, record.folder)
     queue.put(lambda: log_best(queue.tracker, record, analysis, result))
     return result
@@ -89,6 +95,17 @@ def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config:
             client.log_dict(parent, settings(config), "best_config.json")
         client.set_tag(parent, "best_trial", best["name"])
         client.log_metric(parent, f"best_{metric}", float(best[metric]))
+        named = best.get("noise_aware")
+        if named is not None:  # named on several seeds: the mean, its interval, how sure
+            client.log_metric(parent, f"best_{metric}_mean", float(named["mean"]))
+            client.set_tag(parent, "best_seeds", str(named["seeds"]))
+            if named["low"] is not None:
+                client.log_metric(parent, f"best_{metric}_low", float(named["low"]))
+                client.log_metric(parent, f"best_{metric}_high", float(named["high"]))
+            if named["p_best"] is not None:
+                client.log_metric(parent, "best_p_best", float(named["p_best"]))
+            if run is not None:
+                client.set_tag(run.info.run_id, "best_mean", f"{named['mean']:.4f} over {named['seeds']} seeds")
         if best.get("test_acc") is not None:
             client.log_metric(parent, "best_test_acc", float(best["test_acc"]))
     for row in result["baselines"]:

@@ -1,7 +1,7 @@
 """The ablation report of a study: `python -m study.report --name STUDY`.
 
 Also written at the end of every study. It reads Tune's saved results into a tidy table
-(trials.parquet), compares factors at equal fidelity (per ASHA rung), checks whether early
+(trials.parquet), compares factors at equal fidelity (per rung), checks whether early
 stopping could be trusted, computes importance from the Optuna storage, measures the gain over
 the global-only baseline, draws the plots and the best trial's attention pictures, and writes
 report.md and a self-contained report.html into STUDY/report/, all logged as artifacts of the
@@ -44,7 +44,7 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     _best(doc, results, facts)
     _gain(doc, results, facts)
     _early_stopping(doc, results, facts, out)
-    _factors(doc, results, out)
+    _factors(doc, results, out, facts)
     _interaction(doc, results)
     _importance(doc, results, out)
     doc.heading("Plots")
@@ -53,7 +53,7 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     doc.image(plots.learning_curves(results.table, results.space, figures / "learning_curves.png"),
               "learning curves coloured by each factor")
     doc.image(plots.rung_survival(results.table, results.space, figures / "rung_survival.png"),
-              "trials that reached each ASHA rung")
+              "trials that reached each rung")
     if pictures:
         _attention(doc, results, figures / "attention.png", images, facts)
     if results.confirm is not None:
@@ -116,6 +116,23 @@ def _tracker(results: Any) -> Any:
 # ---------------------------------------------------------------- sections
 
 
+def _stopped(per_trial: Any, policy: str, study: Any, milestones: list[int]) -> str:
+    """Who stopped the trials that ended before max_t: the policy decides at its rungs, the
+    epoch budget anywhere (a trial that ended between rungs was stopped by the budget; one that
+    ended at a rung, by either, when there is a budget)."""
+    early = per_trial[per_trial["outcome"] == "stopped_early"]
+    if early.empty:
+        return "none stopped early"
+    between = int((~early["epochs_run"].isin(milestones)).sum())
+    at_rung = len(early) - between
+    if study.epoch_budget is None:
+        return f"{len(early)} stopped early by the `{policy}` policy"
+    if policy == "fifo":
+        return f"{len(early)} stopped by the epoch budget ({study.epoch_budget} epochs)"
+    return (f"{len(early)} stopped early: {at_rung} at a rung, by the `{policy}` policy or the epoch budget "
+            f"({study.epoch_budget} epochs), {between} between rungs, by the budget")
+
+
 def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
     from study.analysis import rungs, searched, trials
     from study.results import mlflow_disagreements
@@ -125,12 +142,15 @@ def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> Non
     counts = per_trial["outcome"].value_counts().to_dict()
     facts["trials"] = {"sampled": len(per_trial), **{k: int(v) for k, v in counts.items()}}
     dataset = table["config.dataset"].iloc[0]
-    doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone): "
-             f"{len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
-             f"{space.study.max_epochs} epochs, {counts.get('stopped_early', 0)} stopped early by ASHA, "
+    policy = str(record.record.settings.get("policy", "asha"))
+    milestones = rungs(space.study)
+    doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone), policy "
+             f"`{policy}`: {len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
+             f"{space.study.max_epochs} epochs, {_stopped(per_trial, policy, space.study, milestones)}, "
              f"{counts.get('errored', 0)} errored) and {int((trials(table)['kind'] == 'baseline').sum())} "
-             f"baseline(s). Metric `{record.metric}` ({space.study.mode}); ASHA rungs at epochs "
-             f"{', '.join(map(str, rungs(space.study)))}.")
+             f"baseline(s). Metric `{record.metric}` ({space.study.mode}); compared at the rungs "
+             f"{', '.join(map(str, milestones))} (the epochs where the ASHA family decides, from the grace "
+             "period and the reduction factor, and max_t).")
     if tracker is None:
         return
     problems = mlflow_disagreements(record, tracker)
@@ -149,11 +169,41 @@ def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
     best = best_configs(record.table, record.space, record.ranking)
     facts["best"] = best.head(1).to_dict("records")[0] if len(best) else None
     doc.heading("Best configurations")
-    doc.text(f"The study's ranking (its summary's): by `{record.metric}` at the last epoch, trials that reached "
-             "max_t first. Test accuracy "
+    named = record.summary.get("finalists") or []
+    order = ("its finalists first, by their mean over seeds (below), then by `{m}` at the last epoch of one run, "
+             "trials that reached max_t first" if named else
+             "by `{m}` at the last epoch of one run, trials that reached max_t first").format(m=record.metric)
+    doc.text(f"The study's ranking (its summary's): {order}. Test accuracy "
              "is measured once, at the end of the study, on the best checkpoint (by validation) of the top "
              "trials; model selection never saw the test split.")
     doc.table(best)
+    _finalists(doc, record, named, facts)
+
+
+def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[str, Any]) -> None:
+    """The noise-aware ending: each finalist's mean over seeds, interval, P(best)."""
+    import pandas as pd
+
+    noise = record.summary.get("seed_noise") or {}
+    facts["finalists"], facts["seed_noise"] = named, noise or None
+    if not named:
+        doc.text("One run per configuration: the best is the maximum of noisy values, luckier than it is good on "
+                 "average. `study.finalists` (or `--finalists K`) names it on several seeds instead.")
+        return
+    names = dict(zip(record.table["trial_id"], record.table["name"], strict=False))
+    level = f"{100 * noise.get('confidence', 0.95):.0f}%"
+    doc.text(f"**Named on several seeds.** The {len(named)} best trials at max_t were trained again with new "
+             f"seeds (the same for each), and the best is the one with the best mean. Interval: {level} t interval "
+             "of the mean over its own seeds. P(best): the probability that it is the best of the finalists, "
+             "drawn from their means and the seed noise measured here"
+             + (" (seeds paired: a seed's shared effect taken out)." if noise.get("paired") else "."))
+    doc.table(pd.DataFrame([{"finalist": names.get(f["trial_id"], f["trial_id"]), "seeds": f["seeds"],
+                             f"mean {record.metric}": f"{f['mean']:.3f}",
+                             f"{level} interval": "-" if f["low"] is None else f"{f['low']:.3f} to {f['high']:.3f}",
+                             "P(best)": "-" if f["p_best"] is None else f"{f['p_best']:.2f}",
+                             "runs": ", ".join(f"{v:.3f}" for v in f["values"])} for f in named]))
+    if noise.get("sd") is not None:
+        doc.text(f"Seed noise: sd {100 * noise['sd']:.2f} points for one run ({noise['df']} degrees of freedom).")
 
 
 def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
@@ -190,17 +240,21 @@ def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> 
     facts["early_stopping"] = sentence
     doc.heading("Could early stopping be trusted?")
     doc.text("Spearman rank correlation between the metric at a rung and at a later rung, over the sampled "
-             "trials that reached the later one. ASHA stops by the early rank; if early ranks do not predict "
-             "final ranks, it stops the wrong trials.")
+             "trials that reached the later one. The ASHA family stops by the early rank; if early ranks do not "
+             "predict final ranks, it stops the wrong trials.")
     (doc.text if trusted else doc.warn)(sentence)
     doc.table(corr)
 
 
-def _factors(doc: Any, record: Any, out: Path) -> None:
-    from study.analysis import factor_table
+def _factors(doc: Any, record: Any, out: Path, facts: dict[str, Any]) -> None:
+    from study.analysis import ALPHA, POWER, comparison_rung, detectable, factor_table, level_differences
 
     table = factor_table(record.table, record.space)
     table.to_parquet(out / "factors.parquet", index=False)
+    rung = comparison_rung(record.table, record.space)
+    diffs = level_differences(record.table, record.space, rung) if rung is not None else None
+    if diffs is not None and not diffs.empty:
+        diffs.to_parquet(out / "level_differences.parquet", index=False)
     doc.heading("Factors at equal fidelity")
     doc.text("Per level of each factor: trials, how many reached max_t, and at each rung (epoch) the trials "
              "that reached it with the best and mean ± sd of the metric at that epoch. Values from different "
@@ -215,6 +269,33 @@ def _factors(doc: Any, record: Any, out: Path) -> None:
                           **{f"epoch {r['rung']}": _cell(r) for _, r in group.iterrows()}})
         doc.text(f"**{factor}** (cells: best / mean ± sd (n))")
         doc.table(pd.DataFrame(lines))
+        if diffs is not None and not diffs.empty and (diffs["factor"] == factor).any():
+            mine = diffs[diffs["factor"] == factor]
+            doc.text(f"Against its best level ({mine['best_level'].iloc[0]}) at epoch {rung}: difference of means "
+                     "with its Welch 95% interval; p after Holm's correction over the "
+                     f"{len(diffs)} comparisons at this epoch.")
+            doc.table(pd.DataFrame([{"level": r["level"], "trials": int(r["n"]),
+                                     "difference": f"{r['difference']:+.3f} ({r['low']:+.3f} to {r['high']:+.3f})",
+                                     "p (Holm)": f"{r['p_holm']:.3g}",
+                                     "beyond the noise": "yes" if r["significant"] else "no"}
+                                    for _, r in mine.iterrows()]))
+    if diffs is None or diffs.empty:
+        doc.text("No factor has two levels with two trials at one epoch: no difference between levels can be "
+                 "told from the noise here.")
+        facts["level_differences"] = None
+        return
+    seed = (record.summary.get("seed_noise") or {}).get("sd")
+    noise = f"; one run's seed noise, measured on the finalists, is {100 * seed:.2f} points" if seed else ""
+    least = detectable(diffs)
+    facts["level_differences"] = {"epoch": rung, "comparisons": len(diffs),
+                                  "significant": diffs[diffs["significant"]][["factor", "level"]].to_dict("records"),
+                                  "smallest_detectable": least, "seed_noise": seed}
+    found = ", ".join(f"{r['factor']} {r['level']}" for _, r in diffs[diffs["significant"]].iterrows()) or "none"
+    doc.text(f"**What the noise allows.** At epoch {rung}, levels differing from their factor's best beyond the "
+             f"noise ({ALPHA:g} after Holm): {found}. The smallest difference this study could have detected "
+             f"(power {POWER:g}) is {100 * least['difference']:.1f} points, on its best-filled comparison "
+             f"({least['factor']} {least['level']} against {least['best_level']}, {least['n']} and "
+             f"{least['n_best']} trials){noise}; smaller differences may be real, but this study cannot show them.")
 
 
 def _cell(row: Any) -> str:

@@ -3,8 +3,10 @@ tracked in MLflow through the study's queue. Starts a study or continues it from
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +14,23 @@ from study import execution
 from study.keys import PARAMS, SHORT_NAMES
 from study.record import SPACE_COPY, StudyRecord
 
-_USER_PENDING = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")  # the user's own setting wins
+PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+@contextlib.contextmanager
+def _pending(limit: int | None) -> Iterator[None]:
+    """Tune's limit of pending trials set to `limit` while the block runs, unless the user set
+    it (theirs wins); the variable is as it was afterwards, so a later study in the same process
+    (the search benchmark runs many) does not inherit this one's."""
+    before = os.environ.get(PENDING)
+    if limit is None or before is not None:
+        yield
+        return
+    os.environ[PENDING] = str(limit)
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING, None)
 
 
 @dataclass
@@ -40,6 +58,7 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     from ray import tune
 
     from study import budget, searchers
+    from study.phases.finalists import search_budget
     from study.policies import load_policy
 
     res = record.resources
@@ -49,11 +68,7 @@ def run(record: StudyRecord, queue: Any) -> Searched:
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
     limit = searchers.CONCURRENCY[record.name] = execution.concurrency(res)
     own = isinstance(searcher, searchers.FidelitySearcher)
-    if own and limit is not None and _USER_PENDING is None:
-        # Tune lets a searcher it does not wrap itself keep one trial pending at a time; up to
-        # `limit` may wait for a node at once, as with Tune's own limit.
-        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(limit)
-    epochs = record.space.study.epoch_budget
+    epochs = search_budget(record.space.study)  # the budget less the finalists' re-runs
     if epochs is not None:
         restoring = tune.Tuner.can_restore(record.tune_path)
         budget.REACHED[record.name] = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
@@ -65,8 +80,14 @@ def run(record: StudyRecord, queue: Any) -> Searched:
         scheduler=scheduler, stop=None if epochs is None else budget.EpochBudget(record.name, epochs),
         verbose=res.verbose, reporter=_reporter(record) if res.verbose else None)
     fn = execution.trainable(record, decisions=policy.rungs(record.space.study))
-    execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
-    analysis = tune.ExperimentAnalysis(record.tune_path)
+    # Tune lets a searcher it does not wrap itself keep one trial pending at a time; up to
+    # `limit` may wait for a node at once, as with Tune's own limit (for this study only).
+    with _pending(limit if own and limit is not None else None), execution.trials_without_results():
+        execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
+        analysis = tune.ExperimentAnalysis(record.tune_path)
+    note = execution.missing_results(analysis)
+    if note:
+        print(note, flush=True)
     # After Ctrl-C, Tune reports the trials it stopped as terminated but saves them as pending:
     # the saved state says whether the study is done.
     saved = list(analysis.trials)

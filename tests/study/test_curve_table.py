@@ -6,9 +6,12 @@ runs end to end on a small table."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,16 @@ def _curve(values: dict[str, Any], seed: int) -> list[dict[str, float]]:
     return out
 
 
-def write_table(folder: Path, configs: int = 12) -> Path:
-    """A small table through `benchmarks.curves.write`, from runs made up in its work folder."""
+def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None) -> Path:
+    """A small table through `benchmarks.curves.write`, from runs made up in its work folder:
+    seeds 0 and 1 of every configuration, and `extra` seeds (2, 3, ...) of some."""
     work = folder / "work"
     work.mkdir(parents=True)
     (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": 2, "space": "efficiency.yaml"}))
+    extra = extra or {}
     with (work / "runs.jsonl").open("w") as sink:
         for name, values in curves.configurations(configs).items():
-            for seed in (0, 1):
+            for seed in range(2 + extra.get(name, 0)):
                 sink.write(json.dumps({"config": name, "seed": seed, "values": values, "seconds": 1.0,
                                        "epochs": _curve(values, seed)}) + "\n")
     return curves.write(work, folder / "table.parquet", "test")
@@ -75,6 +80,47 @@ def test_a_written_table_reads_back_and_matches_the_nearest_configuration(tmp_pa
     assert shown["regret_of_best_by_one_seed_points"] == {0: 0.0, 1: 0.0}  # a seed shifts every curve alike
 
 
+def test_a_replayed_trial_replays_the_seed_it_trains_with(tmp_path: Path) -> None:
+    # "paper" has 4 seeds, every other configuration 2: the shared seeds are 0 and 1
+    table = CurveTable(write_table(tmp_path, extra={"paper": 2}))
+    assert table.seeds == [0, 1, 2, 3] and table.shared_seeds == [0, 1]
+    names = [n for n, v in table.values.items() if v["local_stream"]]
+    for seed, recorded in ((0, 0), (1, 1), (2, 0), (7, 1)):
+        # one study, one training seed: every configuration replays the same recorded seed
+        assert {table.match(table.values[n], seed).seed for n in names} == {recorded}
+    # a configuration's truth is the mean over all its seeds, with their standard error
+    finals = [_curve(table.values["paper"], s)[-1]["val_acc"] for s in range(4)]
+    assert table.true_final("paper") == pytest.approx(sum(finals) / 4)
+    assert table.standard_error("paper") == pytest.approx(statistics.stdev(finals) / 2)
+    # the table says so itself: seeds and standard errors per configuration, in its metadata and `show`
+    assert table.metadata["seeds_per_config"]["paper"] == 4 and table.metadata["seeds_per_config"]["c000"] == 2
+    assert table.metadata["standard_error"]["paper"] == pytest.approx(statistics.stdev(finals) / 2, abs=1e-5)
+    shown = curves.show(tmp_path / "table.parquet")
+    assert shown["seeds_shared_by_every_config"] == [0, 1] and shown["seeds_per_config"] == {"2": 13, "4": 1}
+    assert shown["validation_images"] == 6 * round(285 * 0.6)  # the efficiency space's split
+
+
+def test_the_recording_gives_its_best_configurations_more_seeds_until_they_are_known() -> None:
+    names = ["a", "b", "c", "d"]
+    finals: dict[tuple[str, int], float] = {}
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == \
+        [(n, s) for s in (0, 1) for n in names]
+    truth = {"a": 0.8, "b": 0.78, "c": 0.5, "d": 0.4}
+    wobble = [0.03, -0.03, 0.02, -0.02, 0.01, -0.01]
+    finals = {(n, s): truth[n] + wobble[s] for n in names for s in (0, 1)}
+    # the top two by mean get seed 2 together; the others keep their two
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == [("a", 2), ("b", 2)]
+    for seed in range(2, 6):
+        for name in ("a", "b"):
+            finals[(name, seed)] = truth[name] + wobble[seed]
+    # six seeds each: the standard error is small enough (or the cap is reached): done
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == []
+    # a configuration that rises into the top later is first given the seeds the others have
+    finals[("c", 0)] = finals[("c", 1)] = 0.95
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == [("c", s) for s in range(2, 6)]
+    assert curves.standard_error([0.5]) == math.inf
+
+
 def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "study.run", "--quiet", *args], cwd=cwd, env=env,
@@ -105,7 +151,8 @@ def test_a_replayed_study_reports_the_recorded_curves(tmp_path: Path) -> None:
     table_path = write_table(tmp_path)
     proc = _study(tmp_path, "--space", str(curves.SPACE), "--name", "rt", "--max-epochs", str(EPOCHS),
                   "--num-samples", "10", "--trainable", "replay", "--replay-epoch-s", "0",
-                  "--replay-table", str(table_path), "--policy", "adaptive", "--no-test", "--no-report")
+                  "--replay-table", str(table_path), "--policy", "adaptive", "--no-test", "--no-report",
+                  "--finalist-seeds", "1")  # the table records 2 seeds: the finalists replay the other one
     assert proc.returncode == 0, proc.stderr[-3000:]
     from trainables.config import TrialConfig, settings
 
@@ -118,6 +165,16 @@ def test_a_replayed_study_reports_the_recorded_curves(tmp_path: Path) -> None:
         match = table.match(cfg.to_dict(), cfg.seed)
         assert [r["val_acc"] for r in rows] == [table.metrics(match, r["epoch"])["val_acc"] for r in rows]
         assert rows[0]["replay_distance"] == pytest.approx(match.distance)
+        assert match.seed == 0  # the study trains with seed 0
+    # the noise-aware ending: 3 finalists again with seed 1, which replays the recorded seed 1
+    summary = json.loads((tmp_path / "runs" / "rt" / "summary.json").read_text())
+    assert len(summary["finalists"]) == 3 and all(f["seeds"] == 2 for f in summary["finalists"])
+    for finalist in summary["finalists"]:
+        row = next(t for t in summary["trials"] if t["trial_id"] == finalist["trial_id"])
+        match = table.match({"local_stream": True, **{k: row[k] for k in ("recursion_steps", "crop_scale",
+                                                                          "attention_temperature") if row.get(k)}})
+        assert finalist["values"] == pytest.approx([table.metrics(match, EPOCHS)["val_acc"],
+                                                    table.curves[(match.config, 1)][EPOCHS - 1]["val_acc"]])
 
 
 @pytest.mark.slow
@@ -132,22 +189,44 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
     table = write_table(tmp_path)
     out = tmp_path / "eff.json"
     environ = dict(os.environ)  # the study sets Tune's variables in this process: later tests must not see them
+    pending = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")
     try:
-        search_efficiency.main(["--seeds", "1", "--budget", "12", "--methods", "random_fifo", "tpe_adaptive",
+        search_efficiency.main(["--seeds", "2", "--budget", "12", "--methods", "random_fifo", "random_asha",
                                 "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out), "--cpus", "2"])
+        # four studies ran in this process: none left Tune's pending-trials limit set for the next,
+        # nor its MLflow queue and thread behind
+        assert os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") == pending
+        from study.tracking import QUEUES
+
+        assert not QUEUES
+        for thread in [t for t in threading.enumerate() if t.name == "mlflow-queue"]:
+            thread.join(10)
+            assert not thread.is_alive()
     finally:
         os.environ.clear()
         os.environ.update(environ)
-    assert len(starts) == 1  # both studies ran on the benchmark's Ray: a study leaves a caller's Ray running
+    assert len(starts) == 1  # every study ran on the benchmark's Ray: a study leaves a caller's Ray running
     report = json.loads(out.read_text())
-    assert set(report["methods"]) == {"random_fifo", "tpe_adaptive"}
-    for result in report["methods"].values():
-        assert len(result["final_regret_points"]) == 1 and result["final_regret_points"][0] >= 0
+    assert set(report["methods"]) == {"random_fifo", "random_asha"}
+    truth = CurveTable(table)
+    best = max(truth.true_final(n) for n, v in truth.values.items() if v["local_stream"])
+    for method, result in report["methods"].items():
+        assert len(result["final_regret_points"]) == 2 and len(result["curves"]) == 2
+        for seed in (0, 1):
+            run = json.loads((tmp_path / "work" / f"{method}-{seed}.json").read_text())
+            # the final regret is the named best's, from the table's truth
+            assert result["final_regret_points"][seed] == pytest.approx(
+                round(100 * (best - truth.true_final(run["named"])), 2))
         assert result["anytime"]["epochs"][-1] == 12
         assert set(result["within_looser_points"]) == {"3", "5"}
+        low, high = result["final_regret_iqm_interval"]
+        assert low <= result["final_regret_iqm"] <= high and 0 <= result["named_in_true_top5"] <= 1
+    (pair,) = report["comparisons"]
+    assert (pair["method"], pair["against"], pair["seeds"]) == ("random_asha", "random_fifo", 2)
+    assert 0 <= pair["p"] <= pair["p_holm"] <= 1
     assert out.with_suffix(".png").stat().st_size > 0
     # each study ended at its epoch budget (12), give or take the trials running then (8 slots of
     # at most 4 epochs); random_fifo's 12 sampled trials would have run 48 epochs
-    for method in ("random_fifo", "tpe_adaptive"):
+    for method in ("random_fifo", "random_asha"):
         spent = len(json.loads((tmp_path / "work" / f"{method}-0.json").read_text())["line"])
         assert 12 <= spent < 12 + 8 * 4

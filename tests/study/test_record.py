@@ -26,8 +26,10 @@ def _started(tmp_path: Path, *flags: str) -> Path:
 
 def test_the_record_reads_back_the_study_as_it_was_resolved(tmp_path: Path) -> None:
     folder = _started(tmp_path, "--num-samples", "4", "--max-epochs", "3", "--seed", "7", "--no-baselines",
-                      "--policy", "fifo")
+                      "--policy", "fifo", "--finalists", "2", "--finalist-seeds", "3", "--train-seed", "5")
     record = load(folder)
+    assert record.space.study.finalists == 2 and record.space.study.finalist_seeds == 3
+    assert record.train_seed == 5 == record.space.constants["seed"]
     assert record.space.study.num_samples == 4 and record.space.study.max_epochs == 3
     assert record.space.study.grace_period == 2 and record.space.baselines == {}
     assert record.settings["seed"] == 7 and record.settings["policy"] == "fifo"
@@ -63,6 +65,8 @@ def test_resume_uses_the_record_not_todays_defaults(tmp_path: Path) -> None:
     (["--max-epochs", "15"], "--max-epochs 15 contradicts study 's', which was started with 3"),
     (["--num-samples", "24"], "--num-samples 24 contradicts"),
     (["--seed", "1"], "--seed 1 contradicts"),
+    (["--finalists", "0"], "--finalists 0 contradicts study 's', which was started with 3"),
+    (["--train-seed", "2"], "--train-seed 2 contradicts study 's', which was started with 0"),
     (["--policy", "fifo"], "--policy fifo contradicts"),
     (["--space", "smoke"], "--space smoke contradicts"),
     (["--dataset", "cub", "--data-dir", "/nowhere"], "--data-dir"),

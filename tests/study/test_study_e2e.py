@@ -60,11 +60,27 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     query = parse_qs(urlsplit(url.split("#", 1)[1]).query)
     assert query["orderByKey"] == ["metrics.`study_rank`"] and query["orderByAsc"] == ["true"]
     summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
-    client, parent, children = _runs(tmp_path, "e2e")
-    # one child per trial (4 sampled + 1 baseline), all ended, named from their values
-    assert len(children) == 5 == len(summary["trials"])
+    client, parent, runs = _runs(tmp_path, "e2e")
+    # one child per trial (4 sampled + 1 baseline), all ended, named from their values; and the
+    # noise-aware ending's re-runs: smoke's 2 finalists with 1 new seed each
+    children = [c for c in runs if c.data.tags["kind"] != "finalist"]
+    reruns = [c for c in runs if c.data.tags["kind"] == "finalist"]
+    assert len(children) == 5 == len(summary["trials"]) and len(reruns) == 2
     assert {c.data.tags["tune_trial_id"] for c in children} == {t["trial_id"] for t in summary["trials"]}
-    assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
+    assert all(c.info.status == "FINISHED" for c in runs) and parent.info.status == "FINISHED"
+    # the best is named on the mean over the study's seed (0) and the new one (1)
+    named = summary["finalists"]
+    assert len(named) == 2 and all(f["seeds"] == 2 for f in named) and summary["best"]["noise_aware"] == named[0]
+    assert named[0]["mean"] >= named[1]["mean"] and summary["ranking"][:2] == [f["trial_id"] for f in named]
+    by_trial = {t["trial_id"]: t for t in summary["trials"]}
+    for finalist in named:
+        assert finalist["values"][0] == pytest.approx(by_trial[finalist["trial_id"]]["val_acc"])  # seed 0: its own run
+        mine = [r for r in reruns if r.info.run_name.startswith(f"finalist-{by_trial[finalist['trial_id']]['name']}-")]
+        assert len(mine) == 1 and mine[0].data.params["seed"] == "1" and mine[0].data.params["epochs"] == "3"
+        assert finalist["values"][1] == pytest.approx(mine[0].data.metrics["val_acc"])
+    assert "Named on several seeds" in proc.stdout and f"Best: {summary['best']['name']}, val_acc" in proc.stdout
+    assert parent.data.metrics["best_val_acc_mean"] == pytest.approx(named[0]["mean"])
+    assert (tmp_path / "runs" / "e2e" / "finalists.parquet").is_file()
     names = {c.info.run_name for c in children}
     assert "baseline-global_only" in names and "T3-s0.5-tau1" in names
     outcomes = {c.data.tags["outcome"] for c in children}
@@ -87,7 +103,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert parent.data.tags["best_trial"] == best["name"]
     shown = client.search_runs([parent.info.experiment_id], filter_string=query["searchFilter"][0],
                                order_by=["metrics.study_rank ASC"])
-    assert {r.info.run_id for r in shown} == {c.info.run_id for c in children}
+    assert {r.info.run_id for r in shown} == {c.info.run_id for c in runs}
     order = [r.data.tags["tune_trial_id"] for r in shown]
     assert order[:len(summary["ranking"])] == summary["ranking"] and order[0] == best["trial_id"]
     best_run = next(c for c in children if c.data.tags["tune_trial_id"] == best["trial_id"])
@@ -178,7 +194,7 @@ def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
         runs = client.search_runs([exp.experiment_id])
         parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 5 and all(r.info.status == "FINISHED" for r in runs)
+        assert len(children) == 5 + 2 and all(r.info.status == "FINISHED" for r in runs)  # 5 trials, 2 finalist re-runs
         assert "best_test_acc" in parent.data.metrics
         best = next(c for c in children if c.data.tags.get("best") == "true")
         assert [a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
@@ -210,7 +226,7 @@ def test_smoke_study_with_optuna_and_mlflow_on_postgresql(tmp_path: Path) -> Non
             assert not (tmp_path / "runs" / "pg" / "optuna.db").exists()
             client = MlflowClient(uri)
             runs = client.search_runs([client.get_experiment_by_name("pg").experiment_id])
-            assert len(runs) == 1 + len(summary["trials"]) and all(r.info.status == "FINISHED" for r in runs)
+            assert len(runs) == 1 + len(summary["trials"]) + 2 and all(r.info.status == "FINISHED" for r in runs)
             report = (tmp_path / "runs" / "pg" / "report" / "report.md").read_text()
             assert "one run per trial, same outcome" in report  # MLflow (on PostgreSQL) agrees with Tune
         finally:

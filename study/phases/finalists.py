@@ -1,0 +1,118 @@
+"""The noise-aware ending: the study names its best on several seeds, not on one run.
+
+One run of a configuration is noisy (its seed moves its accuracy by points), and the best of
+many noisy runs is, on average, luckier than it is good (the winner's curse). So the study ends
+by training its finalists (its best `study.finalists` trials that reached max_t) again with
+`study.finalist_seeds` new seeds each (the same seeds for all; study.phases.reruns), names its
+best on the mean over seeds, and says how sure it is (study.noise: each finalist's mean and
+interval, the seed noise, the probability that each is the best).
+
+With an epoch budget, the re-runs come out of it: the search stops `reserve` epochs early, at
+most `finalist_share` of the budget (fewer finalists when they would take more). The re-runs
+go to a Tune experiment STUDY-finalists beside the study's, to the study's MLflow experiment as
+child runs of kind "finalist", and to STUDY/finalists.parquet; an interrupted ending continues
+on --resume.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from study.keys import COMPLETED, FINALIST, FINALIST_OF, SEARCH
+from study.record import StudyRecord
+from study.spaces import StudySettings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many finalists, with how many new seeds each, and the epochs that takes."""
+
+    count: int
+    seeds: int
+    epochs: int  # count * seeds * max_epochs
+
+    @property
+    def on(self) -> bool:
+        return self.count > 0
+
+
+def plan(study: StudySettings) -> Plan:
+    """The finalists a study's settings allow (`StudySettings.finalist_count`: with an epoch
+    budget, as many as fit in its share) and the epochs their re-runs take."""
+    count = study.finalist_count()
+    return Plan(count, study.finalist_seeds, count * study.finalist_seeds * study.max_epochs)
+
+
+def search_budget(study: StudySettings) -> int | None:
+    """The epochs the search itself may run: the budget less the finalists' reserve."""
+    if study.epoch_budget is None:
+        return None
+    return study.epoch_budget - plan(study).epochs
+
+
+def chosen(rows: list[dict[str, Any]], ranking: list[str], count: int) -> list[dict[str, Any]]:
+    """The finalists: the first `count` trials of the ranking that reached max_t without error."""
+    by_id = {r["trial_id"]: r for r in rows}
+    picked = [by_id[t] for t in ranking if by_id[t]["kind"] == SEARCH and by_id[t]["outcome"] == COMPLETED]
+    return picked[:count]
+
+
+def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str]) -> pd.DataFrame | None:
+    """Re-runs the finalists (or continues their re-runs); returns the re-runs' table, saved as
+    STUDY/finalists.parquet, or None when the study has no finalists to re-run.
+
+    Raises:
+        KeyboardInterrupt: the re-runs did not all end (Ctrl-C); --resume continues them.
+    """
+    from study.phases import reruns
+    from study.results import FINALISTS_FILE, save_table
+
+    how = plan(record.space.study)
+    picked = chosen(rows, ranking, how.count) if how.on else []
+    if not picked:
+        return None
+    seeds = reruns.seeds(record, how.seeds)
+    configs = []
+    for row in picked:
+        values = {k: row.get(k) for k in record.space.parameters if row.get(k) is not None}
+        configs += reruns.configs(record, values, seeds, FINALIST, "finalist", **{FINALIST_OF: row["trial_id"]})
+    print(f"\nNoise-aware ending: the {len(picked)} best trial(s) again with seeds {', '.join(map(str, seeds))} "
+          f"({len(configs)} runs of {record.max_epochs} epochs); the best is named on the mean over seeds",
+          flush=True)
+    table, ended = reruns.run(record, f"{record.name}-finalists", record.finalists_path, configs, test=False)
+    if not ended:
+        raise KeyboardInterrupt
+    save_table(table, record.folder / FINALISTS_FILE)
+    return table
+
+
+def values_by_seed(rows: list[dict[str, Any]], reruns_table: pd.DataFrame | None, metric: str, train_seed: int,
+                   max_epochs: int) -> dict[str, dict[int, float]]:
+    """Finalist (searched trial id) -> seed -> its metric at max_t: the study's own run (with the
+    study's training seed) and every re-run that reached max_t."""
+    if reruns_table is None or reruns_table.empty:
+        return {}
+    by_id = {r["trial_id"]: r for r in rows}
+    last = reruns_table.sort_values("epoch").groupby("trial_id").tail(1)
+    out: dict[str, dict[int, float]] = {}
+    for _, rerun in last.iterrows():
+        of = rerun.get("finalist_of")
+        original = by_id.get(of) if isinstance(of, str) else None
+        if original is None:
+            continue
+        seeds = out.setdefault(of, {train_seed: float(original[metric])})
+        if int(rerun["epochs_run"]) >= max_epochs and rerun["outcome"] == COMPLETED and rerun[metric] == rerun[metric]:
+            seeds[int(rerun["config.seed"])] = float(rerun[metric])
+    return out
+
+
+def warn_short(values: dict[str, dict[int, float]], expected: int) -> None:
+    """Says so when some re-runs are missing (errored): the means rest on fewer seeds."""
+    short = [k for k, v in values.items() if len(v) < expected]
+    if short:
+        print(f"warning: {len(short)} finalist(s) have fewer than {expected} seeds (a re-run errored); "
+              "their means rest on the seeds that ran", file=sys.stderr)

@@ -1,0 +1,35 @@
+"""The search benchmark's statistics on values with known answers: the final regret's robust
+summaries, the sustained time to a tolerance, and paired comparisons over seeds."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from benchmarks.search_efficiency import compare, iqm, iqm_interval, sustained
+
+
+def test_epochs_to_a_tolerance_count_from_where_the_regret_stays_there() -> None:
+    # touched at epoch 2, left at 3, back for good at 4
+    assert sustained([5.0, 0.5, 3.0, 0.5, 0.2], 1.0) == 4
+    assert sustained([0.5, 0.5], 1.0) == 1
+    assert sustained([5.0, 0.5, 3.0], 1.0) is None  # ended above it: never reached, whatever it touched
+
+
+def test_the_interquartile_mean_ignores_the_worst_and_best_quarter() -> None:
+    values = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]
+    assert iqm(values) == pytest.approx(statistics.fmean([2.0, 3.0, 4.0, 5.0]))
+    low, high = iqm_interval(values)
+    assert low <= iqm(values) <= high < 100
+    assert iqm_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_paired_comparisons_find_a_consistent_gain_and_not_a_noisy_one() -> None:
+    base = [3.0, 5.0, 1.0, 8.0, 2.0, 6.0, 4.0, 7.0, 9.0, 2.5, 3.5, 6.5]
+    regrets = {"better": [b - 1.0 - 0.1 * i for i, b in enumerate(base)], "base": base,
+               "same": [b + (0.3 if i % 2 else -0.3) for i, b in enumerate(base)]}
+    better, same = compare(regrets, [("better", "base"), ("same", "base")])
+    assert better["significant"] and better["better_in"] == 12 and better["mean_difference"] < 0
+    assert better["interval"][1] < 0 and better["p"] <= better["p_holm"]
+    assert not same["significant"] and same["interval"][0] < 0 < same["interval"][1]

@@ -1,0 +1,157 @@
+"""Answers under seed noise, on values whose noise is known: the finalists' statistics
+(study.noise), the budget the noise-aware ending takes (study.phases.finalists), the summary
+that names its best on the mean, and the report's level comparisons (study.analysis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from study import analysis, summary
+from study.noise import finalists, seed_noise
+from study.phases import finalists as ending
+from study.spaces import StudySettings, load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _grid(effects: dict[str, float], seed_effects: list[float], residual: np.ndarray) -> dict[str, dict[int, float]]:
+    return {k: {s: effects[k] + seed_effects[s] + float(residual[i, s]) for s in range(len(seed_effects))}
+            for i, k in enumerate(effects)}
+
+
+def test_seed_noise_takes_the_seeds_shared_effect_out() -> None:
+    residual = np.array([[0.01, -0.01, 0.0], [-0.01, 0.01, 0.0], [0.0, 0.0, 0.0]])
+    effects = {"a": 0.80, "b": 0.78, "c": 0.70}
+    quiet = seed_noise(_grid(effects, [0.0, 0.0, 0.0], residual))
+    # a two-way fit's residual: sum of squares 0.0004 over (3-1)(3-1) = 4 degrees of freedom
+    assert quiet.paired and quiet.df == 4 and quiet.sd == pytest.approx(math.sqrt(0.0004 / 4))
+    # a seed that lifts every configuration by 5 points changes nothing between them
+    loud = seed_noise(_grid(effects, [0.0, 0.05, -0.04], residual))
+    assert loud.sd == pytest.approx(quiet.sd)
+    # without shared seeds the spread within configurations is all there is (and larger here)
+    unpaired = seed_noise({"a": {0: 0.8, 1: 0.85}, "b": {2: 0.7, 3: 0.76}})
+    assert not unpaired.paired and unpaired.df == 2
+    assert unpaired.sd == pytest.approx(math.sqrt((statistics.variance([0.8, 0.85]) +
+                                                   statistics.variance([0.7, 0.76])) / 2))
+    assert seed_noise({"a": {0: 0.8}}).sd is None
+
+
+def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_being_best() -> None:
+    # "lucky" has the best single run (seed 0), "good" the best mean over three seeds
+    values = {"lucky": {0: 0.90, 1: 0.70, 2: 0.72}, "good": {0: 0.86, 1: 0.80, 2: 0.82},
+              "weak": {0: 0.70, 1: 0.62, 2: 0.64}}
+    named, noise = finalists(values)
+    assert [f.key for f in named] == ["good", "lucky", "weak"]
+    good = named[0]
+    assert good.mean == pytest.approx(statistics.fmean([0.86, 0.80, 0.82])) and good.seeds == 3
+    low, high = stats.t.interval(0.95, 2, loc=good.mean, scale=statistics.stdev([0.86, 0.80, 0.82]) / math.sqrt(3))
+    assert (good.low, good.high) == (pytest.approx(low), pytest.approx(high))
+    assert sum(f.p_best for f in named if f.p_best is not None) == pytest.approx(1.0)
+    assert named[0].p_best > named[1].p_best > named[2].p_best
+    # minimising: the order turns over
+    assert [f.key for f in finalists(values, mode="min")[0]] == ["weak", "lucky", "good"]
+    # two finalists alike up to the noise: about even chances
+    twins, _ = finalists({"x": {0: 0.8, 1: 0.82, 2: 0.81}, "y": {0: 0.8, 1: 0.81, 2: 0.82}})
+    assert all(0.3 < f.p_best < 0.7 for f in twins if f.p_best is not None)
+    one, _ = finalists({"only": {0: 0.5}})
+    assert one[0].p_best == 1.0 and one[0].low is None and noise.df == 4
+
+
+def test_the_ending_fits_in_its_share_of_the_epoch_budget() -> None:
+    free = StudySettings(max_epochs=9, finalists=3, finalist_seeds=2)
+    assert ending.plan(free) == ending.Plan(3, 2, 54) and ending.search_budget(free) is None
+    budget = dataclasses.replace(free, epoch_budget=270, finalist_share=0.2)
+    assert ending.plan(budget).epochs == 54 and ending.search_budget(budget) == 216
+    tight = dataclasses.replace(budget, epoch_budget=100)  # 20 epochs: one finalist of 18
+    assert ending.plan(tight) == ending.Plan(1, 2, 18) and ending.search_budget(tight) == 82
+    none = dataclasses.replace(budget, epoch_budget=50)
+    assert not ending.plan(none).on and ending.search_budget(none) == 50
+    assert not ending.plan(dataclasses.replace(free, finalists=0)).on
+
+
+def _row(trial: str, value: float, epochs: int = 9, kind: str = "search") -> dict[str, Any]:
+    return {"trial_id": trial, "name": f"n-{trial}", "kind": kind, "outcome": "completed" if epochs >= 9 else
+            "stopped_early", "epochs": epochs, "val_acc": value, "recursion_steps": 2, "crop_scale": 0.5}
+
+
+def _record(tmp_path: Path) -> Any:
+    space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
+    return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path,
+                           tune_path=str(tmp_path), finalists_path=str(tmp_path / "f"), stores=SimpleNamespace(optuna_storage="o", tracking_uri="t"))
+
+
+def test_the_summary_names_the_best_mean_not_the_luckiest_run(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [_row("lucky", 0.90), _row("good", 0.86), _row("third", 0.80), _row("short", 0.95, epochs=3)]
+    assert ending.chosen(rows, [r["trial_id"] for r in rows], 2) == rows[:2]  # "short" did not reach max_t
+    rerun = pd.DataFrame([
+        {"trial_id": f"r{i}", "finalist_of": of, "epoch": 9, "epochs_run": 9, "outcome": "completed",
+         "config.seed": seed, "val_acc": value}
+        for i, (of, seed, value) in enumerate([("lucky", 1, 0.70), ("lucky", 2, 0.72), ("good", 1, 0.80),
+                                                ("good", 2, 0.82)])])
+    values = ending.values_by_seed(rows, rerun, "val_acc", 0, 9)
+    assert values == {"lucky": {0: 0.90, 1: 0.70, 2: 0.72}, "good": {0: 0.86, 1: 0.80, 2: 0.82}}
+    built = summary.build(_record(tmp_path), [dict(r) for r in rows], {}, values, rerun_epochs=36)
+    assert built["best"]["trial_id"] == "good" and built["ranking"][:3] == ["good", "lucky", "third"]
+    assert built["best"]["noise_aware"]["mean"] == pytest.approx(statistics.fmean([0.86, 0.80, 0.82]))
+    assert built["epochs_spent"] == 3 * 9 + 3 + 36 and built["seed_noise"]["df"] == 2
+    plain = summary.build(_record(tmp_path), [dict(r) for r in rows], {})
+    assert plain["best"]["trial_id"] == "lucky" and plain["finalists"] == []
+    summary.print_finalists(built)
+    out = capsys.readouterr().out
+    assert "Best: n-good, val_acc 0.827 over 3 seeds (95% interval" in out and "P(best)" in out
+
+
+def test_holm_adjusts_as_the_textbook_does() -> None:
+    # Holm (1979): sorted p times (m - rank), kept monotone
+    assert analysis.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert analysis.holm([]) == [] and analysis.holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def _study_with_known_noise(sd: float, effect: float, per_level: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A finished study's table: recursion_steps 1 is `effect` worse than 2-10, crop scale does
+    nothing; every trial's final value has noise of sd `sd`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(per_level * 4):
+        steps = [1, 3, 6, 9][i % 4]
+        crop = [0.3, 0.5, 0.7, 0.9][(i // 4) % 4]
+        value = 0.8 - (effect if steps == 1 else 0.0) + float(rng.normal(0, sd))
+        rows.append({"trial_id": f"t{i}", "name": f"t{i}", "kind": "search", "epochs_run": 3, "outcome": "completed",
+                     "recursion_steps": steps, "crop_scale": crop, "attention_temperature": None, "epoch": 3,
+                     "val_acc": value, "test_acc": None})
+    return pd.DataFrame(rows)
+
+
+def test_the_report_marks_only_the_effects_beyond_a_known_noise() -> None:
+    space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
+    space = dataclasses.replace(space, study=StudySettings(max_epochs=3, grace_period=3, num_samples=48))
+    table = _study_with_known_noise(sd=0.02, effect=0.10)
+    assert analysis.comparison_rung(table, space) == 3
+    diffs = analysis.level_differences(table, space, 3)
+    steps = diffs[diffs["factor"] == "recursion_steps"]
+    # T=1 is 10 points worse with 2 points of noise: found, near its true size (against the best
+    # of the other levels, which the noise lifts a little)
+    one = steps[steps["level"] == "1"].iloc[0]
+    assert one["significant"] and abs(one["difference"] + 0.10) < 0.03
+    assert one["low"] < one["difference"] < one["high"]
+    assert not steps[steps["level"] != "1"]["significant"].any()
+    # crop scale does nothing: no level is called different
+    assert not diffs[diffs["factor"] == "crop_scale"]["significant"].any()
+    # the smallest detectable difference: about (z + z_power) * sd * sqrt(2 / 12) at this noise
+    least = analysis.detectable(diffs)
+    assert 0.5 * 0.02 < least["difference"] < 4 * 0.02
+    # under ten times the noise, the study says that a 10-point effect is below what it can detect
+    loud = analysis.level_differences(_study_with_known_noise(sd=0.2, effect=0.10), space, 3)
+    assert analysis.detectable(loud)["difference"] > 0.10
+    assert not loud[loud["factor"] == "crop_scale"]["significant"].any()
