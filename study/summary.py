@@ -132,8 +132,10 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     print_finalists(summary)
     counts = summary["counts"]
     budget = summary.get("epoch_budget")
+    reruns = summary.get("rerun_epochs") or 0
+    of_them = f", {reruns} of them the finalists' re-runs" if reruns else ""
     by = "the scheduler" if budget is None else \
-        f"the scheduler or the epoch budget ({budget}; {summary['epochs_spent']} run)"
+        f"the scheduler or the epoch budget ({budget}; {summary['epochs_spent']} run{of_them})"
     print(f"\nTrials: {counts[COMPLETED]} ran to {summary['max_epochs']} epochs, {counts[STOPPED_EARLY]} stopped "
           f"early by {by}, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
     top_row, baselines = summary["best"], summary["baselines"]
