@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.keys import TEST_METRICS
+from study.keys import COST_METRICS, TEST_METRICS
 from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
 from study.spaces import Parameter, SearchSpace, StudySettings
 
@@ -59,7 +59,7 @@ def trial_rows(table: pd.DataFrame, metric: str, parameters: list[str]) -> list[
         out = {"trial_id": row["trial_id"], "name": row["name"], "kind": row["kind"], "outcome": row["outcome"],
                "epochs": int(row["epochs_run"]), metric: _value(row.get(metric)),
                **{p: _value(row.get(p)) for p in parameters}}
-        out.update({k: _value(row[k]) for k in TEST_METRICS if _value(row.get(k)) is not None})
+        out.update({k: _value(row[k]) for k in (*TEST_METRICS, *COST_METRICS) if _value(row.get(k)) is not None})
         rows.append(out)
     return rows
 

@@ -22,6 +22,9 @@ FINALIST_OF = "_finalist_of"
 # What a trial reports once per epoch (trainables.loop); EPOCH is the schedulers' time axis.
 EPOCH = "epoch"
 TEST_METRICS = ("test_acc", "test_acc_global", "test_acc_local")
+# A trial's inference cost, reported once with its first epoch (trainables.cost).
+COST_METRICS = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image",
+                "cost_batch_size", "cost_peak_memory_mb")
 
 # How a trial ended, as the summary, MLflow's `outcome` tag and the report name it.
 COMPLETED, STOPPED_EARLY, ERRORED, INTERRUPTED = "completed", "stopped_early", "errored", "interrupted"

@@ -100,8 +100,9 @@ def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", conf
         draw = stats.multivariate_t(loc=loc, shape=np.diag(scale), df=noise.df, seed=seed).rvs(size=draws)
         wins = np.bincount(np.argmax(sign * draw.reshape(draws, len(order)), axis=1), minlength=len(order))
         p_best.update({k: float(w) / draws for k, w in zip(order, wins, strict=True)})
-    elif noise.sd == 0:  # every difference is exact: the best is certain
-        p_best.update({k: 1.0 if i == 0 else 0.0 for i, k in enumerate(order)})
+    elif noise.sd == 0:  # every difference is exact: the best is certain, or shared by a tie
+        top = [k for k in order if means[k] == means[order[0]]]
+        p_best.update({k: 1.0 / len(top) if k in top else 0.0 for k in order})
     out = []
     for key in order:
         seen = tuple(values[key][s] for s in sorted(values[key]))

@@ -22,6 +22,7 @@ from study import summary as summaries
 from study.errors import StudyInputError
 from study.history import final_attempt
 from study.keys import (
+    COST_METRICS,
     EPOCH,
     FINALIST_OF,
     KIND,
@@ -110,6 +111,7 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
             **({"finalist_of": config[FINALIST_OF]} if FINALIST_OF in config else {}),
         }
         head["epochs_run"] = last
+        head.update(_cost(frames.get(trial.trial_id)))
         rows = epochs if len(epochs) else pd.DataFrame({"epoch": [pd.NA]})
         parts.append(rows.assign(**{k: [v] * len(rows) for k, v in head.items()}))
     if not parts:
@@ -117,6 +119,18 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
     table = pd.concat(parts, ignore_index=True)
     first = ["trial_id", "name", "kind", "outcome", "status", "epochs_run", *space.parameters, "epoch"]
     return table[first + [c for c in table.columns if c not in first]]
+
+
+def _cost(frame: pd.DataFrame | None) -> dict[str, Any]:
+    """A trial's inference cost, from the result that carried it (its first epoch's)."""
+    out: dict[str, Any] = dict.fromkeys(COST_METRICS)
+    if frame is None:
+        return out
+    for key in COST_METRICS:
+        if key in frame.columns:
+            values = frame[key].dropna()
+            out[key] = float(values.iloc[0]) if len(values) else None
+    return out
 
 
 def _epochs(frame: pd.DataFrame | None) -> pd.DataFrame:

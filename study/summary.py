@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from study.keys import BASELINE, COMPLETED, ERRORED, SEARCH, STOPPED_EARLY, TEST_METRICS
+from study.keys import BASELINE, COMPLETED, COST_METRICS, ERRORED, SEARCH, STOPPED_EARLY, TEST_METRICS
 from study.ranking import ranked
 
 SUMMARY_FILE = "summary.json"
@@ -103,6 +103,16 @@ def print_finalists(summary: dict[str, Any]) -> None:
           f"seeds ({level} interval {_interval(top)}){sure}.")
 
 
+def _flops(value: Any) -> str:
+    """FLOPs in a short form: 38.9M, 157G."""
+    if value is None:
+        return "-"
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
 def _interval(finalist: dict[str, Any]) -> str:
     if finalist.get("low") is None:
         return "-"
@@ -115,13 +125,13 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     metric = summary["metric"]
     by_id = {r["trial_id"]: r for r in summary["trials"]}
     best = [by_id[t] for t in summary["ranking"][:top]]
-    fixed = ("trial_id", "name", "kind", "outcome", "epochs", metric, *TEST_METRICS)
+    fixed = ("trial_id", "name", "kind", "outcome", "epochs", metric, *TEST_METRICS, *COST_METRICS)
     params = [k for k in (best[0] if best else {}) if k not in fixed]
-    header = ["run", *params, metric, "test_acc", "epochs", "outcome"]
+    header = ["run", *params, metric, "test_acc", "FLOPs/image", "epochs", "outcome"]
     lines = [[r["name"], *(_fmt(r.get(k)) for k in params), _fmt(r[metric]), _fmt(r.get("test_acc")),
-              str(r["epochs"]), r["outcome"]] for r in best]
-    lines += [[r["name"], *("-" for _ in params), _fmt(r[metric]), _fmt(r.get("test_acc")), str(r["epochs"]),
-               "baseline"] for r in summary["baselines"]]
+              _flops(r.get("cost_flops_per_image")), str(r["epochs"]), r["outcome"]] for r in best]
+    lines += [[r["name"], *("-" for _ in params), _fmt(r[metric]), _fmt(r.get("test_acc")),
+               _flops(r.get("cost_flops_per_image")), str(r["epochs"]), "baseline"] for r in summary["baselines"]]
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
     order = "the finalists first, by their mean over seeds (below); then trials that reached max_t" \
         if summary.get("finalists") else "trials that reached max_t first"

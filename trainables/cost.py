@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,11 +115,13 @@ class Cost:
         return {f"cost_{k}": float(v) for k, v in asdict(self).items() if isinstance(v, (int, float))}
 
 
-def _timed(model: nn.Module, images: Tensor, repeats: int, warmup: int) -> float:
-    """The median seconds of a forward pass, after `warmup` untimed ones."""
+def _timed(model: nn.Module, images: Tensor, repeats: int, warmup: int, budget_s: float,
+           context: Callable[[], AbstractContextManager[Any]]) -> float:
+    """The median seconds of a forward pass, after `warmup` untimed ones; `repeats` timed ones,
+    or fewer (at least one) once `budget_s` seconds were spent timing."""
     cuda = images.device.type == "cuda"
-    times = []
-    with torch.no_grad():
+    times: list[float] = []
+    with torch.no_grad(), context():
         for i in range(warmup + repeats):
             if cuda:
                 torch.cuda.synchronize(images.device)
@@ -127,29 +131,36 @@ def _timed(model: nn.Module, images: Tensor, repeats: int, warmup: int) -> float
                 torch.cuda.synchronize(images.device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+                if sum(times) >= budget_s:
+                    break
     return statistics.median(times)
 
 
 def measure(model: nn.Module, image_size: int, batch_size: int, device: torch.device | str = "cpu",
-            repeats: int = 10, warmup: int = 3, channels_last: bool = False) -> Cost:
+            repeats: int = 10, warmup: int = 2, channels_last: bool = False, budget_s: float = 10.0,
+            context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Cost:
     """The inference cost of `model` on `device`: FLOPs per image (a batch of one), parameters,
-    the median latency of a batch of one and of `batch_size` (per image) after `warmup` passes,
-    and on CUDA the peak memory allocated during a batch of `batch_size`."""
+    the median latency of a batch of one and of `batch_size` (per image) after `warmup` passes
+    (at most `repeats` timed passes each, fewer once `budget_s` is spent: a large model on a
+    CPU), and on CUDA the peak memory allocated during a batch of `batch_size`. `context` wraps
+    the timed passes (the trial's autocast). Random inputs come from a generator of their own:
+    the caller's random streams are not touched."""
     device = torch.device(device)
     model = model.to(device)
+    generator = torch.Generator().manual_seed(0)
     was_training = model.training
     model.eval()
     try:
         def batch(n: int) -> Tensor:
-            x = torch.randn(n, 3, image_size, image_size, device=device)
+            x = torch.randn(n, 3, image_size, image_size, generator=generator).to(device)
             return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
         flops = forward_flops(model, batch(1))
-        one = _timed(model, batch(1), repeats, warmup)
+        one = _timed(model, batch(1), repeats, warmup, budget_s, context)
         peak = None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        many = _timed(model, batch(batch_size), repeats, warmup)
+        many = _timed(model, batch(batch_size), repeats, warmup, budget_s, context)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
     finally:

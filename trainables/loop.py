@@ -455,5 +455,17 @@ def fit(cfg: TrialConfig, on_epoch: OnEpoch, resume: dict[str, Any] | None = Non
         trial.load_state(resume)
     while trial.epoch < cfg.epochs:
         metrics = run_epoch(trial, progress)
+        if trial.epoch == 1:  # once per trial, with its first report (a resumed attempt made it)
+            metrics.update(trial_cost(trial).metrics())
         on_epoch(metrics, trial.state())
     return trial
+
+
+def trial_cost(trial: Trial) -> Any:
+    """The trial's model's inference cost on the trial's device, at its image size, batch size,
+    memory format and autocast (trainables.cost)."""
+    from trainables.cost import measure
+
+    cfg = trial.cfg
+    return measure(trial.model, cfg.image_size, cfg.batch_size, trial.device, channels_last=cfg.channels_last,
+                   context=lambda: _autocast(cfg.amp, trial.device))

@@ -63,6 +63,9 @@ def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_bein
     # two finalists alike up to the noise: about even chances
     twins, _ = finalists({"x": {0: 0.8, 1: 0.82, 2: 0.81}, "y": {0: 0.8, 1: 0.81, 2: 0.82}})
     assert all(0.3 < f.p_best < 0.7 for f in twins if f.p_best is not None)
+    # no noise at all (a coarse metric): a tie shares the certainty, it does not go to the first name
+    tied, _ = finalists({"a": {0: 0.25, 1: 0.25}, "b": {0: 0.25, 1: 0.25}, "c": {0: 0.2, 1: 0.2}})
+    assert [f.p_best for f in tied] == [0.5, 0.5, 0.0]
     one, _ = finalists({"only": {0: 0.5}})
     assert one[0].p_best == 1.0 and one[0].low is None and noise.df == 4
 

@@ -57,6 +57,7 @@ def test_report_tables_agree_with_the_mlflow_runs(study: dict[str, Any]) -> None
     runs = [r for r in study["children"] if r.data.tags["kind"] in ("search", "baseline")]
     table = pd.read_parquet(study["report"] / "trials.parquet")
     assert len(runs) == 5 == table["trial_id"].nunique()
+    assert table["cost_flops_per_image"].gt(0).all() and table["cost_parameters"].gt(0).all()  # per trial
     curves = {}
     for run in runs:
         rows = table[table["trial_id"] == run.data.tags["tune_trial_id"]]

@@ -85,7 +85,12 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert "baseline-global_only" in names and "T3-s0.5-tau1" in names
     outcomes = {c.data.tags["outcome"] for c in children}
     assert outcomes <= {"completed", "stopped_early"} and "completed" in outcomes
+    # every trial measured its inference cost once: in the summary and on its MLflow run
+    flops = {t["trial_id"]: t["cost_flops_per_image"] for t in summary["trials"]}
+    assert all(f > 0 for f in flops.values()) and len(set(flops.values())) >= 2  # global-only is cheaper
     for child in children:
+        assert child.data.metrics["cost_flops_per_image"] == flops[child.data.tags["tune_trial_id"]]
+        assert child.data.metrics["cost_latency_ms_batch1"] > 0
         params = child.data.params
         assert params["epochs"] == "3" and params["backbone"] == "tiny" and "crop_scale" in params
         history = client.get_metric_history(child.info.run_id, "val_acc")

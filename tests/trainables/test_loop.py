@@ -26,7 +26,7 @@ from trainables.loop import (
     train_one_epoch,
 )
 
-TIMING = ("epoch_seconds", "images_per_second", "val_seconds")
+TIMING = ("epoch_seconds", "images_per_second", "val_seconds", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
 
 
 def _run(cfg: Any, resume: dict[str, Any] | None = None) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
@@ -42,10 +42,19 @@ def _run(cfg: Any, resume: dict[str, Any] | None = None) -> tuple[list[dict[str,
 
 
 def test_epoch_metrics_have_the_documented_keys() -> None:
-    metrics, _ = _run(tiny_config(epochs=1))
+    metrics, _ = _run(tiny_config(epochs=2))
     for key in ("train_loss", "train_acc", "val_acc", "val_acc_global", "val_acc_local", "lr", "epoch"):
         assert key in metrics[0]
     assert metrics[0]["epoch"] == 1
+    # the inference cost comes once, with the first epoch: the model's own FLOPs and parameters
+    from trainables.cost import forward_flops
+    from trainables.model import RRA
+
+    cfg = tiny_config(epochs=2)
+    model = RRA(cfg.model_config(cfg.synthetic_classes))
+    assert metrics[0]["cost_flops_per_image"] == forward_flops(model, torch.randn(1, 3, cfg.image_size, cfg.image_size))
+    assert metrics[0]["cost_parameters"] == sum(p.numel() for p in model.parameters())
+    assert metrics[0]["cost_batch_size"] == cfg.batch_size and "cost_flops_per_image" not in metrics[1]
 
 
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "step", "milestones": [1], "optimizer": "sgd",
