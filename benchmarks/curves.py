@@ -49,6 +49,8 @@ METADATA_KEY = b"rra_curves"
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",
            "epoch_seconds", "val_seconds")
 PARAMETERS = ("recursion_steps", "crop_scale", "attention_temperature")
+# each configuration's inference cost (trainables.cost, measured when the table is written)
+COST = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
 
 
 def default_work() -> Path:
@@ -202,6 +204,23 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
                           flush=True)
 
 
+def inference_cost(values: dict[str, Any]) -> dict[str, float]:
+    """A configuration's inference cost (trainables.cost) as its trials measure it, here on this
+    machine's CPU with one thread: what a replayed trial reports for it."""
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.cost import measure
+    from trainables.model import RRA
+
+    torch.set_num_threads(1)
+    cfg = TrialConfig.from_dict({**_space().trial_config(values), "threads": 1})
+    torch.manual_seed(0)
+    model = RRA(cfg.model_config(cfg.synthetic_classes))
+    cost = measure(model, cfg.image_size, cfg.batch_size, "cpu", channels_last=cfg.channels_last).metrics()
+    return {k: cost[k] for k in COST}
+
+
 def _versions() -> dict[str, str]:
     import numpy
     import pyarrow
@@ -220,10 +239,15 @@ def write(work: Path, out: Path, command: str) -> Path:
 
     runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((work / "plan.json").read_text())
-    rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS)}
+    rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS,
+                                                   *COST)}
+    costs = {run["config"]: run["values"] for run in runs}
+    costs = {name: inference_cost(values) for name, values in sorted(costs.items())}
     for run in sorted(runs, key=lambda r: (r["config"], r["seed"])):
         values = run["values"]
         for epoch, metrics in enumerate(run["epochs"], 1):
+            for key in COST:
+                rows[key].append(costs[run["config"]][key])
             rows["config"].append(run["config"])
             rows["seed"].append(run["seed"])
             rows["epoch"].append(epoch)
@@ -243,7 +267,9 @@ def write(work: Path, out: Path, command: str) -> Path:
             "standard_error": {n: (round(standard_error(v), 5) if len(v) > 1 else None)
                                for n, v in sorted(finals.items())},
             # a run's wall time, which counts any pause of the recording (kill -STOP) too
-            "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None}
+            "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None,
+            "cost": "cost_* columns: each configuration's inference cost, measured when the table was written, "
+                    "on the machine above's CPU, one thread (trainables.cost)"}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc")
+COST = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
 
 
 class CurveTableError(ValueError):
@@ -74,6 +75,11 @@ class CurveTable:
                 "local_stream": bool(row["local_stream"]),
                 **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")
                    if row.get(k) is not None}})
+        # each configuration's inference cost, where the table records it
+        self.costs: dict[str, dict[str, float]] = {}
+        for row in rows:
+            if row["config"] not in self.costs:
+                self.costs[row["config"]] = {k: float(row[k]) for k in COST if row.get(k) is not None}
         self.seeds = sorted({seed for _, seed in self.curves})
         # the seeds every configuration has (more were recorded for some: the best ones)
         self.shared_seeds = [s for s in self.seeds if all((n, s) in self.curves for n in self.values)]
@@ -98,10 +104,14 @@ class CurveTable:
         return Match(name, pick, math.dist(here, point))
 
     def metrics(self, match: Match, epoch: int) -> dict[str, float]:
-        """The recorded metrics of a match at `epoch` (1-based)."""
+        """The recorded metrics of a match at `epoch` (1-based); with the first epoch, the
+        configuration's inference cost where the table records it (as a trial reports it)."""
         if not 1 <= epoch <= self.epochs:
             raise CurveTableError(f"{self.path} records epochs 1-{self.epochs}, not {epoch}")
-        return dict(self.curves[(match.config, match.seed)][epoch - 1])
+        out = dict(self.curves[(match.config, match.seed)][epoch - 1])
+        if epoch == 1:
+            out.update(self.costs.get(match.config, {}))
+        return out
 
     def finals(self, config: str) -> list[float]:
         """A configuration's final validation accuracy of every seed recorded."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks import curves
 from trainables.curve_table import CurveTable, coordinates
@@ -68,6 +69,18 @@ def test_a_written_table_reads_back_and_matches_the_nearest_configuration(tmp_pa
                                                                   strict=True)))
     assert table.match(probe).config == nearest and table.match(probe).distance > 0
     assert table.match({"local_stream": False, "crop_scale": 0.3}).config == "global_only"
+    # each configuration's inference cost, as its trial would measure it, comes with the first epoch
+    from trainables.config import TrialConfig
+    from trainables.cost import forward_flops
+    from trainables.model import RRA
+
+    cfg = TrialConfig.from_dict(curves._space().trial_config(configs["paper"]))
+    model = RRA(cfg.model_config(cfg.synthetic_classes))
+    paper = table.match({"local_stream": True, **configs["paper"]})
+    flops = forward_flops(model, torch.randn(1, 3, cfg.image_size, cfg.image_size))
+    assert table.metrics(paper, 1)["cost_flops_per_image"] == flops and "cost_flops_per_image" not in \
+        table.metrics(paper, 2)
+    assert table.costs["global_only"]["cost_flops_per_image"] < flops
     assert table.true_final("paper") == pytest.approx(sum(_curve(configs["paper"], s)[-1]["val_acc"]
                                                           for s in (0, 1)) / 2)
     held = table.held_out()
