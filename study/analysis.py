@@ -387,3 +387,101 @@ def detectable(differences: pd.DataFrame) -> dict[str, Any]:
         ["size", "detectable"], ascending=[False, True]).iloc[0]
     return {"factor": row["factor"], "level": row["level"], "best_level": row["best_level"], "n": int(row["n"]),
             "n_best": int(row["n_best"]), "difference": float(row["detectable"])}
+
+
+# ---------------------------------------------------------------- accuracy against cost
+
+WITHIN_POINTS = 1.0  # "the cheapest configuration within this many points of the best"
+
+
+def cost_candidates(table: pd.DataFrame, space: SearchSpace, finalists: list[dict[str, Any]] | None = None,
+                    cost: str = "cost_flops_per_image") -> pd.DataFrame:
+    """The configurations compared on accuracy and cost, at equal fidelity: the sampled trials
+    that reached max_t, with the metric at max_t, or for a finalist its mean over seeds (and
+    interval), and their cost. Trials without a cost are left out."""
+    metric, max_t = space.study.metric, space.study.max_epochs
+    rows = searched(table)
+    if cost not in rows.columns:
+        return pd.DataFrame()
+    per_trial = trials(rows)
+    done = per_trial[(per_trial["outcome"] == "completed") & per_trial[cost].notna()]
+    values = at_epoch(rows, max_t, metric).reindex(done.index)
+    out = pd.DataFrame({"name": done["name"], **{p: done[p] for p in space.parameters}, metric: values,
+                        "seeds": 1, "low": np.nan, "high": np.nan,
+                        **{c: done[c] for c in ("cost_flops_per_image", "cost_latency_ms_batch1",
+                                                "cost_latency_ms_per_image", "cost_parameters") if c in done}})
+    for named in finalists or []:
+        if named["trial_id"] in out.index:
+            out.loc[named["trial_id"], [metric, "seeds", "low", "high"]] = [
+                named["mean"], named["seeds"], np.nan if named["low"] is None else named["low"],
+                np.nan if named["high"] is None else named["high"]]
+    return out.dropna(subset=[metric])
+
+
+def pareto_front(candidates: pd.DataFrame, metric: str, mode: str, cost: str = "cost_flops_per_image") -> pd.DataFrame:
+    """The non-dominated candidates (no other is at least as good on both the metric and the
+    cost and better on one), cheapest first."""
+    if candidates.empty:
+        return candidates
+    sign = 1.0 if mode == "max" else -1.0
+    ordered = candidates.assign(_score=sign * candidates[metric]).sort_values([cost, "_score"], ascending=[True, False])
+    keep, best = [], -math.inf
+    for trial_id, row in ordered.iterrows():
+        if row["_score"] > best:
+            keep.append(trial_id)
+            best = row["_score"]
+    return ordered.loc[keep].drop(columns="_score")
+
+
+def cost_answer(candidates: pd.DataFrame, space: SearchSpace, cost: str = "cost_flops_per_image",
+                within: float = WITHIN_POINTS, noise_sd: float | None = None) -> dict[str, Any]:
+    """What the accuracy buys: the best configuration, the cheapest within `within` points of
+    it, the best of each number of recursion steps with its cost, and one sentence: did looking
+    longer (more recursion steps) pay in this study, and at what cost (`noise_sd`, the seed
+    noise of one run where measured, says whether the gain is beyond it)."""
+    metric, mode = space.study.metric, space.study.mode
+    sign = 1.0 if mode == "max" else -1.0
+    if candidates.empty:
+        return {"sentence": "No trial that reached max_t has a measured cost: nothing to compare."}
+    best_id = (sign * candidates[metric]).idxmax()
+    best = candidates.loc[best_id]
+    near = candidates[sign * (candidates[metric] - best[metric]) >= -within / 100]
+    cheap_id = near[cost].idxmin()
+    cheap = candidates.loc[cheap_id]
+    out: dict[str, Any] = {
+        "best": {"trial_id": best_id, "name": best["name"], metric: float(best[metric]), cost: float(best[cost])},
+        "cheapest_within": {"points": within, "trial_id": cheap_id, "name": cheap["name"],
+                            metric: float(cheap[metric]), cost: float(cheap[cost])},
+    }
+    ratio = best[cost] / cheap[cost]
+    fewer = f"{ratio:.2g}x fewer" if ratio >= 1.1 else f"{100 * (1 - 1 / ratio):.1f}% fewer"
+    cheaper = "" if cheap_id == best_id else (
+        f" Within {within:g} point of the best, {cheap['name']} ({metric} {cheap[metric]:.3f}) costs "
+        f"{fewer} FLOPs an image.")
+    if "recursion_steps" not in candidates or candidates["recursion_steps"].isna().all():
+        out["sentence"] = f"The best configuration is {best['name']} ({metric} {best[metric]:.3f})." + cheaper
+        return out
+    per_steps = []
+    for steps, group in candidates.dropna(subset=["recursion_steps"]).groupby("recursion_steps"):
+        top = group.loc[(sign * group[metric]).idxmax()]
+        per_steps.append({"recursion_steps": int(steps), "trials": len(group), "trial_id": top.name,
+                          "name": top["name"], metric: float(top[metric]), cost: float(top[cost])})
+    out["by_recursion_steps"] = per_steps
+    once = next((r for r in per_steps if r["recursion_steps"] == 1), None)
+    steps = int(best["recursion_steps"]) if best["recursion_steps"] == best["recursion_steps"] else None
+    if once is None or steps is None:
+        verdict = (f"No trial with one look (T = 1) reached max_t, so this study cannot say whether focusing "
+                   f"longer paid; the best is {best['name']} ({metric} {best[metric]:.3f}).")
+    elif steps == 1:
+        verdict = (f"Focusing longer did not pay here: the best configuration looks once ({best['name']}, "
+                   f"{metric} {best[metric]:.3f}).")
+    else:
+        gain = 100 * sign * (best[metric] - once[metric])
+        noise = "" if noise_sd is None else (
+            f", beyond the seed noise of one run ({100 * noise_sd:.1f} points)" if gain > 2 * 100 * noise_sd else
+            f", within twice the seed noise of one run ({100 * noise_sd:.1f} points)")
+        verdict = (f"Focusing longer paid {gain:+.1f} points here{noise}: the best configuration looks T = {steps} "
+                   f"times ({best['name']}, {metric} {best[metric]:.3f}, {best[cost] / once[cost]:.2g}x the FLOPs "
+                   f"an image of the best with one look, {once['name']}, {metric} {once[metric]:.3f}).")
+    out["sentence"] = verdict + cheaper
+    return out

@@ -155,3 +155,27 @@ def attention_pictures(expl: Any, names: list[str], path: Path) -> Path:
     fig.suptitle("Crops (box colour: step; dashed cyan: the part that decides the class), "
                  "Grad-CAM per step and attention a", fontsize=9)
     return _save(fig, path)
+
+
+def accuracy_against_cost(candidates: pd.DataFrame, fronts: dict[str, pd.DataFrame], metric: str,
+                          path: Path) -> Path:
+    """The metric against each cost (FLOPs an image, latency of one image): every trial that
+    reached max_t (finalists at their mean over seeds, with their interval), coloured by its
+    recursion steps, and the front."""
+    labels = {"cost_flops_per_image": "FLOPs an image", "cost_latency_ms_batch1": "latency of one image (ms)"}
+    fig, axes = _axes(len(fronts), 4.6, 3.4)
+    steps = candidates["recursion_steps"] if "recursion_steps" in candidates else pd.Series(1, candidates.index)
+    for ax, (cost, front) in zip(axes, fronts.items(), strict=True):
+        points = ax.scatter(candidates[cost], candidates[metric], c=steps, cmap="viridis", s=18, zorder=2)
+        named = candidates[candidates["seeds"] > 1]
+        if not named.empty:
+            ax.errorbar(named[cost], named[metric], yerr=[named[metric] - named["low"], named["high"] - named[metric]],
+                        fmt="none", ecolor="grey", elinewidth=1, zorder=1)
+        ax.step(front[cost], front[metric], where="post", color="tab:red", linewidth=1.2, label="front")
+        ax.set_xscale("log")
+        ax.set_xlabel(labels.get(cost, cost))
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.colorbar(points, ax=axes, label="recursion steps T")
+    fig.suptitle("Accuracy against inference cost (trials at max_t)")
+    return _save(fig, path)

@@ -45,6 +45,7 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     _gain(doc, results, facts)
     _early_stopping(doc, results, facts, out)
     _factors(doc, results, out, facts)
+    _cost(doc, results, facts, figures / "accuracy_against_cost.png")
     _interaction(doc, results)
     _importance(doc, results, out)
     doc.heading("Plots")
@@ -114,6 +115,52 @@ def _tracker(results: Any) -> Any:
 
 
 # ---------------------------------------------------------------- sections
+
+
+def _cost(doc: Any, record: Any, facts: dict[str, Any], path: Path) -> None:
+    """Accuracy against inference cost: the fronts (FLOPs, latency), the cheapest configuration
+    near the best, the best of each number of recursion steps, and the one-sentence answer."""
+    import pandas as pd
+
+    from study import plots
+    from study.analysis import cost_answer, cost_candidates, pareto_front
+
+    metric, mode = record.metric, record.space.study.mode
+    named = record.summary.get("finalists") or []
+    candidates = cost_candidates(record.table, record.space, named)
+    doc.heading("Accuracy against inference cost")
+    if candidates.empty:
+        doc.text("No trial that reached max_t measured its inference cost (trials measure it with their first "
+                 "epoch): nothing to compare.")
+        facts["cost"] = None
+        return
+    noise = (record.summary.get("seed_noise") or {}).get("sd")
+    answer = cost_answer(candidates, record.space, noise_sd=noise)
+    fronts = {c: pareto_front(candidates, metric, mode, c) for c in ("cost_flops_per_image", "cost_latency_ms_batch1")
+              if c in candidates and candidates[c].notna().all()}
+    facts["cost"] = {**answer, "fronts": {c: list(f.index) for c, f in fronts.items()}}
+    doc.text(f"**Does focusing longer pay?** {answer['sentence']}")
+    doc.text(f"At equal fidelity: the {len(candidates)} sampled trials that reached max_t (a finalist at its mean over "
+             "seeds), each with the inference cost it measured on its own device (FLOPs an image from PyTorch's "
+             "counter with the LSTM and the crops, latency the median of timed passes after warm-up). The front "
+             "holds the configurations no other beats on both accuracy and cost.")
+
+    def row(trial_id: Any, r: Any) -> dict[str, Any]:
+        interval = "-" if r["seeds"] <= 1 or r["low"] != r["low"] else f"{r['low']:.3f} to {r['high']:.3f}"
+        return {"configuration": r["name"], metric: f"{r[metric]:.3f}", "seeds": int(r["seeds"]),
+                "interval": interval, "FLOPs an image": f"{r['cost_flops_per_image']:.3g}",
+                "latency, 1 image (ms)": f"{r.get('cost_latency_ms_batch1', float('nan')):.3g}"}
+
+    for cost, front in fronts.items():
+        doc.text(f"Front against {'FLOPs' if cost == 'cost_flops_per_image' else 'latency'} (cheapest first):")
+        doc.table(pd.DataFrame([row(t, r) for t, r in front.iterrows()]))
+    if answer.get("by_recursion_steps"):
+        doc.text("The best of each number of recursion steps T (trials at max_t):")
+        doc.table(pd.DataFrame([{"T": r["recursion_steps"], "trials": r["trials"], "best": r["name"],
+                                 metric: f"{r[metric]:.3f}", "FLOPs an image": f"{r['cost_flops_per_image']:.3g}"}
+                                for r in answer["by_recursion_steps"]]))
+    doc.image(plots.accuracy_against_cost(candidates, fronts, metric, path),
+              f"{metric} against FLOPs and latency, with the fronts")
 
 
 def _stopped(per_trial: Any, policy: str, study: Any, milestones: list[int]) -> str:

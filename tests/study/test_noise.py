@@ -158,3 +158,46 @@ def test_the_report_marks_only_the_effects_beyond_a_known_noise() -> None:
     loud = analysis.level_differences(_study_with_known_noise(sd=0.2, effect=0.10), space, 3)
     assert analysis.detectable(loud)["difference"] > 0.10
     assert not loud[loud["factor"] == "crop_scale"]["significant"].any()
+
+
+def _study_with_known_costs() -> pd.DataFrame:
+    """Trials at max_t (epoch 3) with known accuracy and FLOPs: looking longer (T) costs more
+    and gains up to T = 4; one trial stopped early (not a candidate)."""
+    trials = [  # (id, T, val_acc, GFLOPs)
+        ("t1", 1, 0.70, 1.0), ("t1b", 1, 0.72, 1.2), ("t4", 4, 0.80, 2.0), ("t4b", 4, 0.795, 1.5),
+        ("t10", 10, 0.79, 5.0), ("dominated", 10, 0.60, 6.0)]
+    rows = []
+    for trial_id, steps, value, gflops in trials:
+        rows.append({"trial_id": trial_id, "name": f"T{steps}-{trial_id}", "kind": "search", "outcome": "completed",
+                     "epochs_run": 3, "epoch": 3, "recursion_steps": steps, "crop_scale": 0.5,
+                     "attention_temperature": None, "val_acc": value, "cost_flops_per_image": gflops * 1e9,
+                     "cost_latency_ms_batch1": gflops, "cost_parameters": 1e6})
+    rows.append({"trial_id": "early", "name": "T2-early", "kind": "search", "outcome": "stopped_early",
+                 "epochs_run": 1, "epoch": 1, "recursion_steps": 2, "crop_scale": 0.5, "attention_temperature": None,
+                 "val_acc": 0.99, "cost_flops_per_image": 0.5e9, "cost_latency_ms_batch1": 0.5, "cost_parameters": 1e6})
+    return pd.DataFrame(rows)
+
+
+def test_the_cost_section_names_the_front_and_answers_whether_looking_longer_paid() -> None:
+    space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
+    space = dataclasses.replace(space, study=StudySettings(max_epochs=3, grace_period=1, num_samples=7))
+    table = _study_with_known_costs()
+    candidates = analysis.cost_candidates(table, space)
+    assert set(candidates.index) == {"t1", "t1b", "t4", "t4b", "t10", "dominated"}  # the early stop is not compared
+    front = analysis.pareto_front(candidates, "val_acc", "max")
+    assert list(front.index) == ["t1", "t1b", "t4b", "t4"]  # cheapest first; t10 and "dominated" are beaten
+    answer = analysis.cost_answer(candidates, space, noise_sd=0.01)
+    assert answer["best"]["trial_id"] == "t4"
+    assert answer["cheapest_within"]["trial_id"] == "t4b"  # 0.5 point below, 25% fewer FLOPs
+    assert [r["recursion_steps"] for r in answer["by_recursion_steps"]] == [1, 4, 10]
+    assert answer["sentence"].startswith("Focusing longer paid +8.0 points here, beyond the seed noise of one run")
+    assert "1.7x the FLOPs" in answer["sentence"] and "T4-t4b" in answer["sentence"]
+    # a finalist is compared at its mean over seeds, with its interval
+    named = [{"trial_id": "t4", "mean": 0.75, "seeds": 3, "low": 0.7, "high": 0.8}]
+    again = analysis.cost_candidates(table, space, named)
+    assert again.loc["t4", "val_acc"] == 0.75 and again.loc["t4", "seeds"] == 3
+    assert analysis.cost_answer(again, space)["best"]["trial_id"] == "t4b"
+    # when one look is best, the answer says so
+    flat = table.assign(val_acc=[0.9, 0.72, 0.8, 0.795, 0.79, 0.6, 0.99])
+    assert analysis.cost_answer(analysis.cost_candidates(flat, space), space)["sentence"].startswith(
+        "Focusing longer did not pay here")

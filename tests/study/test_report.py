@@ -39,13 +39,14 @@ def test_the_study_writes_a_report_with_its_pictures(study: dict[str, Any]) -> N
     report = study["report"]
     assert f"Report: {report / 'report.html'}" in study["stdout"]
     html = (report / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4  # three plots and the attention pictures
+    assert html.count("data:image/png;base64,") == 5  # four plots and the attention pictures
     md = (report / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 4 and all((report / link).is_file() for link in links)
+    assert len(links) == 5 and all((report / link).is_file() for link in links)
     for section in ("Best configurations", "Gain over the global-only baseline", "Could early stopping be trusted?",
                     "Factors at equal fidelity", "Interaction: recursion_steps x crop_scale",
-                    "Hyperparameter importance", "What the best trial looks at", "Confirmation"):
+                    "Hyperparameter importance", "What the best trial looks at", "Confirmation",
+                    "Accuracy against inference cost"):
         assert f"## {section}" in md
     # smoke names its best on two seeds: the finalists' table, and what the noise allows
     assert "**Named on several seeds.**" in md and "| finalist | seeds | mean val_acc | 95% interval | P(best) |" in md
@@ -96,7 +97,7 @@ def test_the_report_is_logged_to_the_parent_run(study: dict[str, Any]) -> None:
     top = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/trials.parquet", "report/report.json"} <= top
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}
-    assert "report/figures/attention.png" in figures and len(figures) == 4
+    assert "report/figures/attention.png" in figures and len(figures) == 5
     assert client.get_run(parent.info.run_id).data.tags["report"] == "report/report.html"
 
 
