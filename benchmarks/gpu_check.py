@@ -8,14 +8,16 @@ and the next one runs, so a short lease gives every figure it can:
 
 1. the train step's throughput and peak memory at the paper configuration (VGG-19 with the
    add-on, 448/224, T = 10, batch 32): fp32 / bf16 / fp16, channels_last off and on;
-2. the real training loop (`trainables.loop.fit`) for one epoch at the paper's model on
+2. the paper configuration's inference cost per T, repeat and zoom, in bf16
+   (benchmarks.inference_cost: FLOPs, latency of one image and of a batch of 32, peak memory);
+3. the real training loop (`trainables.loop.fit`) for one epoch at the paper's model on
    synthetic 448 px images, in fp16 and bf16 (does fp16 survive; what does an epoch cost);
-3. the trial tests on CUDA (`tests/trainables`, where `device: auto` means the GPU);
-4. the on-disk input pipeline: images per second delivered at 448 px from a generated
+4. the trial tests on CUDA (`tests/trainables`, where `device: auto` means the GPU);
+5. the on-disk input pipeline: images per second delivered at 448 px from a generated
    CUB-layout set of 500x375 JPEGs, PIL every epoch and the decoded-image cache cold and warm,
    at 0, 4, 8 and 15 workers.
 
-5. a smoke study (the ablation space, 2 samples, 2 epochs) with `--gpus-per-trial 0.5`: two
+6. a smoke study (the ablation space, 2 samples, 2 epochs) with `--gpus-per-trial 0.5`: two
    trials share the GPU (skipped, and said so, where Ray, Optuna or MLflow is not installed).
 
 Results: one JSON file per step under --out, and `summary.json` beside them. Without CUDA it says
@@ -149,6 +151,8 @@ def main() -> None:
         ("throughput", [py, "-m", "benchmarks.throughput", "--device", "cuda", "--paper", "--batch", "32",
                         "--steps", str(steps), "--amp", "none", "bf16", "fp16", "--channels-last", "both",
                         "--out", str(args.out / "throughput_cuda.json")], 240),
+        ("inference_cost", [py, "-m", "benchmarks.inference_cost", "--device", "cuda", "--amp", "bf16",
+                            "--out", str(args.out / "inference_cost_cuda.json")], 180),
         ("loop_probe", [py, "-m", "benchmarks.gpu_check", "--out", str(args.out), "--step", "loop"], 150),
         ("cuda_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
                         "tests/trainables"], 180),

@@ -160,7 +160,7 @@ def measure(model: nn.Module, image_size: int, batch_size: int, device: torch.de
         peak = None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        many = _timed(model, batch(batch_size), repeats, warmup, budget_s, context)
+        many = one if batch_size == 1 else _timed(model, batch(batch_size), repeats, warmup, budget_s, context)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
     finally:
