@@ -480,8 +480,10 @@ def cost_answer(candidates: pd.DataFrame, space: SearchSpace, cost: str = "cost_
         noise = "" if noise_sd is None else (
             f", beyond the seed noise of one run ({100 * noise_sd:.1f} points)" if gain > 2 * 100 * noise_sd else
             f", within twice the seed noise of one run ({100 * noise_sd:.1f} points)")
+        times = best[cost] / once[cost]
+        price = "about the FLOPs an image" if abs(times - 1) < 0.05 else f"{times:.2g}x the FLOPs an image"
         verdict = (f"Focusing longer paid {gain:+.1f} points here{noise}: the best configuration looks T = {steps} "
-                   f"times ({best['name']}, {metric} {best[metric]:.3f}, {best[cost] / once[cost]:.2g}x the FLOPs "
-                   f"an image of the best with one look, {once['name']}, {metric} {once[metric]:.3f}).")
+                   f"times ({best['name']}, {metric} {best[metric]:.3f}, {price} of the best with one look, "
+                   f"{once['name']}, {metric} {once[metric]:.3f}).")
     out["sentence"] = verdict + cheaper
     return out
