@@ -100,6 +100,10 @@ class FidelitySearcher(Searcher):
             self._study = optuna.create_study(storage=_rdb(self.storage), study_name=self.study_name,
                                               direction=self.direction, sampler=optuna.samplers.RandomSampler(),
                                               load_if_exists=True)
+            if self._study.metric_names is None:  # optuna-dashboard names the objective, not "Objective 0"
+                with warnings.catch_warnings():  # public, marked experimental since Optuna 3.2
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._study.set_metric_names([self.space.study.metric])
         return self._study
 
     @property

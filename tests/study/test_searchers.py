@@ -33,6 +33,9 @@ def test_baselines_come_first_and_stay_out_of_optuna(tmp_path: Path) -> None:
         {"recursion_steps": 3, "crop_scale": 0.5, "attention_temperature": 1.0}
     assert second[NAME] == "T3-s0.5-tau1" and second["epochs"] == 3
     assert len(searcher.study.trials) == 1 and second[OPTUNA_NUMBER] == 0
+    # the stored study names its objective (optuna-dashboard shows "val_acc", not "Objective 0")
+    stored = optuna.load_study(study_name="contract", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert stored.metric_names == ["val_acc"]
 
 
 def test_stopped_trials_are_pruned_with_every_epoch_and_full_ones_complete(tmp_path: Path) -> None:
