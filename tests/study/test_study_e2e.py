@@ -321,3 +321,35 @@ def test_an_epoch_budget_ends_the_study_and_a_resumed_one_counts_what_it_had_run
     # the budget defines the study: --resume may not change it
     again = _study(tmp_path, *args[2:4], "--resume", "--epoch-budget", "60")
     assert again.returncode == 2 and "--epoch-budget 60 contradicts" in again.stderr
+
+
+def test_an_interrupted_noise_aware_ending_continues_on_resume(tmp_path: Path) -> None:
+    # Replayed trials (1.5 s an epoch): Ctrl-C while the finalists re-run; --resume runs what is
+    # left of the ending (not the search again) and names the best on every seed
+    space = tmp_path / "ending.yaml"
+    space.write_text(replay_space(max_epochs=3, num_samples=4, baselines=False, finalists=2))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "study.run", "--quiet", "--space", str(space), "--name", "ending", "--no-test",
+            "--no-report", "--policy", "fifo", "--trainable", "replay", "--replay-epoch-s", "1.5",
+            "--num-cpus", "2", "--cpus-per-trial", "0.5"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    finalists = tmp_path / "runs" / "ending-finalists"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(finalists.glob("*/result.json")):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Noise-aware ending: the 2 best trial(s) again with seeds 1, 2" in out
+    assert not (tmp_path / "runs" / "ending" / "summary.json").exists()  # not finished: no best named yet
+    searched = len(list((tmp_path / "runs" / "ending").glob("*/result.json")))
+    resumed = _study(tmp_path, "--name", "ending", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(list((tmp_path / "runs" / "ending").glob("*/result.json"))) == searched == 4  # no new search trial
+    summary = json.loads((tmp_path / "runs" / "ending" / "summary.json").read_text())
+    assert len(summary["finalists"]) == 2 and all(f["seeds"] == 3 for f in summary["finalists"])
+    assert summary["best"]["trial_id"] == summary["finalists"][0]["trial_id"]
+    reruns = {p.parent.name.rsplit("_", 1)[0] for p in finalists.glob("*/result.json")}
+    assert len(reruns) == 4  # 2 finalists x 2 seeds, each run once
