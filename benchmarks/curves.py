@@ -146,7 +146,9 @@ def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int
     First every configuration with seeds 0..seeds-1. Then the `top` configurations by mean final
     accuracy get more seeds, all of them the same seeds (so that comparisons among them are
     paired on the seed, whose effect is shared by every configuration), one seed at a time until
-    the largest standard error among them is at most `target_se` or they have `max_seeds`. A
+    the standard error of their means is at most `target_se` or they have `max_seeds`. That
+    error is the paired one (`paired_standard_error`): the seed's shared effect moves every mean
+    of the top alike and cancels in every comparison among them, so it is not counted. A
     configuration that enters the top later is first given the seeds the others have.
     """
     base = [(name, seed) for seed in range(seeds) for name in names if (name, seed) not in finals]
@@ -160,9 +162,26 @@ def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int
     fill = [(name, seed) for seed in range(have) for name in best if (name, seed) not in finals]
     if fill:
         return fill
-    if have >= max_seeds or max(standard_error(by_config[n]) for n in best) <= target_se:
+    if have >= max_seeds or paired_standard_error(finals, best) <= target_se:
         return []
     return [(name, have) for name in best]
+
+
+def paired_standard_error(finals: dict[tuple[str, int], float], names: list[str]) -> float:
+    """The standard error of a configuration's mean among `names`, paired on their shared seeds:
+    the residual sd of a configuration + seed fit (study.noise.seed_noise) over the square root
+    of the number of shared seeds; infinite with fewer than two shared seeds or configurations."""
+    from study.noise import seed_noise
+
+    values: dict[str, dict[int, float]] = {}
+    for (name, seed), final in finals.items():
+        if name in names:
+            values.setdefault(name, {})[seed] = final
+    if len(values) < 2:
+        return math.inf
+    shared = set.intersection(*(set(v) for v in values.values()))
+    noise = seed_noise({n: {s: v[s] for s in shared} for n, v in values.items()})
+    return noise.sd / math.sqrt(len(shared)) if noise.sd is not None and noise.paired else math.inf
 
 
 def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_se: float = 0.015,
@@ -173,9 +192,14 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
     plan = {"configs": count, "seeds": seeds, "top": top, "target_se": target_se, "max_seeds": max_seeds,
             "space": str(SPACE.name)}
     plan_file = work / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != plan:
-        raise SystemExit(f"{work} holds runs of another plan ({plan_file.read_text().strip()}); "
-                         "pass another --work or the same plan's flags")
+    # the configurations, the base seeds and the space define the runs recorded; how far the top
+    # is taken (top, target_se, max_seeds) may change between sessions, as more seeds are needed
+    defining = ("configs", "seeds", "space")
+    if plan_file.is_file():
+        before = json.loads(plan_file.read_text())
+        if any(before.get(k) != plan[k] for k in defining):
+            raise SystemExit(f"{work} holds runs of another plan ({plan_file.read_text().strip()}); "
+                             "pass another --work or the same --configs and --seeds")
     plan_file.write_text(json.dumps(plan) + "\n")
     configs = configurations(count)
     names = list(configs)
@@ -304,7 +328,9 @@ def show(path: Path) -> dict[str, Any]:
         "standard_error_points": {
             "top30_max": round(100 * float(error[top].max()), 2),
             "top30_median": round(100 * float(error[top].median()), 2),
-            "all_median": round(100 * float(error.median()), 2)},
+            "all_median": round(100 * float(error.median()), 2),
+            # the configurations with the most seeds, paired on them: the seed's shared effect cancels
+            "most_seeded_paired": _paired_points(frame[frame["epoch"] == last], count)},
         "top10": [{"config": str(n), "true_val_acc": round(float(final[n]), 4), "seeds": int(count[n]),
                    "standard_error_points": round(100 * float(error[n]), 2)} for n in top[:10]],
         "final_val_acc": {"best": round(float(final.max()), 4), "median": round(float(sampled.median()), 4),
@@ -329,6 +355,14 @@ def show(path: Path) -> dict[str, Any]:
             for s in shared},
     }
     return out
+
+
+def _paired_points(last: Any, count: Any) -> dict[str, Any]:
+    """The paired standard error (points) of the configurations that have the most seeds."""
+    most = [str(n) for n in count[count == count.max()].index]
+    finals = {(str(r.config), int(r.seed)): float(r.val_acc) for r in last.itertuples()}
+    return {"configs": len(most), "seeds": int(count.max()),
+            "standard_error": round(100 * paired_standard_error(finals, most), 2)}
 
 
 def _validation_images(path: Path) -> int | None:

@@ -116,21 +116,35 @@ def test_a_replayed_trial_replays_the_seed_it_trains_with(tmp_path: Path) -> Non
 def test_the_recording_gives_its_best_configurations_more_seeds_until_they_are_known() -> None:
     names = ["a", "b", "c", "d"]
     finals: dict[tuple[str, int], float] = {}
-    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == \
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=12) == \
         [(n, s) for s in (0, 1) for n in names]
-    truth = {"a": 0.8, "b": 0.78, "c": 0.5, "d": 0.4}
-    wobble = [0.03, -0.03, 0.02, -0.02, 0.01, -0.01]
-    finals = {(n, s): truth[n] + wobble[s] for n in names for s in (0, 1)}
+    truth = {"a": 0.8, "b": 0.7, "c": 0.5, "d": 0.4}
+    # a large shift shared by every configuration on each seed, and +-2 points of their own
+    shared = [0.10, -0.08, 0.05, -0.12, 0.0, 0.07, -0.03, 0.09, -0.06, 0.02, 0.04, -0.01]
+
+    def final(name: str, seed: int) -> float:
+        own = 0.02 * (1 if (seed % 2 == 0) == (name in ("a", "c")) else -1)
+        return truth[name] + shared[seed] + own
+
+    finals = {(n, s): final(n, s) for n in names for s in (0, 1)}
     # the top two by mean get seed 2 together; the others keep their two
-    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == [("a", 2), ("b", 2)]
-    for seed in range(2, 6):
-        for name in ("a", "b"):
-            finals[(name, seed)] = truth[name] + wobble[seed]
-    # six seeds each: the standard error is small enough (or the cap is reached): done
-    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == []
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=12) == [("a", 2), ("b", 2)]
+    # the paired error of n shared seeds, by hand (the shared shift cancels; the own +-2 points
+    # leave a residual of 0.0008 n / (n - 1) for even n, 0.0008 (n + 1) / n for odd n): at most
+    # 1 point from 9 seeds on, and the recording stops there, below its cap of 12
+    def paired(n: int) -> float:
+        return math.sqrt(0.0008 / (n - 1)) if n % 2 == 0 else math.sqrt(0.0008 * (n + 1)) / n
+
+    for seed in range(2, 12):
+        assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=12) == \
+            ([("a", seed), ("b", seed)] if seed < 9 else [])
+        assert curves.paired_standard_error(finals, ["a", "b"]) == pytest.approx(paired(seed))
+        if seed >= 9:
+            break
+        finals.update({(n, seed): final(n, seed) for n in ("a", "b")})
     # a configuration that rises into the top later is first given the seeds the others have
     finals[("c", 0)] = finals[("c", 1)] = 0.95
-    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=6) == [("c", s) for s in range(2, 6)]
+    assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=12) == [("c", s) for s in range(2, 9)]
     assert curves.standard_error([0.5]) == math.inf
 
 
