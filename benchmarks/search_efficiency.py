@@ -32,6 +32,7 @@ is the regret of the incumbent, the best single run at max_t so far, at every ep
 study that touched it and left does not count).
 
     python -m benchmarks.search_efficiency [--seeds 30] [--budget 270] [--methods ...] [--work DIR]
+    python -m benchmarks.search_efficiency --rescore benchmarks/results/search_efficiency.json
 
 Resumable: each (method, seed) study's timeline is saved in DIR (default: a folder under the
 system's temporary folder) and not run again. Writes benchmarks/results/search_efficiency.json
@@ -292,6 +293,18 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
             "true_top5": top, "methods": out, "comparisons": compare(regrets, pairs)}
 
 
+def rescore(path: Path) -> dict[str, Any]:
+    """The statistics above (IQM with its interval, median and quartiles, paired comparisons)
+    from the per-seed final regrets of a results file, including one written before they were
+    computed (the README's re-scoring of the 20-seed run on the previous table)."""
+    report = json.loads(path.read_text())
+    regrets = {m: [float(v) for v in r["final_regret_points"]] for m, r in report["methods"].items()}
+    pairs = [(m, a) for m, a in (*COMPARISONS, ("stock_asha", "tpe_asha")) if m in regrets and a in regrets]
+    methods = {m: {"iqm": round(iqm(v), 2), "iqm_interval": [round(x, 2) for x in iqm_interval(v)],
+                   "quartiles": [round(x, 2) for x in _quartiles(v)], "seeds": len(v)} for m, v in regrets.items()}
+    return {"results": str(path), "methods": methods, "comparisons": compare(regrets, pairs)}
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -325,7 +338,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-search-efficiency")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
+    parser.add_argument("--rescore", type=Path, metavar="RESULTS",
+                        help="print the statistics of a results file's final regrets, and run nothing")
     args = parser.parse_args(argv)
+    if args.rescore is not None:
+        if not args.rescore.is_file():
+            parser.error(f"--rescore: no results file at {args.rescore}")
+        print(json.dumps(rescore(args.rescore), indent=2))
+        return
     if not args.table.is_file():
         parser.error(f"no curve table at {args.table}; record one with python -m benchmarks.curves")
     from trainables.curve_table import CurveTableError, load

@@ -3,7 +3,9 @@ summaries, the sustained time to a tolerance, and paired comparisons over seeds.
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,15 @@ def test_paired_comparisons_find_a_consistent_gain_and_not_a_noisy_one() -> None
     assert better["significant"] and better["better_in"] == 12 and better["mean_difference"] < 0
     assert better["interval"][1] < 0 and better["p"] <= better["p_holm"]
     assert not same["significant"] and same["interval"][0] < 0 < same["interval"][1]
+
+
+def test_rescore_reads_the_final_regrets_of_a_results_file(tmp_path: Path) -> None:
+    from benchmarks.search_efficiency import rescore
+
+    regrets = {"random_fifo": [5.0, 6.0, 7.0, 8.0, 9.0, 4.0], "random_asha": [1.0, 1.5, 2.0, 0.5, 1.0, 0.0]}
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"methods": {m: {"final_regret_points": v} for m, v in regrets.items()}}))
+    out = rescore(results)
+    assert out["methods"]["random_asha"]["iqm"] == pytest.approx(round(iqm(regrets["random_asha"]), 2))
+    (pair,) = out["comparisons"]  # the one planned comparison both methods allow
+    assert (pair["method"], pair["against"], pair["better_in"]) == ("random_asha", "random_fifo", 6)
