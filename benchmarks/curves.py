@@ -42,6 +42,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from trainables import curve_table
+
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
 METADATA_KEY = b"rra_curves"
@@ -49,8 +51,10 @@ METADATA_KEY = b"rra_curves"
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",
            "epoch_seconds", "val_seconds")
 PARAMETERS = ("recursion_steps", "crop_scale", "attention_temperature")
-# each configuration's inference cost (trainables.cost, measured when the table is written)
-COST = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
+# each configuration's inference cost (trainables.cost, measured when the table is written): the
+# columns the replay reads
+COST = curve_table.COST
+
 
 
 def default_work() -> Path:

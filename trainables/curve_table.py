@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -69,17 +70,14 @@ class CurveTable:
         rows = table.to_pylist()
         self.curves: dict[tuple[str, int], list[dict[str, float]]] = {}
         self.values: dict[str, dict[str, Any]] = {}
+        self.costs: dict[str, dict[str, float]] = {}  # each configuration's inference cost, where recorded
         for row in sorted(rows, key=lambda r: (r["config"], r["seed"], r["epoch"])):
+            self.costs.setdefault(row["config"], {k: float(row[k]) for k in COST if row.get(k) is not None})
             self.curves.setdefault((row["config"], row["seed"]), []).append({k: float(row[k]) for k in METRICS})
             self.values.setdefault(row["config"], {
                 "local_stream": bool(row["local_stream"]),
                 **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")
                    if row.get(k) is not None}})
-        # each configuration's inference cost, where the table records it
-        self.costs: dict[str, dict[str, float]] = {}
-        for row in rows:
-            if row["config"] not in self.costs:
-                self.costs[row["config"]] = {k: float(row[k]) for k in COST if row.get(k) is not None}
         self.seeds = sorted({seed for _, seed in self.curves})
         # the seeds every configuration has (more were recorded for some: the best ones)
         self.shared_seeds = [s for s in self.seeds if all((n, s) in self.curves for n in self.values)]
@@ -126,10 +124,7 @@ class CurveTable:
         """The standard error of `true_final` (its seeds' sd over the square root of their
         count; infinite with one seed)."""
         finals = self.finals(config)
-        if len(finals) < 2:
-            return math.inf
-        mean = sum(finals) / len(finals)
-        return math.sqrt(sum((f - mean) ** 2 for f in finals) / (len(finals) - 1) / len(finals))
+        return statistics.stdev(finals) / math.sqrt(len(finals)) if len(finals) > 1 else math.inf
 
     def held_out(self) -> dict[str, float]:
         """How good the nearest-neighbour surrogate is on points it has not seen: each

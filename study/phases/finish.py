@@ -27,11 +27,13 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     checkpoint)."""
     from study.analysis import trial_rows
     from study.phases import finalists
+    from study.ranking import ranked
     from study.results import trials_table
 
     trials = {t.trial_id: t for t in analysis.trials}
     rows = trial_rows(trials_table(analysis, record.space), record.metric, list(record.space.parameters))
-    reruns = finalists.run(record, rows, summary.build(record, [dict(r) for r in rows], {})["ranking"])
+    ranking = [r["trial_id"] for r in ranked(rows, record.metric, record.mode, record.max_epochs)]
+    reruns = finalists.run(record, rows, ranking)
     values = finalists.values_by_seed(rows, reruns, record.metric, record.train_seed, record.max_epochs)
     finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
     spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())

@@ -145,7 +145,7 @@ def _cost(doc: Any, record: Any, facts: dict[str, Any], path: Path) -> None:
              "counter with the LSTM and the crops, latency the median of timed passes after warm-up). The front "
              "holds the configurations no other beats on both accuracy and cost.")
 
-    def row(trial_id: Any, r: Any) -> dict[str, Any]:
+    def row(r: Any) -> dict[str, Any]:
         interval = "-" if r["seeds"] <= 1 or r["low"] != r["low"] else f"{r['low']:.3f} to {r['high']:.3f}"
         return {"configuration": r["name"], metric: f"{r[metric]:.3f}", "seeds": int(r["seeds"]),
                 "interval": interval, "FLOPs an image": f"{r['cost_flops_per_image']:.3g}",
@@ -153,7 +153,7 @@ def _cost(doc: Any, record: Any, facts: dict[str, Any], path: Path) -> None:
 
     for cost, front in fronts.items():
         doc.text(f"Front against {'FLOPs' if cost == 'cost_flops_per_image' else 'latency'} (cheapest first):")
-        doc.table(pd.DataFrame([row(t, r) for t, r in front.iterrows()]))
+        doc.table(pd.DataFrame([row(r) for _, r in front.iterrows()]))
     if answer.get("by_recursion_steps"):
         doc.text("The best of each number of recursion steps T (trials at max_t):")
         doc.table(pd.DataFrame([{"T": r["recursion_steps"], "trials": r["trials"], "best": r["name"],
