@@ -136,19 +136,14 @@ def _finals(runs: Path) -> dict[tuple[str, int], float]:
     return out
 
 
-def standard_error(values: list[float]) -> float:
-    """The standard error of the mean of `values` (their sample sd over the square root of
-    their count); infinite for fewer than two."""
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.inf
-
-
 def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int, top: int,
               target_se: float, max_seeds: int) -> list[tuple[str, int]]:
     """The (configuration, seed) runs to train next, given the finals recorded so far; empty when
     the table is complete.
 
     First every configuration with seeds 0..seeds-1. Then the `top` configurations by mean final
-    accuracy get more seeds, all of them the same seeds (so that comparisons among them are
+    accuracy (seed-adjusted, `curve_table.seed_adjusted`: their seeds differ) get more seeds, all
+    of them the same seeds (so that comparisons among them are
     paired on the seed, whose effect is shared by every configuration), one seed at a time until
     the standard error of their means is at most `target_se` or they have `max_seeds`. That
     error is the paired one (`paired_standard_error`): the seed's shared effect moves every mean
@@ -158,11 +153,10 @@ def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int
     base = [(name, seed) for seed in range(seeds) for name in names if (name, seed) not in finals]
     if base:
         return base
-    by_config: dict[str, list[float]] = {}
-    for (name, _seed), final in sorted(finals.items()):
-        by_config.setdefault(name, []).append(final)
-    best = sorted((n for n in names if n in by_config), key=lambda n: (-statistics.fmean(by_config[n]), n))[:top]
-    have = max(len(by_config[n]) for n in best)
+    means = curve_table.seed_adjusted(finals)[0]
+    count = {n: sum(1 for name, _ in finals if name == n) for n in means}
+    best = sorted((n for n in names if n in means), key=lambda n: (-means[n], n))[:top]
+    have = max(count[n] for n in best)
     fill = [(name, seed) for seed in range(have) for name in best if (name, seed) not in finals]
     if fill:
         return fill
@@ -285,15 +279,16 @@ def write(work: Path, out: Path, command: str) -> Path:
             for key in METRICS:
                 rows[key].append(metrics[key])
     table = pa.table(rows)
-    finals: dict[str, list[float]] = {}
-    for run in runs:
-        finals.setdefault(run["config"], []).append(float(run["epochs"][-1]["val_acc"]))
+    truth, errors = curve_table.seed_adjusted({(run["config"], run["seed"]): float(run["epochs"][-1]["val_acc"])
+                                               for run in runs})
+    seeds_of = {n: sum(1 for run in runs if run["config"] == n) for n in truth}
     meta = {"command": command, "plan": plan, "space": _space().to_raw(), "machine": machine(),
             "versions": _versions(), "recorded_runs": len(runs),
             # each configuration's seeds and the standard error of its mean final accuracy (its truth)
-            "seeds_per_config": {n: len(v) for n, v in sorted(finals.items())},
-            "standard_error": {n: (round(standard_error(v), 5) if len(v) > 1 else None)
-                               for n, v in sorted(finals.items())},
+            # (seed-adjusted: `curve_table.seed_adjusted`)
+            "seeds_per_config": dict(sorted(seeds_of.items())),
+            "true_val_acc": {n: round(v, 5) for n, v in sorted(truth.items())},
+            "standard_error": {n: (round(v, 5) if math.isfinite(v) else None) for n, v in sorted(errors.items())},
             # a run's wall time, which counts any pause of the recording (kill -STOP) too
             "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None,
             "cost": "cost_* columns: each configuration's inference cost, measured when the table was written, "
@@ -307,23 +302,26 @@ def write(work: Path, out: Path, command: str) -> Path:
 def show(path: Path) -> dict[str, Any]:
     """What the table shows: final accuracies, the gain over global-only, the crop scale's
     effect, how far each epoch's ranking is from the final one, and how far one seed's ranking
-    is from the true one (a configuration's true accuracy: its mean final over seeds)."""
+    is from the true one (a configuration's true accuracy: its seed-adjusted mean final)."""
     import pandas as pd
     from scipy.stats import spearmanr
 
     frame = pd.read_parquet(path)
     last = int(frame["epoch"].max())
-    mean = frame.groupby(["config", "epoch"])["val_acc"].mean().unstack("epoch")
-    final = mean[last]
+    ends = frame[frame["epoch"] == last]
+    truth, errors = curve_table.seed_adjusted({(str(r.config), int(r.seed)): float(r.val_acc)
+                                               for r in ends.itertuples()})
+    final, error = pd.Series(truth).sort_index(), pd.Series(errors).sort_index()
+    shared = [s for s in sorted(frame["seed"].unique()) if ends.groupby("seed")["config"].nunique().get(s, 0)
+              == len(final)]
+    # each epoch's mean over the seeds every configuration has (comparable between configurations)
+    mean = frame[frame["seed"].isin(shared)].groupby(["config", "epoch"])["val_acc"].mean().unstack("epoch")
     sampled = final.drop(index=["global_only"])
     params = frame.drop_duplicates("config").set_index("config")
     seeds = frame[frame["epoch"] == last].pivot(index="config", columns="seed", values="val_acc")
     crop = params.loc[sampled.index, "crop_scale"]
-    finals = frame[frame["epoch"] == last].groupby("config")["val_acc"]
-    count, error = finals.count(), finals.std() / finals.count() ** 0.5
+    count = ends.groupby("config")["val_acc"].count()
     top = final.drop(index=["global_only"]).sort_values(ascending=False).index[:30]
-    shared = [s for s in sorted(frame["seed"].unique()) if (frame[frame["epoch"] == last].groupby("seed")["config"]
-                                                              .nunique().get(s, 0) == len(final))]
     out = {
         "configs": len(final), "seeds": int(frame["seed"].nunique()), "epochs": last,
         "seeds_shared_by_every_config": [int(s) for s in shared],
@@ -334,7 +332,7 @@ def show(path: Path) -> dict[str, Any]:
             "top30_median": round(100 * float(error[top].median()), 2),
             "all_median": round(100 * float(error.median()), 2),
             # the configurations with the most seeds, paired on them: the seed's shared effect cancels
-            "most_seeded_paired": _paired_points(frame[frame["epoch"] == last], count)},
+            "most_seeded_paired": _paired_points(ends, count)},
         "top10": [{"config": str(n), "true_val_acc": round(float(final[n]), 4), "seeds": int(count[n]),
                    "standard_error_points": round(100 * float(error[n]), 2)} for n in top[:10]],
         "final_val_acc": {"best": round(float(final.max()), 4), "median": round(float(sampled.median()), 4),

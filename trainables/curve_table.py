@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +41,46 @@ def coordinates(values: dict[str, Any]) -> tuple[float, float, float]:
     temp = 0.5 if steps <= 1 or temperature is None or (isinstance(temperature, float) and math.isnan(temperature)) \
         else (math.log10(float(temperature)) + 1.0) / 2.0
     return ((steps - 1.0) / 9.0, (float(values.get("crop_scale", 0.6)) - 0.2) / 0.8, temp)
+
+
+def seed_adjusted(finals: Mapping[tuple[str, int], float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each configuration's mean over every seed of the table, and its standard error, from
+    finals recorded on unequal sets of seeds.
+
+    A seed moves every configuration alike (its shared effect is many points here), so the plain
+    mean of a configuration recorded on more seeds, or on other ones, is not comparable with
+    another's. An additive configuration + seed least-squares fit estimates the seeds' shared
+    effects from every configuration, and a configuration's mean is its effect plus the mean
+    seed effect: the mean it would have over all the table's seeds. With the same seeds for
+    all, this is the plain mean. The standard error is the configuration's own residual sd
+    (the noise differs between configurations) over the square root of its seeds; infinite
+    with one seed.
+    """
+    import numpy as np
+
+    names = sorted({n for n, _ in finals})
+    seeds = sorted({s for _, s in finals})
+    col = {n: i for i, n in enumerate(names)}
+    seed_col = {s: len(names) + i - 1 for i, s in enumerate(seeds) if i > 0}  # the first seed's effect is 0
+    keys = sorted(finals)
+    design = np.zeros((len(keys), len(names) + len(seeds) - 1))
+    for row, (name, seed) in enumerate(keys):
+        design[row, col[name]] = 1.0
+        if seed in seed_col:
+            design[row, seed_col[seed]] = 1.0
+    y = np.array([finals[k] for k in keys])
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    shift = float(coef[len(names):].sum()) / len(seeds)  # the mean seed effect
+    residual = y - design @ coef
+    means = {n: float(coef[col[n]]) + shift for n in names}
+    own: dict[str, list[float]] = {}
+    for (name, _), r in zip(keys, residual, strict=True):
+        own.setdefault(name, []).append(float(r))
+    # a configuration's residuals have about n - 1 degrees of freedom (the seed effects are
+    # estimated from all the others)
+    errors = {n: math.sqrt(sum(r * r for r in own[n]) / (len(own[n]) - 1) / len(own[n])) if len(own[n]) > 1
+              else math.inf for n in names}
+    return means, errors
 
 
 @dataclass(frozen=True)
@@ -84,6 +124,7 @@ class CurveTable:
         if not self.shared_seeds:
             raise CurveTableError(f"{path}: no seed is recorded for every configuration")
         self.epochs = min(len(c) for c in self.curves.values())
+        self._truth, self._errors = seed_adjusted({k: c[self.epochs - 1]["val_acc"] for k, c in self.curves.items()})
         self._points = {name: coordinates(v) for name, v in self.values.items() if v["local_stream"]}
 
     def match(self, values: dict[str, Any], seed: int = 0) -> Match:
@@ -116,15 +157,13 @@ class CurveTable:
         return [self.curves[(config, s)][self.epochs - 1]["val_acc"] for s in self.seeds if (config, s) in self.curves]
 
     def true_final(self, config: str) -> float:
-        """A configuration's quality: its final validation accuracy, the mean over seeds."""
-        finals = self.finals(config)
-        return sum(finals) / len(finals)
+        """A configuration's quality: its final validation accuracy, the mean over every seed of
+        the table (`seed_adjusted`: seeds it lacks count by their shared effect)."""
+        return self._truth[config]
 
     def standard_error(self, config: str) -> float:
-        """The standard error of `true_final` (its seeds' sd over the square root of their
-        count; infinite with one seed)."""
-        finals = self.finals(config)
-        return statistics.stdev(finals) / math.sqrt(len(finals)) if len(finals) > 1 else math.inf
+        """The standard error of `true_final` (`seed_adjusted`; infinite with one seed)."""
+        return self._errors[config]
 
     def held_out(self) -> dict[str, float]:
         """How good the nearest-neighbour surrogate is on points it has not seen: each

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from benchmarks import curves
-from trainables.curve_table import CurveTable, coordinates
+from trainables.curve_table import CurveTable, coordinates, seed_adjusted
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -101,16 +101,41 @@ def test_a_replayed_trial_replays_the_seed_it_trains_with(tmp_path: Path) -> Non
     for seed, recorded in ((0, 0), (1, 1), (2, 0), (7, 1)):
         # one study, one training seed: every configuration replays the same recorded seed
         assert {table.match(table.values[n], seed).seed for n in names} == {recorded}
-    # a configuration's truth is the mean over all its seeds, with their standard error
+    # a configuration's truth is its mean over all the table's seeds: the made-up seeds shift every
+    # curve alike, so "c000", recorded on seeds 0 and 1 only, is judged as if on 0-3 as "paper" is
+    # (its plain mean would be 1 point lower), and nothing of a run is left unexplained (error 0)
     finals = [_curve(table.values["paper"], s)[-1]["val_acc"] for s in range(4)]
     assert table.true_final("paper") == pytest.approx(sum(finals) / 4)
-    assert table.standard_error("paper") == pytest.approx(statistics.stdev(finals) / 2)
+    assert table.true_final("c000") == pytest.approx(statistics.fmean(_curve(table.values["c000"], s)[-1]["val_acc"]
+                                                                      for s in range(4)))
+    assert table.standard_error("paper") == pytest.approx(0.0, abs=1e-9)
     # the table says so itself: seeds and standard errors per configuration, in its metadata and `show`
     assert table.metadata["seeds_per_config"]["paper"] == 4 and table.metadata["seeds_per_config"]["c000"] == 2
-    assert table.metadata["standard_error"]["paper"] == pytest.approx(statistics.stdev(finals) / 2, abs=1e-5)
+    assert table.metadata["standard_error"]["paper"] == pytest.approx(0.0, abs=1e-5)
+    assert table.metadata["true_val_acc"]["c000"] == pytest.approx(table.true_final("c000"), abs=1e-5)
     shown = curves.show(tmp_path / "table.parquet")
     assert shown["seeds_shared_by_every_config"] == [0, 1] and shown["seeds_per_config"] == {"2": 13, "4": 1}
     assert shown["validation_images"] == 6 * round(285 * 0.6)  # the efficiency space's split
+
+
+def test_a_configuration_recorded_on_other_seeds_is_judged_on_all_of_them() -> None:
+    """seed_adjusted: with a large shared effect per seed, more (hard) seeds for one
+    configuration lower its plain mean, not its seed-adjusted one; each error is the
+    configuration's own residual spread."""
+    shared = [0.10, -0.08, 0.05, -0.20, -0.20, -0.20]
+    truth = {"a": 0.80, "b": 0.75, "c": 0.70}  # "a" and "b" have six seeds, "c" the first three
+    own = {("a", s): 0.01 * (-1) ** s for s in range(6)}
+    finals = {(n, s): truth[n] + shared[s] + own.get((n, s), 0.0) for n in truth for s in range(3 if n == "c" else 6)}
+    means, errors = seed_adjusted(finals)
+    assert statistics.fmean(finals[("a", s)] for s in range(6)) < statistics.fmean(finals[("c", s)] for s in range(3))
+    assert means["a"] - means["c"] == pytest.approx(0.10, abs=0.01) and means["a"] > means["b"] > means["c"]
+    assert means["c"] == pytest.approx(truth["c"] + statistics.fmean(shared), abs=0.01)  # on the mean of all seeds
+    assert errors["a"] > max(errors["b"], errors["c"])  # only "a" has noise of its own
+    # the same seeds for all: the plain means
+    balanced = {k: v for k, v in finals.items() if k[1] < 3}
+    assert seed_adjusted(balanced)[0] == pytest.approx({n: statistics.fmean(balanced[(n, s)] for s in range(3))
+                                                        for n in truth})
+    assert seed_adjusted({("a", 0): 0.5, ("b", 0): 0.6})[1] == {"a": math.inf, "b": math.inf}
 
 
 def test_the_recording_gives_its_best_configurations_more_seeds_until_they_are_known() -> None:
@@ -145,7 +170,6 @@ def test_the_recording_gives_its_best_configurations_more_seeds_until_they_are_k
     # a configuration that rises into the top later is first given the seeds the others have
     finals[("c", 0)] = finals[("c", 1)] = 0.95
     assert curves.next_runs(finals, names, 2, top=2, target_se=0.01, max_seeds=12) == [("c", s) for s in range(2, 9)]
-    assert curves.standard_error([0.5]) == math.inf
 
 
 def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
