@@ -34,16 +34,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from study.keys import BASELINE, EPOCH, KIND
 from study.policies import asha
-from study.policies.asha import (
-    BaselineExemptASHA,
-    History,
-    StopListener,
-    _assign,
-    _assigned,
-    bracket_cuts,
-    rungs,
-    unit_draw,
-)
+from study.policies.asha import BaselineExemptASHA, History, StopListener, rungs, unit_draw
 from study.ranking import rank_agreement
 from study.spaces import StudySettings
 
@@ -79,11 +70,11 @@ class AdaptiveASHA(BaselineExemptASHA):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        max_t = int(kwargs["max_t"])
-        self.cuts = bracket_cuts(self)
+        max_t = int(self.max_t)
+        self.cuts = self.bracket_cuts()
         self.decisions = sorted({*(math.ceil(m) for cuts in self.cuts for m in cuts), max_t})
-        self.costs = [bracket_cost(c, max_t, float(kwargs["reduction_factor"])) for c in self.cuts]
-        self.placed = 0
+        self.costs = [bracket_cost(c, max_t, self.records.reduction_factor) for c in self.cuts]
+        self.count = 0  # trials placed so far
         self.values: History = {}  # trial id -> {epoch: metric} of every sampled trial
         self.weights: list[tuple[int, list[float]]] = []  # (trials placed so far, weights), at each change
 
@@ -108,15 +99,15 @@ class AdaptiveASHA(BaselineExemptASHA):
         share = [r / total if total > 0 else 1 / len(raw) for r in raw]
         return mix(share)
 
-    def _place(self, trial_id: str) -> None:
+    def place(self, trial_id: str) -> None:
         weights = self.bracket_weights()
         if not self.weights or self.weights[-1][1] != weights:
-            self.weights.append((self.placed, weights))
+            self.weights.append((self.count, weights))
             log.info("adaptive ASHA: bracket weights %s", [round(w, 3) for w in weights])
         draw = unit_draw(trial_id)
         index = next((i for i, edge in enumerate(itertools.accumulate(weights)) if draw < edge), len(weights) - 1)
-        _assign(self, trial_id, index)
-        self.placed += 1
+        self.records.place(trial_id, index)
+        self.count += 1
 
     def rebuild(self, history: History) -> int:
         """As ASHA's, after taking in the recorded values; a trial recorded before goes back to
@@ -125,14 +116,9 @@ class AdaptiveASHA(BaselineExemptASHA):
         for trial_id, values in history.items():
             self.values.setdefault(trial_id, {}).update(values)
         for trial_id in history:
-            if not _assigned(self, trial_id):
-                self._place(trial_id)
+            if not self.placed(trial_id):
+                self.place(trial_id)
         return super().rebuild(history)
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        self._rebuild_once()
-        if not _assigned(self, trial.trial_id):
-            self._place(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if trial.config.get(KIND) == BASELINE:
@@ -140,9 +126,6 @@ class AdaptiveASHA(BaselineExemptASHA):
         value = result.get(str(self._metric))
         if value is not None and EPOCH in result:
             self.values.setdefault(trial.trial_id, {})[int(result[EPOCH])] = float(value)
-        self._rebuild_once()
-        if not _assigned(self, trial.trial_id):
-            self._place(trial.trial_id)
         return super().on_trial_result(tune_controller, trial, result)
 
 

@@ -4,13 +4,14 @@ ASHA counts epochs (`time_attr="epoch"`: the trainable reports once per epoch), 
 baseline (the gain over the baseline is measured at the full budget), and tells its searcher
 about every trial it stops, so the searcher records it as PRUNED, not as interrupted.
 
-Tune does not save ASHA's rungs: a resumed study would judge its next trials against empty
-rungs and stop none. Given the experiment's path, the scheduler rebuilds its rungs the first
-time Tune uses it, from the results the experiment already recorded, each trial in its own
-bracket, so a resumed study stops the trials an uninterrupted one would.
-
-Ray keeps the rungs in private attributes; `rung_tables` and `_assign` are the only places
-touch them (tests/study/test_policies.py fails loudly if Ray changes them).
+The scheduler keeps its own records (study/policies/rungs.py: each rung's values and the
+trials it stopped, each trial's bracket) and meets Tune only through Tune's public scheduler
+interface; it decides as Ray's ASHA does (tests/study/test_policies.py checks it against
+Ray's on the same results). Tune does not save a scheduler's state: a resumed study would
+judge its next trials against empty rungs and stop none. Given the experiment's path, the
+scheduler rebuilds its rungs the first time Tune uses it, from the results the experiment
+already recorded, each trial in its own bracket, so a resumed study stops the trials an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -20,48 +21,19 @@ import logging
 import math
 from typing import Any, Protocol
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.keys import BASELINE, EPOCH, KIND
+from study.policies.rungs import Records, bracket_milestones
 from study.spaces import StudySettings
 
 History = dict[str, dict[int, float]]  # trial id -> {epoch: metric}
+RUNGS_LOG = "rungs.jsonl"  # in the study folder: every judgement of the policy's rungs
 log = logging.getLogger(__name__)
 
 
 class StopListener(Protocol):
     def on_trial_stopped(self, trial_id: str) -> None: ...
-
-
-# ---------------------------------------------------------------- Ray's internals, in one place
-
-
-def rung_tables(scheduler: AsyncHyperBandScheduler) -> list[list[tuple[float, dict[str, float]]]]:
-    """Per bracket, Ray's rungs: (milestone, {trial id: recorded metric x mode sign})."""
-    return [list(bracket._rungs) for bracket in scheduler._brackets]
-
-
-def _assign(scheduler: AsyncHyperBandScheduler, trial_id: str, index: int | None = None) -> None:
-    """Puts a trial in bracket `index`, by default one chosen from its id (the same one on
-    every run)."""
-    brackets = scheduler._brackets
-    if index is None:
-        index = int(unit_draw(trial_id) * len(brackets))
-    scheduler._trial_info[trial_id] = brackets[index]
-
-
-def bracket_of(scheduler: AsyncHyperBandScheduler, trial_id: str) -> int:
-    """The index of a trial's bracket."""
-    return scheduler._brackets.index(scheduler._trial_info[trial_id])
-
-
-def bracket_cuts(scheduler: AsyncHyperBandScheduler) -> list[list[float]]:
-    """Per bracket, the milestones at which it may stop a trial (below max_t), lowest first."""
-    return [sorted(m for m, _ in rungs if m < scheduler._max_t) for rungs in rung_tables(scheduler)]
-
-
-def _assigned(scheduler: AsyncHyperBandScheduler, trial_id: str) -> bool:
-    return trial_id in scheduler._trial_info
 
 
 def unit_draw(trial_id: str) -> float:
@@ -73,12 +45,9 @@ def unit_draw(trial_id: str) -> float:
 
 
 def milestones(settings: StudySettings) -> list[float]:
-    """Ray's ASHA milestones of the first bracket, lowest first (floats for a non-integer
+    """ASHA's milestones (its first bracket's), lowest first (floats for a non-integer
     reduction factor)."""
-    scheduler = AsyncHyperBandScheduler(time_attr=EPOCH, metric="m", mode="max", max_t=settings.max_epochs,
-                                        grace_period=settings.grace_period,
-                                        reduction_factor=settings.reduction_factor)
-    return sorted(m for m, _ in rung_tables(scheduler)[0])
+    return bracket_milestones(settings.grace_period, settings.max_epochs, settings.reduction_factor, 0)
 
 
 def rungs(settings: StudySettings) -> list[int]:
@@ -90,29 +59,63 @@ def rungs(settings: StudySettings) -> list[int]:
 # ---------------------------------------------------------------- the scheduler
 
 
-class BaselineExemptASHA(AsyncHyperBandScheduler):
-    """Ray's ASHA, except that baselines always continue, every early stop is told to the
-    searcher, trials keep their bracket across a resume, and the rungs are rebuilt on resume."""
+class BaselineExemptASHA(FIFOScheduler):
+    """ASHA over its own records: baselines always continue, every early stop is told to the
+    searcher, a trial joins a bracket fixed by its id (the same one on every run), and the rungs
+    are rebuilt on resume. Metric and mode come from TuneConfig (`set_search_properties`)."""
 
-    def __init__(self, searcher: StopListener | None = None, history_from: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, searcher: StopListener | None = None, history_from: str | None = None,
+                 time_attr: str = EPOCH, max_t: int = 100, grace_period: float = 1, reduction_factor: float = 4,
+                 brackets: int = 1, metric: str | None = None, mode: str | None = None,
+                 log: str | None = None) -> None:
+        if not (0 < grace_period <= max_t and reduction_factor > 1 and brackets > 0):
+            raise ValueError(f"ASHA needs 0 < grace_period ({grace_period}) <= max_t ({max_t}), "
+                             f"reduction_factor ({reduction_factor}) > 1 and brackets ({brackets}) > 0")
+        super().__init__()
         self.searcher = searcher
         self.history_from = history_from  # the experiment's path, to rebuild the rungs on resume
         self.rebuilt = False
+        self.time_attr = time_attr
+        self.max_t = max_t
+        self.records = Records(grace_period, max_t, reduction_factor, brackets, log)
+        self._metric, self._mode = metric, mode
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        """Tune's metric and mode (False if the scheduler was given its own: Tune then refuses)."""
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric, self._mode = metric or self._metric, mode or self._mode
+        return True
+
+    def sign(self) -> float:
+        """+1 when the metric is maximised, -1 when minimised."""
+        if self._metric is None or self._mode not in ("max", "min"):
+            raise ValueError(f"{type(self).__name__} needs a metric and a mode (give them to tune.TuneConfig)")
+        return 1.0 if self._mode == "max" else -1.0
+
+    def place(self, trial_id: str) -> None:
+        """Puts a new trial in a bracket: one chosen from its id (the same one on every run)."""
+        self.records.place(trial_id, int(unit_draw(trial_id) * len(self.records.brackets)))
+
+    def placed(self, trial_id: str) -> bool:
+        return trial_id in self.records.placed
+
+    def bracket_cuts(self) -> list[list[float]]:
+        """Per bracket, the milestones at which it may stop a trial (below max_t), lowest first."""
+        return [b.cuts(self.max_t) for b in self.records.brackets]
 
     def rebuild(self, history: History) -> int:
         """Records each trial's metric at every rung of its bracket it reached, as ASHA would have
         when it saw the result (the first epoch at or past the milestone); returns how many."""
-        assert self._metric_op is not None, "metric and mode are set (TuneConfig) before rungs are rebuilt"
+        sign = self.sign()
         count = 0
         for trial_id, values in history.items():
-            if not _assigned(self, trial_id):
-                _assign(self, trial_id)
-            bracket = self._trial_info[trial_id]
-            for milestone, recorded in bracket._rungs:
-                reached = [epoch for epoch in values if epoch >= milestone]
-                if reached and trial_id not in recorded:
-                    recorded[trial_id] = self._metric_op * values[min(reached)]
+            if not self.placed(trial_id):
+                self.place(trial_id)
+            for rung in self.records.brackets[self.records.placed[trial_id]].rungs:
+                reached = [epoch for epoch in values if epoch >= rung.milestone]
+                if reached and trial_id not in rung.seen:
+                    rung.seen[trial_id] = (sign * values[min(reached)],)
                     count += 1
         return count
 
@@ -120,32 +123,45 @@ class BaselineExemptASHA(AsyncHyperBandScheduler):
         if self.rebuilt or self.history_from is None or self._metric is None:
             return
         self.rebuilt = True
-        history = saved_history(self.history_from, self._metric, self._time_attr)
+        history = saved_history(self.history_from, self._metric, self.time_attr)
         if history:
             count = self.rebuild(history)
             log.warning("ASHA: rungs rebuilt from %d recorded values of %d trials", count, len(history))
 
+    def _judge(self, trial: Any, result: dict[str, Any]) -> bool:
+        """Records a result at its rung; True if the rung stops the trial."""
+        if self.time_attr not in result or self._metric not in result:
+            return False
+        if not self.placed(trial.trial_id):  # a restored trial Tune did not add again
+            self.place(trial.trial_id)
+        return self.records.judge(trial.trial_id, float(result[self.time_attr]),
+                                  (self.sign() * float(result[str(self._metric)]),))
+
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self.sign()  # fails early, as Ray's ASHA does, without a metric and a mode
         self._rebuild_once()
-        if not _assigned(self, trial.trial_id):
-            _assign(self, trial.trial_id)
+        if not self.placed(trial.trial_id):
+            self.place(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if trial.config.get(KIND) == BASELINE:
             return TrialScheduler.CONTINUE
         self._rebuild_once()
-        if not _assigned(self, trial.trial_id):  # a restored trial Tune did not add again
-            _assign(self, trial.trial_id)
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and self.searcher is not None:
+        if self.time_attr in result and self._metric in result and result[self.time_attr] >= self.max_t:
+            return TrialScheduler.STOP  # its budget is spent (not an early stop)
+        if not self._judge(trial, result):
+            return TrialScheduler.CONTINUE
+        if self.searcher is not None:
             self.searcher.on_trial_stopped(trial.trial_id)
-        return str(decision)
+        return TrialScheduler.STOP
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         if trial.config.get(KIND) != BASELINE:
-            if not _assigned(self, trial.trial_id):
-                _assign(self, trial.trial_id)
-            super().on_trial_complete(tune_controller, trial, result)
+            self._judge(trial, result)
+
+    def debug_string(self) -> str:
+        stopped = sum(len(r.stopped) for b in self.records.brackets for r in b.rungs)
+        return f"ASHA ({len(self.records.brackets)} bracket(s)): {stopped} trial(s) stopped early"
 
 
 def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> History:
@@ -170,11 +186,14 @@ def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> Histor
 
 
 def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None,
-              kind: type[BaselineExemptASHA] = BaselineExemptASHA, brackets: int = 1) -> BaselineExemptASHA:
+              kind: type[BaselineExemptASHA] = BaselineExemptASHA, brackets: int = 1,
+              log: str | None = None) -> BaselineExemptASHA:
     """The scheduler alone (metric and mode come from TuneConfig, named once): `kind` with
-    `brackets` brackets (the hyperband and adaptive policies ask for several)."""
+    `brackets` brackets (the hyperband and adaptive policies ask for several), its judgements
+    appended to `log`."""
     return kind(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
-                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor, brackets=brackets)
+                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor, brackets=brackets,
+                log=log)
 
 
 def build(record: Any, kind: type[BaselineExemptASHA] = BaselineExemptASHA,
@@ -184,4 +203,5 @@ def build(record: Any, kind: type[BaselineExemptASHA] = BaselineExemptASHA,
 
     searcher = make_searcher(record)
     listener = searcher if isinstance(searcher, FidelitySearcher) else None  # Ray's stock searcher is not told
-    return searcher, scheduler(record.space.study, listener, record.tune_path, kind, brackets)
+    return searcher, scheduler(record.space.study, listener, record.tune_path, kind, brackets,
+                               str(record.folder / RUNGS_LOG))

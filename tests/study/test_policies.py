@@ -1,9 +1,11 @@
-"""The policies: ASHA's rungs are Ray's own, rebuilt on resume (a resumed study stops the
-trials an uninterrupted one would, each trial in its own bracket); every policy builds a
-searcher and a scheduler from a study record."""
+"""The policies: ASHA keeps its own rungs and decides as Ray's ASHA does on the same results;
+its rungs are rebuilt on resume (a resumed study stops the trials an uninterrupted one would,
+each trial in its own bracket); several objectives are judged by non-dominated sorting
+(MO-ASHA); every policy builds a searcher and a scheduler from a study record."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +14,8 @@ import pytest
 
 from study.keys import KIND
 from study.policies import POLICIES, load_policy
-from study.policies.asha import BaselineExemptASHA, bracket_of, milestones, rung_tables, rungs, saved_history
+from study.policies.asha import BaselineExemptASHA, milestones, rungs, saved_history
+from study.policies.rungs import Records, crowding, fronts, keeps, order
 from study.spaces import StudySettings
 
 # Each trial's validation accuracy per epoch; ASHA (grace 1, rf 2, max_t 4) decides at 1 and 2.
@@ -24,6 +27,11 @@ CURVES = {
     "e": [0.45, 0.50, 0.52, 0.53],
     "f": [0.35, 0.62, 0.70, 0.72],
 }
+
+
+def _seen(scheduler: BaselineExemptASHA, bracket: int = 0) -> list[tuple[float, dict[str, float]]]:
+    """A bracket's rungs as (milestone, {trial: recorded metric x mode sign})."""
+    return [(r.milestone, {t: v[0] for t, v in r.seen.items()}) for r in scheduler.records.brackets[bracket].rungs]
 
 
 def _asha() -> BaselineExemptASHA:
@@ -86,7 +94,7 @@ def test_rungs_are_rebuilt_from_a_real_tune_experiment(tmp_path: Path) -> None:
                                    grace_period=1, reduction_factor=2)
     scheduler.set_search_properties("val_acc", "max")
     scheduler.on_trial_add(None, SimpleNamespace(trial_id="new", config={}))
-    recorded = {milestone: sorted(values.values()) for milestone, values in rung_tables(scheduler)[0]}
+    recorded = {milestone: sorted(values.values()) for milestone, values in _seen(scheduler)}
     assert recorded[1] == [0.40, 0.50, 0.55] and recorded[2] == [0.45, 0.60, 0.65]
     assert saved_history(str(tmp_path / "nothing-here"), "val_acc") == {}
 
@@ -96,14 +104,78 @@ def test_rungs_are_rebuilt_from_a_real_tune_experiment(tmp_path: Path) -> None:
     (2, 3, 15, [2, 6]),
     (1, 2.5, 15, [1, 2.5, 6.25]),
 ])
-def test_milestones_are_rays_and_the_report_judges_at_the_epoch_ray_does(grace: int, rf: float, max_t: int,
-                                                                        expected: list[float]) -> None:
-    """Ray's ASHA keeps its milestones in private attributes (read in one function,
-    `rung_tables`): this fails loudly if Ray changes them. A non-integer reduction factor gives
-    fractional milestones; Ray judges a trial at the first epoch at or past one."""
+def test_milestones_and_the_epochs_the_report_judges_at(grace: int, rf: float, max_t: int,
+                                                        expected: list[float]) -> None:
+    """A non-integer reduction factor gives fractional milestones; a trial is judged at the
+    first epoch at or past one."""
     settings = StudySettings(max_epochs=max_t, grace_period=grace, reduction_factor=rf)
     assert milestones(settings) == pytest.approx(expected)
     assert rungs(settings) == sorted({*(int(-(-m // 1)) for m in expected), max_t})
+
+
+@pytest.mark.parametrize(("grace", "rf", "max_t"), [(1, 2, 4), (1, 3, 27), (2, 3, 15), (1, 2.5, 15), (3, 4, 100)])
+def test_asha_decides_as_rays_asha_on_the_same_results(grace: int, rf: float, max_t: int) -> None:
+    """Through Tune's public scheduler interface only: 60 trials whose curves cross, fed to both
+    in the same order (some at once, interleaved), get the same decision at every result."""
+    import random
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    rng = random.Random(f"{grace}-{rf}-{max_t}")
+    for mode in ("max", "min"):
+        ours = BaselineExemptASHA(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=rf)
+        ray_asha = AsyncHyperBandScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+                                           reduction_factor=rf)
+        for scheduler in (ours, ray_asha):
+            scheduler.set_search_properties("val_acc", mode)
+        live: dict[str, tuple[SimpleNamespace, list[float]]] = {}
+        decisions = stops = 0
+        for i in range(60):
+            trial = SimpleNamespace(trial_id=f"t{i}", config={})
+            start, slope = rng.random(), rng.uniform(-0.02, 0.05)
+            live[trial.trial_id] = (trial, [start + slope * e + rng.gauss(0, 0.03) for e in range(max_t)])
+            for scheduler in (ours, ray_asha):
+                scheduler.on_trial_add(None, trial)
+            while len(live) > 3 or (i == 59 and live):  # up to three trials run at once
+                name = rng.choice(sorted(live))
+                trial, curve = live[name]
+                epoch = max_t - len(curve) + 1
+                result = {"epoch": epoch, "val_acc": curve.pop(0)}
+                ours_says = ours.on_trial_result(None, trial, result)
+                assert ours_says == ray_asha.on_trial_result(None, trial, result), (mode, name, epoch)
+                decisions += 1
+                if ours_says == "STOP" or not curve:
+                    stops += ours_says == "STOP" and epoch < max_t
+                    for scheduler in (ours, ray_asha):
+                        scheduler.on_trial_complete(None, trial, result)
+                    del live[name]
+        assert decisions > 60 and stops > 10  # the comparison saw real decisions
+
+
+def test_several_objectives_are_judged_by_non_dominated_sorting(tmp_path: Path) -> None:
+    """MO-ASHA's rule (both objectives larger-is-better here): fronts, crowding distance within
+    a front, and a rung that keeps the best ceil(n / rf) of the n it has seen."""
+    points = [(0.9, -5.0), (0.8, -2.0), (0.7, -1.0), (0.85, -6.0), (0.6, -3.0), (0.95, -9.0)]
+    assert fronts(points) == [[0, 1, 2, 5], [3, 4]]
+    distance = crowding(points, [0, 1, 2, 5])
+    assert distance[2] == distance[5] == float("inf") and min(distance[0], distance[1]) > 0
+    assert order(points)[:2] == [2, 5] and set(order(points)[4:]) == {3, 4}
+    seen = points[:5]
+    assert keeps((0.99, -0.5), seen, 2)  # dominates all
+    assert not keeps((0.5, -10.0), seen, 2)  # dominated by all
+    assert keeps((0.5, -10.0), [], 2)  # the first at a rung goes on
+    # one objective: Ray's quantile rule
+    assert keeps((0.7,), [(0.6,), (0.8,)], 2) and not keeps((0.69,), [(0.6,), (0.8,)], 2)
+    records = Records(grace_period=1, max_t=4, reduction_factor=2, log=str(tmp_path / "rungs.jsonl"))
+    for name, value in (("a", (0.9, -1.0)), ("b", (0.5, -9.0))):
+        records.place(name, 0)
+        assert records.judge(name, 1, value) is (name == "b")
+    assert records.to_dict()["brackets"][0][0] == {"milestone": 1, "seen": {"a": [0.9, -1.0], "b": [0.5, -9.0]},
+                                                  "stopped": ["b"]}
+    # every judgement is in the log as it is made
+    logged = [json.loads(line) for line in (tmp_path / "rungs.jsonl").read_text().splitlines()]
+    assert [(e["trial"], e["milestone"], e["values"], e["stopped"]) for e in logged] == [
+        ("a", 1, [0.9, -1.0], False), ("b", 1, [0.5, -9.0], True)]
 
 
 def test_a_trial_keeps_its_bracket_when_the_rungs_are_rebuilt() -> None:
@@ -118,11 +190,11 @@ def test_a_trial_keeps_its_bracket_when_the_rungs_are_rebuilt() -> None:
         for epoch in (1, 2):
             first.on_trial_result(None, SimpleNamespace(trial_id=name, config={}),
                                   {"epoch": epoch, "val_acc": CURVES[name][epoch - 1]})
-    placed = {i: sorted(t for _, values in bracket for t in values) for i, bracket in enumerate(rung_tables(first))}
+    placed = {i: sorted(t for _, values in _seen(first, i) for t in values) for i in range(2)}
     assert all(placed.values()), "every bracket got trials"
     again = asha()
     again.rebuild({name: {1: CURVES[name][0], 2: CURVES[name][1]} for name in CURVES})
-    assert {i: sorted(t for _, values in b for t in values) for i, b in enumerate(rung_tables(again))} == placed
+    assert {i: sorted(t for _, values in _seen(again, i) for t in values) for i in range(2)} == placed
 
 
 def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
@@ -197,7 +269,7 @@ def test_the_adaptive_policy_moves_the_trials_away_from_a_rung_whose_ranking_doe
     counts = [0, 0, 0]
     for i in range(300):
         crossed.on_trial_add(None, SimpleNamespace(trial_id=f"new{i}", config={}))
-        counts[bracket_of(crossed, f"new{i}")] += 1
+        counts[crossed.records.placed[f"new{i}"]] += 1
     assert counts[1] > counts[2] > counts[0]  # weights 0.55, 0.35, 0.1
 
 

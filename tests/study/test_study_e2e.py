@@ -85,6 +85,12 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert "baseline-global_only" in names and "T3-s0.5-tau1" in names
     outcomes = {c.data.tags["outcome"] for c in children}
     assert outcomes <= {"completed", "stopped_early"} and "completed" in outcomes
+    # the policy's own record of its rungs: every sampled trial judged there, the early stops among them
+    judged = [json.loads(line) for line in (tmp_path / "runs" / "e2e" / "rungs.jsonl").read_text().splitlines()]
+    stopped = {c.data.tags["tune_trial_id"] for c in children if c.data.tags["outcome"] == "stopped_early"}
+    assert {e["trial"] for e in judged} == {c.data.tags["tune_trial_id"] for c in children} - {
+        c.data.tags["tune_trial_id"] for c in children if c.info.run_name.startswith("baseline")}
+    assert {e["trial"] for e in judged if e["stopped"]} == stopped
     # every trial measured its inference cost once: in the summary and on its MLflow run
     flops = {t["trial_id"]: t["cost_flops_per_image"] for t in summary["trials"]}
     assert all(f > 0 for f in flops.values()) and len(set(flops.values())) >= 2  # global-only is cheaper
