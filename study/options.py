@@ -22,7 +22,7 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
             "evaluate_test", "checkpoint_every", "epoch_budget", "trainable", "replay_epoch_s",
-            "replay_table", "finalists", "finalist_seeds", "train_seed")
+            "replay_table", "finalists", "finalist_seeds", "train_seed", "objectives")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class StudyOptions:
     finalists: int | None = None
     finalist_seeds: int | None = None
     train_seed: int | None = None
+    objectives: tuple[tuple[str, str], ...] | None = None  # None: the space's (study.objectives)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     num_cpus: int | None = None
@@ -96,6 +97,23 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def objectives(text: str) -> tuple[tuple[str, str], ...]:
+    """`val_acc:max,cost_flops_per_image:min`: the study's metric first, then costs it measures."""
+    from study.keys import COST_METRICS
+
+    pairs = []
+    for part in text.split(","):
+        name, _, mode = part.strip().partition(":")
+        if not name or mode not in ("min", "max"):
+            raise argparse.ArgumentTypeError(f"expected METRIC:min or METRIC:max, comma-separated, got {part!r}")
+        pairs.append((name, mode))
+    for name, _ in pairs[1:]:
+        if name not in COST_METRICS:
+            raise argparse.ArgumentTypeError(f"an objective after the metric is a cost a trial measures "
+                                             f"({', '.join(COST_METRICS)}), got {name!r}")
+    return tuple(pairs)
 
 
 def _d(key: str) -> str:
@@ -159,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--searcher", choices=SEARCHER_NAMES,
                      help="optuna: TPE, ASHA-stopped trials PRUNED in Optuna; random; optuna-stock: Ray's "
                           f"OptunaSearch, for comparison ({_d('searcher')})")
+    how.add_argument("--objectives", type=objectives, metavar="M:DIR,...",
+                     help="a multi-objective study, e.g. val_acc:max,cost_flops_per_image:min: the metric first, "
+                          "then costs each trial measures once; ASHA keeps the non-dominated (MO-ASHA) and Optuna "
+                          "samples for the front (default: the space's study.objectives, else the metric alone)")
     how.add_argument("--max-failures", type=non_negative_int, help=f"retries of a failed trial ({_d('max_failures')})")
     how.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
                      help="start a fresh Ray actor per trial")

@@ -194,6 +194,11 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         study = dataclasses.replace(study, finalists=opts.finalists)
     if opts.finalist_seeds is not None:
         study = dataclasses.replace(study, finalist_seeds=opts.finalist_seeds)
+    if opts.objectives is not None:
+        (metric, mode), *costs = opts.objectives
+        study = dataclasses.replace(study, metric=metric, mode=mode, objectives=opts.objectives if costs else ())
+    if len(study.objective_list()) > 1 and opts.searcher == "optuna-stock":
+        raise StudyInputError("--searcher optuna-stock takes one objective: use optuna or random with objectives")
     if study.epoch_budget is not None and study.epoch_budget < study.max_epochs:
         raise StudyInputError(f"epoch budget {study.epoch_budget} is less than one full trial ({study.max_epochs} "
                               "epochs): raise --epoch-budget or lower --max-epochs")
@@ -298,7 +303,7 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
         "checkpoint_every": space.study.checkpoint_every, "epoch_budget": space.study.epoch_budget,
         "finalists": space.study.finalists, "finalist_seeds": space.study.finalist_seeds,
-        "train_seed": space.constants.get("seed", 0),
+        "train_seed": space.constants.get("seed", 0), "objectives": tuple(space.study.objective_list()),
         "trainable": "rra", "replay_epoch_s": 1.0,
         "replay_table": None,
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,

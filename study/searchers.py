@@ -79,6 +79,8 @@ class FidelitySearcher(Searcher):
         self._ledger: _Ledger | None = None
         self._mirror: Any = None
         self._running: dict[int, _Running] = {}  # Optuna number -> what a result needs, while it runs
+        # a multi-objective study: the metric, then costs each trial reports once
+        self.objectives = space.study.objective_list()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -90,6 +92,15 @@ class FidelitySearcher(Searcher):
         return "maximize" if self.space.study.mode == "max" else "minimize"
 
     @property
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """Optuna's direction of every objective (one for a single-objective study)."""
+        return ["maximize" if mode == "max" else "minimize" for _, mode in self.objectives]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
     def study(self) -> Any:
         """The Optuna study in its storage (created on first use, else loaded)."""
         if self._study is None:
@@ -98,12 +109,12 @@ class FidelitySearcher(Searcher):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             # It never samples (the mirror does): a sampler that reads nothing.
             self._study = optuna.create_study(storage=_rdb(self.storage), study_name=self.study_name,
-                                              direction=self.direction, sampler=optuna.samplers.RandomSampler(),
+                                              directions=self.directions, sampler=optuna.samplers.RandomSampler(),
                                               load_if_exists=True)
-            if self._study.metric_names is None:  # optuna-dashboard names the objective, not "Objective 0"
+            if self._study.metric_names is None:  # optuna-dashboard names the objectives, not "Objective 0"
                 with warnings.catch_warnings():  # public, marked experimental since Optuna 3.2
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    self._study.set_metric_names([self.space.study.metric])
+                    self._study.set_metric_names([name for name, _ in self.objectives])
         return self._study
 
     @property
@@ -123,7 +134,7 @@ class FidelitySearcher(Searcher):
             trials = self.study.get_trials(deepcopy=False)
             # A resumed study: a sampler seeded as at the start would propose the points of the
             # first trials again; seed it past them instead (still deterministic).
-            self._mirror = optuna.create_study(direction=self.direction,
+            self._mirror = optuna.create_study(directions=self.directions,
                                                sampler=_sampler(self.sampler_kind, self.seed + len(trials)))
             self._mirror.add_trials([t for t in trials if t.state.is_finished()])
             for point in self.space.enqueue:
@@ -159,17 +170,23 @@ class FidelitySearcher(Searcher):
             return
         step, value = int(result[EPOCH]), float(result[self.metric])
         running = self._running.get(number) or self._reattach(number)
+        for name, _ in self.objectives[1:]:  # a cost, reported once: kept on the Optuna trial
+            if result.get(name) is not None and name not in running.costs:
+                running.costs[name] = float(result[name])
+                self.ledger.note(running.storage_id, name, running.costs[name])
         if step not in running.values:  # a resumed trial re-reports nothing twice
             self.ledger.report(running.storage_id, step, value)
             running.values[step] = value
-            if running.mirrored is not None:
+            if running.mirrored is not None and not self.multi:  # Optuna takes no intermediate values there
                 running.mirrored.report(value, step)
 
     def _reattach(self, number: int) -> _Running:
         """After a restore: a trial asked before, with the epochs it reported (one read of that
         trial). The mirror learns of it when it ends."""
         storage_id, stored = self.ledger.trial(number)
-        running = _Running(storage_id, stored.params, stored.distributions, dict(stored.intermediate_values))
+        running = _Running(storage_id, stored.params, stored.distributions, dict(stored.intermediate_values),
+                           costs={k: float(stored.user_attrs[k]) for k, _ in self.objectives[1:]
+                                  if k in stored.user_attrs})
         self._running[number] = running
         return running
 
@@ -190,6 +207,12 @@ class FidelitySearcher(Searcher):
             return
         self._report(number, result)  # Tune hands a trial's final result only to this method
         if int(result[EPOCH]) >= self.space.study.max_epochs:
+            costs = (self._running.get(number) or self._reattach(number)).costs
+            missing = [name for name, _ in self.objectives[1:] if name not in costs]
+            if missing:  # Optuna takes a complete trial with every objective only
+                warnings.warn(f"trial {trial_id} reported no {', '.join(missing)}: told FAIL to Optuna", stacklevel=2)
+                self._tell(trial_id, number, state.FAIL)
+                return
             self._tell(trial_id, number, state.COMPLETE, float(result[self.metric]))
         elif trial_id in self.stopped:  # stopped early: its per-epoch values are on the Optuna trial
             self._tell(trial_id, number, state.PRUNED)
@@ -202,17 +225,21 @@ class FidelitySearcher(Searcher):
         mirror = self.mirror  # built (from the stored study) before this trial ends there
         running = self._running.get(number) or self._reattach(number)
         del self._running[number]
-        if state == optuna.trial.TrialState.PRUNED and running.values:
-            value = running.values[max(running.values)]  # as Optuna's tell: a pruned trial's value is its last
-        self.ledger.finish(running.storage_id, state, value)  # told before a resume: kept as it was
+        values: list[float] | None = None
+        if state == optuna.trial.TrialState.COMPLETE:
+            assert value is not None
+            values = [value, *(running.costs[name] for name, _ in self.objectives[1:])]
+        elif state == optuna.trial.TrialState.PRUNED and running.values and not self.multi:
+            values = [running.values[max(running.values)]]  # as Optuna's tell: a pruned trial's value is its last
+        self.ledger.finish(running.storage_id, state, values)  # told before a resume: kept as it was
         if running.mirrored is not None:
-            # Optuna's tell takes a value only for COMPLETE (it sets a pruned trial's itself)
-            mirror.tell(running.mirrored, value if state == optuna.trial.TrialState.COMPLETE else None,
+            # Optuna's tell takes values only for COMPLETE (it sets a pruned trial's itself)
+            mirror.tell(running.mirrored, values if state == optuna.trial.TrialState.COMPLETE else None,
                         state=state, skip_if_finished=True)
         else:
             mirror.add_trial(optuna.trial.create_trial(
-                state=state, value=value if state != optuna.trial.TrialState.FAIL else None, params=running.params,
-                distributions=running.distributions, intermediate_values=running.values))
+                state=state, values=values, params=running.params, distributions=running.distributions,
+                intermediate_values={} if self.multi else running.values))
         del self.numbers[trial_id]
 
     def save(self, checkpoint_path: str) -> None:
@@ -247,6 +274,7 @@ class _Running:
     distributions: dict[str, Any]
     values: dict[int, float]
     mirrored: Any = None
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)  # of a multi-objective study
 
 
 class _Ledger:
@@ -276,11 +304,15 @@ class _Ledger:
     def report(self, storage_id: int, step: int, value: float) -> None:
         self.storage.set_trial_intermediate_value(storage_id, step, value)
 
-    def finish(self, storage_id: int, state: Any, value: float | None) -> None:
+    def note(self, storage_id: int, key: str, value: float) -> None:
+        """A user attribute of a running trial (a cost it measured)."""
+        self.storage.set_trial_user_attr(storage_id, key, value)
+
+    def finish(self, storage_id: int, state: Any, values: list[float] | None) -> None:
         """Ends a trial; one that has ended already (told before a resume) is left as it is."""
         import optuna
 
-        values = None if value is None or state == optuna.trial.TrialState.FAIL else [value]
+        values = None if state == optuna.trial.TrialState.FAIL else values
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             self.storage.set_trial_state_values(storage_id, state, values)
 
@@ -296,13 +328,18 @@ def prune_unfinished(storage: str, study_name: str) -> int:
     the epochs it reported. Returns how many."""
     import optuna
 
+    rdb = _rdb(storage)
     try:
-        study = optuna.load_study(study_name=study_name, storage=_rdb(storage))
+        study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:  # no Optuna study (a searcher that keeps none)
         return 0
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    ledger = _Ledger(rdb, rdb.get_study_id_from_name(study_name)) if len(study.directions) > 1 else None
     for trial in running:
-        study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        if ledger is None:
+            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        else:  # Optuna's tell would give it its last value as its only one, of several objectives
+            ledger.finish(ledger.trial(trial.number)[0], optuna.trial.TrialState.PRUNED, None)
     return len(running)
 
 

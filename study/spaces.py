@@ -4,7 +4,7 @@ A space file has five blocks:
 
     description: one line
     study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every,
-                   policy, epoch_budget, finalists, finalist_seeds, finalist_share}
+                   policy, epoch_budget, finalists, finalist_seeds, finalist_share, objectives}
     constants:    trial config keys fixed for every trial
     parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
     baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
@@ -12,8 +12,9 @@ A space file has five blocks:
 
 `when: "recursion_steps > 1"` makes a parameter conditional on an earlier one (Optuna's
 define-by-run: an inactive parameter is not sampled and keeps its constant or default).
-`max_epochs` is ASHA's max_t and every trial's epoch count. Every error names the file, the
-key and what was expected, as one line.
+`max_epochs` is ASHA's max_t and every trial's epoch count. `objectives: {val_acc: max,
+cost_flops_per_image: min}` makes a multi-objective study (the metric first, then costs the
+trial measures). Every error names the file, the key and what was expected, as one line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from study.keys import COST_METRICS
 from study.policies import POLICIES
 from trainables import yamlio
 
@@ -144,6 +146,13 @@ class StudySettings:
     finalists: int = 3
     finalist_seeds: int = 2
     finalist_share: float = 0.2
+    # A multi-objective study: the metric and mode first, then costs the trial measures once
+    # (keys.COST_METRICS), each with its mode: ((metric, mode), ...). Empty: the metric alone.
+    objectives: tuple[tuple[str, str], ...] = ()
+
+    def objective_list(self) -> list[tuple[str, str]]:
+        """(metric, mode) of every objective, the study's metric first."""
+        return list(self.objectives) or [(self.metric, self.mode)]
 
     def finalist_count(self) -> int:
         """The finalists these settings re-run: `finalists`, or with an epoch budget as many as fit
@@ -186,7 +195,10 @@ class SearchSpace:
     def to_raw(self) -> dict[str, Any]:
         """The space as a mapping of the file's schema, with every override applied: what a
         study records, and what `space_from_raw` reads back into an equal space."""
-        return {"description": self.description, "study": dataclasses.asdict(self.study),
+        study = {**dataclasses.asdict(self.study), "objectives": dict(self.study.objectives)}
+        if not self.study.objectives:
+            del study["objectives"]
+        return {"description": self.description, "study": study,
                 "constants": dict(self.constants), "parameters": {n: p.spec() for n, p in self.parameters.items()},
                 "baselines": {n: dict(v) for n, v in self.baselines.items()},
                 "enqueue": [dict(e) for e in self.enqueue]}
@@ -315,6 +327,8 @@ class _Loader:
             "finalists": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no noise-aware ending)"),
             "finalist_seeds": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "finalist_share": (lambda v: _is_number(v) and 0 < v < 1, "a share of the epoch budget in (0, 1)"),
+            "objectives": (lambda v: isinstance(v, dict) and all(m in ("min", "max") for m in v.values()),
+                           "a mapping of metric to min or max, the study's metric first"),
         }
         for key, value in raw.items():
             if key not in checks:
@@ -322,10 +336,27 @@ class _Loader:
             ok, expected = checks[key]
             if not ok(value):
                 raise self.fail(f"study.{key}", expected, value)
+        raw = dict(raw)
+        if "objectives" in raw:
+            raw["objectives"] = self.objectives(raw["objectives"], raw.get("metric", defaults.metric),
+                                                raw.get("mode", defaults.mode))
         settings = StudySettings(**{**defaults.__dict__, **raw})
         if settings.grace_period > settings.max_epochs:
             raise self.fail("study.grace_period", f"at most max_epochs ({settings.max_epochs})", settings.grace_period)
         return settings
+
+    def objectives(self, raw: dict[str, str], metric: str, mode: str) -> tuple[tuple[str, str], ...]:
+        """A study's objectives: the metric with its mode first, then costs the trial measures."""
+        pairs = tuple((str(k), str(v)) for k, v in raw.items())
+        if len(pairs) == 1 and pairs[0] == (metric, mode):
+            return ()
+        if not pairs or pairs[0] != (metric, mode):
+            raise self.fail("study.objectives", f"the study's metric first ({metric}: {mode}), then costs",
+                            dict(pairs))
+        for name, _ in pairs[1:]:
+            if name not in COST_METRICS:
+                raise self.fail(f"study.objectives.{name}", f"a cost a trial measures ({', '.join(COST_METRICS)})")
+        return pairs
 
     def parameters(self, raw: dict[str, Any]) -> dict[str, Parameter]:
         out: dict[str, Parameter] = {}

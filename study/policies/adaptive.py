@@ -109,7 +109,7 @@ class AdaptiveASHA(BaselineExemptASHA):
         self.records.place(trial_id, index)
         self.count += 1
 
-    def rebuild(self, history: History) -> int:
+    def rebuild(self, history: History, measured: dict[str, dict[str, float]] | None = None) -> int:
         """As ASHA's, after taking in the recorded values; a trial recorded before goes back to
         a bracket drawn with the weights of the whole history (the weights it was drawn with
         are not saved, so it may land in another bracket than before the interruption)."""
@@ -118,7 +118,7 @@ class AdaptiveASHA(BaselineExemptASHA):
         for trial_id in history:
             if not self.placed(trial_id):
                 self.place(trial_id)
-        return super().rebuild(history)
+        return super().rebuild(history, measured)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if trial.config.get(KIND) == BASELINE:

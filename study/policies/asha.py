@@ -67,7 +67,7 @@ class BaselineExemptASHA(FIFOScheduler):
     def __init__(self, searcher: StopListener | None = None, history_from: str | None = None,
                  time_attr: str = EPOCH, max_t: int = 100, grace_period: float = 1, reduction_factor: float = 4,
                  brackets: int = 1, metric: str | None = None, mode: str | None = None,
-                 log: str | None = None) -> None:
+                 log: str | None = None, costs: tuple[tuple[str, str], ...] = ()) -> None:
         if not (0 < grace_period <= max_t and reduction_factor > 1 and brackets > 0):
             raise ValueError(f"ASHA needs 0 < grace_period ({grace_period}) <= max_t ({max_t}), "
                              f"reduction_factor ({reduction_factor}) > 1 and brackets ({brackets}) > 0")
@@ -79,6 +79,10 @@ class BaselineExemptASHA(FIFOScheduler):
         self.max_t = max_t
         self.records = Records(grace_period, max_t, reduction_factor, brackets, log)
         self._metric, self._mode = metric, mode
+        # Further objectives (MO-ASHA): costs each trial reports once, (name, mode); and what
+        # each trial reported of them
+        self.cost_objectives = tuple(costs)
+        self.measured: dict[str, dict[str, float]] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         """Tune's metric and mode (False if the scheduler was given its own: Tune then refuses)."""
@@ -104,18 +108,30 @@ class BaselineExemptASHA(FIFOScheduler):
         """Per bracket, the milestones at which it may stop a trial (below max_t), lowest first."""
         return [b.cuts(self.max_t) for b in self.records.brackets]
 
-    def rebuild(self, history: History) -> int:
+    def _values(self, trial_id: str, value: float) -> tuple[float, ...] | None:
+        """A trial's objectives, signed so that larger is better: the metric's `value`, then its
+        costs (None while one of them is not known)."""
+        known = self.measured.get(trial_id, {})
+        if any(name not in known for name, _ in self.cost_objectives):
+            return None
+        costs = ((1.0 if mode == "max" else -1.0) * known[name] for name, mode in self.cost_objectives)
+        return (self.sign() * value, *costs)
+
+    def rebuild(self, history: History, measured: dict[str, dict[str, float]] | None = None) -> int:
         """Records each trial's metric at every rung of its bracket it reached, as ASHA would have
-        when it saw the result (the first epoch at or past the milestone); returns how many."""
-        sign = self.sign()
+        when it saw the result (the first epoch at or past the milestone), with the costs it
+        had reported (`measured`, for several objectives); returns how many."""
+        for trial_id, costs in (measured or {}).items():
+            self.measured.setdefault(trial_id, {}).update(costs)
         count = 0
         for trial_id, values in history.items():
             if not self.placed(trial_id):
                 self.place(trial_id)
             for rung in self.records.brackets[self.records.placed[trial_id]].rungs:
                 reached = [epoch for epoch in values if epoch >= rung.milestone]
-                if reached and trial_id not in rung.seen:
-                    rung.seen[trial_id] = (sign * values[min(reached)],)
+                signed = self._values(trial_id, values[min(reached)]) if reached else None
+                if signed is not None and trial_id not in rung.seen:
+                    rung.seen[trial_id] = signed
                     count += 1
         return count
 
@@ -123,19 +139,23 @@ class BaselineExemptASHA(FIFOScheduler):
         if self.rebuilt or self.history_from is None or self._metric is None:
             return
         self.rebuilt = True
-        history = saved_history(self.history_from, self._metric, self.time_attr)
+        costs = [c for c, _ in self.cost_objectives]
+        history, measured = saved_results(self.history_from, self._metric, costs, self.time_attr)
         if history:
-            count = self.rebuild(history)
+            count = self.rebuild(history, measured)
             log.warning("ASHA: rungs rebuilt from %d recorded values of %d trials", count, len(history))
 
     def _judge(self, trial: Any, result: dict[str, Any]) -> bool:
         """Records a result at its rung; True if the rung stops the trial."""
+        for name, _ in self.cost_objectives:
+            if result.get(name) is not None:
+                self.measured.setdefault(trial.trial_id, {})[name] = float(result[name])
         if self.time_attr not in result or self._metric not in result:
             return False
         if not self.placed(trial.trial_id):  # a restored trial Tune did not add again
             self.place(trial.trial_id)
-        return self.records.judge(trial.trial_id, float(result[self.time_attr]),
-                                  (self.sign() * float(result[str(self._metric)]),))
+        values = self._values(trial.trial_id, float(result[str(self._metric)]))
+        return values is not None and self.records.judge(trial.trial_id, float(result[self.time_attr]), values)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self.sign()  # fails early, as Ray's ASHA does, without a metric and a mode
@@ -167,14 +187,21 @@ class BaselineExemptASHA(FIFOScheduler):
 def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> History:
     """The metric at each epoch of every non-baseline trial a Tune experiment has recorded
     (empty when there is no experiment there yet)."""
+    return saved_results(tune_path, metric, [], time_attr)[0]
+
+
+def saved_results(tune_path: str, metric: str, costs: list[str],
+                  time_attr: str = EPOCH) -> tuple[History, dict[str, dict[str, float]]]:
+    """As `saved_history`, and each trial's `costs` (the first value it reported of each)."""
     from ray.tune import ExperimentAnalysis
 
     try:
         analysis = ExperimentAnalysis(tune_path)
     except (ValueError, FileNotFoundError, OSError):
-        return {}
+        return {}, {}
     frames = analysis.trial_dataframes
     history: History = {}
+    measured: dict[str, dict[str, float]] = {}
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id)
         if trial.config.get(KIND) == BASELINE or frame is None or frame.empty:
@@ -182,18 +209,21 @@ def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> Histor
         if metric in frame and time_attr in frame:
             rows = frame[[time_attr, metric]].dropna()
             history[trial.trial_id] = {int(t): float(v) for t, v in zip(rows[time_attr], rows[metric], strict=True)}
-    return history
+        for name in costs:
+            if name in frame and frame[name].notna().any():
+                measured.setdefault(trial.trial_id, {})[name] = float(frame[name].dropna().iloc[0])
+    return history, measured
 
 
 def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None,
               kind: type[BaselineExemptASHA] = BaselineExemptASHA, brackets: int = 1,
               log: str | None = None) -> BaselineExemptASHA:
-    """The scheduler alone (metric and mode come from TuneConfig, named once): `kind` with
-    `brackets` brackets (the hyperband and adaptive policies ask for several), its judgements
-    appended to `log`."""
+    """The scheduler alone (metric and mode come from TuneConfig, named once; the costs of a
+    multi-objective study from its settings): `kind` with `brackets` brackets (the hyperband
+    and adaptive policies ask for several), its judgements appended to `log`."""
     return kind(searcher=searcher, history_from=tune_path, time_attr=EPOCH, max_t=settings.max_epochs,
                 grace_period=settings.grace_period, reduction_factor=settings.reduction_factor, brackets=brackets,
-                log=log)
+                log=log, costs=tuple(settings.objective_list()[1:]))
 
 
 def build(record: Any, kind: type[BaselineExemptASHA] = BaselineExemptASHA,

@@ -305,3 +305,37 @@ def test_adaptive_draw_weights_stay_positive_and_ordered_for_any_number_of_brack
     assert sum(weights) == pytest.approx(1.0) and min(weights) > 0
     assert weights == sorted(weights, reverse=True) and weights[0] > weights[-1]
     assert min(weights) >= min(FLOOR, 0.5 / brackets) - 1e-12
+
+
+def test_a_multi_objective_asha_keeps_a_cheap_trial_that_one_objective_would_stop(tmp_path: Path) -> None:
+    """Accuracy (max) and FLOPs (min), the cost reported with the first epoch only: at the first
+    rung a cheap but less accurate trial is on the front and goes on, where ASHA on accuracy
+    alone stops it; its rebuilt rungs (the costs read back from Tune's results) decide the same."""
+    def mo(**kw: Any) -> BaselineExemptASHA:
+        s = BaselineExemptASHA(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, **kw)
+        s.set_search_properties("val_acc", "max")
+        return s
+
+    # "b" comes last: the least accurate, and the cheapest by far
+    trials = {"a": (0.8, 5e9), "c": (0.75, 6e9), "d": (0.7, 7e9), "b": (0.6, 1e9)}
+    both = mo(costs=(("cost_flops_per_image", "min"),), log=str(tmp_path / "rungs.jsonl"))
+    alone = mo()
+    for scheduler in (both, alone):
+        decisions = {}
+        for name, (value, flops) in trials.items():
+            trial = SimpleNamespace(trial_id=name, config={})
+            scheduler.on_trial_add(None, trial)
+            decisions[name] = scheduler.on_trial_result(None, trial, {"epoch": 1, "val_acc": value,
+                                                                      "cost_flops_per_image": flops})
+        # "c" and "d" are dominated by "a" either way; "b" is on the front with "a"
+        assert decisions == {"a": "CONTINUE", "c": "STOP", "d": "STOP",
+                             "b": "CONTINUE" if scheduler is both else "STOP"}
+    logged = [json.loads(line) for line in (tmp_path / "rungs.jsonl").read_text().splitlines()]
+    assert [e["values"] for e in logged] == [[v, -f] for v, f in trials.values()]
+    # a trial whose cost is not known yet is not judged
+    assert both.on_trial_result(None, SimpleNamespace(trial_id="e", config={}), {"epoch": 1, "val_acc": 0.1}) \
+        == "CONTINUE" and "e" not in both.records.brackets[0].rungs[0].seen
+    again = mo(costs=(("cost_flops_per_image", "min"),))
+    again.rebuild({n: {1: v} for n, (v, _) in trials.items()}, {n: {"cost_flops_per_image": f}
+                                                                for n, (_, f) in trials.items()})
+    assert again.records.brackets[0].rungs[0].seen == {n: (v, -f) for n, (v, f) in trials.items()}

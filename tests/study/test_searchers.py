@@ -233,7 +233,7 @@ def test_the_ledger_writes_what_optunas_ask_report_and_tell_would(tmp_path: Path
             trial.report(value, step)
             ledger.report(storage_id, step, value)
         reference.tell(trial, values[-1] if state == TrialState.COMPLETE else None, state=state)
-        ledger.finish(storage_id, state, values[-1] if state != TrialState.FAIL else None)
+        ledger.finish(storage_id, state, [values[-1]] if state != TrialState.FAIL else None)
         ledger.finish(storage_id, TrialState.FAIL, None)  # told again after a resume: kept as it was
     fields = ("number", "state", "values", "params", "distributions", "intermediate_values", "user_attrs")
     written = optuna.load_study(study_name="ledger", storage=rdb).trials
@@ -271,3 +271,40 @@ def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: P
         assert restored.suggest("t3") is not None
     finally:
         CONCURRENCY.pop("contract", None)
+
+
+def test_a_multi_objective_study_tells_optuna_every_objective_at_equal_fidelity(tmp_path: Path) -> None:
+    """Accuracy (max) and FLOPs (min): a full trial is COMPLETE with both (its cost reported once,
+    with its first epoch, and kept through a restore), a stopped one PRUNED with none (Optuna has
+    no values of a pruned trial of several objectives), and the study names both objectives."""
+    import dataclasses
+    import pickle
+
+    space = load_space("smoke")
+    space = dataclasses.replace(space, study=dataclasses.replace(
+        space.study, objectives=(("val_acc", "max"), ("cost_flops_per_image", "min"))))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = FidelitySearcher(space, url, "mo", baselines=False)
+    max_t = space.study.max_epochs
+    for trial_id, epochs, flops in (("full", max_t, 2e9), ("stopped", 1, 1e9), ("resumed", max_t, 3e9)):
+        assert searcher.suggest(trial_id) is not None
+        for epoch in range(1, epochs + 1):
+            result = {"epoch": epoch, "val_acc": 0.1 * epoch} | ({"cost_flops_per_image": flops} if epoch == 1 else {})
+            searcher.on_trial_result(trial_id, result)
+            if trial_id == "resumed" and epoch == 1:  # the driver dies; Tune restores the searcher
+                searcher.save(str(tmp_path / "searcher.json"))
+                searcher = pickle.loads(pickle.dumps(searcher))
+                searcher.restore(str(tmp_path / "searcher.json"))
+        if trial_id == "stopped":
+            searcher.on_trial_stopped(trial_id)
+        searcher.on_trial_complete(trial_id, result={"epoch": epochs, "val_acc": 0.1 * epochs})
+    stored = optuna.load_study(study_name="mo", storage=url)
+    assert stored.metric_names == ["val_acc", "cost_flops_per_image"]
+    assert [d.name for d in stored.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = {t.user_attrs["tune_trial_id"]: t for t in stored.trials}
+    assert trials["full"].state == TrialState.COMPLETE and trials["full"].values == [pytest.approx(0.1 * max_t), 2e9]
+    assert trials["resumed"].values == [pytest.approx(0.1 * max_t), 3e9]
+    assert trials["stopped"].state == TrialState.PRUNED and trials["stopped"].values is None
+    assert {t.number for t in stored.best_trials} == {trials["full"].number}  # the front, at max_t only
+    # the sampler proposes for several objectives
+    assert searcher.suggest("next") is not None
