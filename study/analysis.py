@@ -250,7 +250,7 @@ def importance(storage: str, study_name: str, space: SearchSpace) -> pd.DataFram
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    direction = study.direction
+    direction = study.directions[0]  # of the metric (a multi-objective study's first objective)
     frozen = [t for t in study.get_trials(deepcopy=False)
               if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     out = []
@@ -259,7 +259,7 @@ def importance(storage: str, study_name: str, space: SearchSpace) -> pd.DataFram
         for t in frozen:
             # Optuna gives a PRUNED trial its last intermediate value: at max_t only COMPLETE count.
             complete = t.state == optuna.trial.TrialState.COMPLETE
-            value = (t.value if complete else None) if rung == space.study.max_epochs else \
+            value = (t.values[0] if complete else None) if rung == space.study.max_epochs else \
                 t.intermediate_values.get(rung)
             if value is not None and math.isfinite(value):
                 at_rung.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,

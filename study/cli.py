@@ -77,7 +77,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 
     # What the study found and where it is come first; then the wait for MLflow, if any.
     tracker = queue.tracker
-    print_summary(summary, tracker.runs_url(finish.RANK_METRIC) if tracker.parent_run_id else None)
+    front = (finish.FRONT_TAG, summary["objectives"][1][0]) if summary.get("front") is not None else None
+    print_summary(summary, tracker.runs_url(finish.RANK_METRIC, front) if tracker.parent_run_id else None)
     rec, healthy = _settle(rec, queue, searched, interrupted=False)
     if opts.confirm_seeds:
         from study.phases.confirm import run_confirmation

@@ -35,7 +35,10 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         best["noise_aware"] = named[0]
     counts = {how: sum(r["outcome"] == how for r in rows if r["kind"] == SEARCH)
               for how in (COMPLETED, STOPPED_EARLY, ERRORED)}
+    objectives = record.space.study.objective_list()
     return {
+        "objectives": [list(o) for o in objectives],
+        "front": front(rows, objectives, named) if len(objectives) > 1 else None,
         "study": record.name, "space": record.space.name, "metric": metric, "mode": record.mode,
         "max_epochs": record.max_epochs, "epoch_budget": record.space.study.epoch_budget,
         "epochs_spent": sum(int(r["epochs"]) for r in rows) + rerun_epochs, "rerun_epochs": rerun_epochs,
@@ -46,6 +49,31 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "finalists": named, "seed_noise": noise,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
+
+
+def front(rows: list[dict[str, Any]], objectives: list[tuple[str, str]],
+          named: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Pareto front of a multi-objective study, at equal fidelity: the sampled trials that
+    ran to max_t and are dominated by none on the objectives (a finalist by its mean over
+    seeds), cheapest first (by the first cost)."""
+    from study.policies.rungs import fronts
+
+    means = {f["trial_id"]: f for f in named}
+    metric = objectives[0][0]
+    done = [r for r in rows if r["kind"] == SEARCH and r["outcome"] == COMPLETED
+            and all(r.get(name) is not None for name, _ in objectives)]
+    out = []
+    for r in done:
+        value = means[r["trial_id"]]["mean"] if r["trial_id"] in means else r[metric]
+        seeds = means[r["trial_id"]]["seeds"] if r["trial_id"] in means else 1
+        out.append({"trial_id": r["trial_id"], "name": r["name"], metric: float(value), "seeds": seeds,
+                    **{name: float(r[name]) for name, _ in objectives[1:]}})
+    if not out:
+        return []
+    signed = [tuple((1.0 if mode == "max" else -1.0) * e[name] for name, mode in objectives) for e in out]
+    first = fronts(signed)[0]
+    cost, mode = objectives[1]
+    return sorted((out[i] for i in first), key=lambda e: (1.0 if mode == "min" else -1.0) * e[cost])
 
 
 def noise_aware(values: dict[str, dict[int, float]], mode: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -103,6 +131,24 @@ def print_finalists(summary: dict[str, Any]) -> None:
           f"seeds ({level} interval {_interval(top)}){sure}.")
 
 
+def print_front(summary: dict[str, Any]) -> None:
+    """The Pareto front of a multi-objective study, cheapest first."""
+    named = summary.get("front")
+    if not named:
+        return
+    objectives = [tuple(o) for o in summary["objectives"]]
+    metric = objectives[0][0]
+    header = ["run", metric, "seeds", *(name for name, _ in objectives[1:])]
+    lines = [[e["name"], _fmt(e[metric]), str(e["seeds"]),
+              *(_flops(e[n]) if n == "cost_flops_per_image" else _fmt(e[n]) for n, _ in objectives[1:])]
+             for e in named]
+    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
+    wanted = ", ".join(f"{name} {mode}" for name, mode in objectives)
+    print(f"\nPareto front ({wanted}; trials that reached max_t, a finalist by its mean; cheapest first):")
+    for row in [header, *lines]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
 def _flops(value: Any) -> str:
     """FLOPs in a short form: 38.9M, 157G."""
     if value is None:
@@ -140,6 +186,7 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     for row in [header, *lines]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     print_finalists(summary)
+    print_front(summary)
     counts = summary["counts"]
     budget = summary.get("epoch_budget")
     reruns = summary.get("rerun_epochs") or 0
@@ -160,7 +207,8 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
         print(f"\nMLflow has not received this study yet; `python -m study.report --name {summary['study']}` "
               "sends it and gives the page of its runs.")
     else:
-        print("\nThis study's trial runs in the MLflow UI, best first (once MLflow has taken what is queued):")
+        which = "its Pareto front, cheapest first" if summary.get("front") is not None else "best first"
+        print(f"\nThis study's trial runs in the MLflow UI, {which} (once MLflow has taken what is queued):")
         if not uri.startswith("http"):
             print(f"  .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open:")
         print(f"  {runs_url}")

@@ -171,16 +171,20 @@ class Tracker:
         if self.parent_run_id:
             self.client.set_terminated(self.parent_run_id, status=status)
 
-    def runs_url(self, rank_metric: str) -> str:
+    def runs_url(self, rank_metric: str, front: tuple[str, str] | None = None) -> str:
         """The MLflow UI page of this study's trial runs, best first: filtered to the study's
         child runs, ordered by their place in the study's ranking (`rank_metric`, 1 = best; the
-        baselines after). A server's own UI; for a local store, the `mlflow ui` that the summary
-        says how to start."""
+        baselines after). With `front` (the tag marking a multi-objective study's front, and
+        the cost to order by): its front, cheapest first. A server's own UI; for a local store,
+        the `mlflow ui` that the summary says how to start."""
         from urllib.parse import quote
 
         base = self.tracking_uri.rstrip("/") if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
         search = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
         order = f"metrics.`{rank_metric}`"
+        if front is not None:
+            search += f" and tags.`{front[0]}` = 'true'"
+            order = f"metrics.`{front[1]}`"
         query = f"searchFilter={quote(search, safe='')}&orderByKey={quote(order, safe='')}&orderByAsc=true"
         return f"{base}/#/experiments/{self.experiment_id}/runs?{query}"
 

@@ -11,6 +11,7 @@ from study import execution, summary
 from study.record import StudyRecord
 
 RANK_METRIC = "study_rank"  # a trial's place in the study's ranking (1 = best), on its MLflow run
+FRONT_TAG = "pareto"  # "true" on the MLflow run of a trial on a multi-objective study's front
 # The final test evaluates this many of the best trials, for the report, and the baselines.
 TEST_TOP = 3
 
@@ -86,6 +87,12 @@ def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config:
     for place, trial_id in enumerate(result["ranking"], 1):  # the UI's "best first" is the study's ranking
         if trial_id in runs:
             client.log_metric(runs[trial_id], RANK_METRIC, place)
+    front = result.get("front")
+    if front is not None:  # a multi-objective study: its front, on the runs and the parent
+        for entry in front:
+            if entry["trial_id"] in runs:
+                client.set_tag(runs[entry["trial_id"]], FRONT_TAG, "true")
+        client.set_tag(parent, "front", ", ".join(e["name"] for e in front)[:5000])
     best = result["best"]
     if best is not None:
         run = tracker.find_child(best["trial_id"])

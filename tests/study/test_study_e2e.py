@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -359,3 +360,40 @@ def test_an_interrupted_noise_aware_ending_continues_on_resume(tmp_path: Path) -
     assert summary["best"]["trial_id"] == summary["finalists"][0]["trial_id"]
     reruns = {p.parent.name.rsplit("_", 1)[0] for p in finalists.glob("*/result.json")}
     assert len(reruns) == 4  # 2 finalists x 2 seeds, each run once
+
+
+def test_a_multi_objective_study_names_its_front(tmp_path: Path) -> None:
+    """Accuracy (max) and FLOPs (min) by flag: ASHA judges on both (its rung log holds both
+    values), Optuna's study has both directions, and the summary, the printed table, MLflow's
+    tags and its printed page give the Pareto front of the trials that reached max_t."""
+    proc = _study(tmp_path, "--space", "smoke", "--name", "mo", "--num-samples", "6", "--finalists", "0",
+                  "--objectives", "val_acc:max,cost_flops_per_image:min")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "mo" / "summary.json").read_text())
+    assert summary["objectives"] == [["val_acc", "max"], ["cost_flops_per_image", "min"]]
+    done = [t for t in summary["trials"] if t["kind"] == "search" and t["outcome"] == "completed"]
+    front = summary["front"]
+    assert front and {e["trial_id"] for e in front} <= {t["trial_id"] for t in done}
+    for entry in front:  # none of the trials that reached max_t dominates a point of the front
+        assert not any(t["val_acc"] >= entry["val_acc"] and t["cost_flops_per_image"] <= entry["cost_flops_per_image"]
+                       and (t["val_acc"], t["cost_flops_per_image"]) != (entry["val_acc"],
+                                                                         entry["cost_flops_per_image"])
+                       for t in done)
+    assert [e["cost_flops_per_image"] for e in front] == sorted(e["cost_flops_per_image"] for e in front)
+    assert "Pareto front (val_acc max, cost_flops_per_image min" in proc.stdout
+    assert "report failed" not in proc.stdout + proc.stderr and "Report:" in proc.stdout  # importance of the metric
+    judged = [json.loads(line) for line in (tmp_path / "runs" / "mo" / "rungs.jsonl").read_text().splitlines()]
+    assert judged and all(len(e["values"]) == 2 and e["values"][1] < 0 for e in judged)
+    stored = optuna.load_study(study_name="mo", storage=summary["optuna_storage"])
+    assert stored.metric_names == ["val_acc", "cost_flops_per_image"] and len(stored.directions) == 2
+    complete = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(len(t.values) == 2 for t in complete)
+    client, parent, children = _runs(tmp_path, "mo")
+    tagged = {c.data.tags["tune_trial_id"] for c in children if c.data.tags.get("pareto") == "true"}
+    assert tagged == {e["trial_id"] for e in front}
+    assert parent.data.tags["front"] == ", ".join(e["name"] for e in front)
+    url = next(line.strip() for line in proc.stdout.splitlines() if "#/experiments/" in line)
+    query = parse_qs(urlsplit(url.split("#", 1)[1]).query)
+    shown = client.search_runs([parent.info.experiment_id], filter_string=query["searchFilter"][0])
+    assert {r.data.tags["tune_trial_id"] for r in shown} == tagged
+    assert query["orderByKey"] == ["metrics.`cost_flops_per_image`"]
