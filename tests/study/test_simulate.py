@@ -1,0 +1,65 @@
+"""A study in simulated time (study.simulate) drives the study's own searcher and policy over a
+curve table: with one worker it makes the decisions `study.run --trainable replay` makes, trial
+for trial; with an epoch budget it spends that budget and prunes what still runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from study.options import StudyOptions
+from study.record import new_record, resolve_space
+from study.simulate import simulate
+from tests.conftest import replay_space
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = str(ROOT / "benchmarks" / "data" / "rra_curves.parquet")
+
+
+def _record(tmp_path: Path, name: str, **kw: Any) -> Any:
+    opts = StudyOptions(space=str(tmp_path / "space.yaml"), name=name, out=str(tmp_path / "sim"), trainable="replay",
+                        replay_table=TABLE, replay_epoch_s=0.0, baselines=False, report=False, evaluate_test=False,
+                        seed=3, **kw)
+    record = new_record(opts, resolve_space(opts))
+    record.folder.mkdir(parents=True)
+    return record
+
+
+def _decisions(storage: str, name: str) -> list[tuple[int, dict[str, Any], str, int]]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [(t.number, t.params, t.state.name, len(t.intermediate_values)) for t in study.trials]
+
+
+@pytest.mark.slow
+def test_one_worker_makes_the_decisions_of_the_tune_path(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=8, num_samples=10, baselines=False))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
+                           "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
+                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", "1", "--seed", "3",
+                           "--no-baselines", "--no-test", "--no-report"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
+    record = _record(tmp_path, "sim")
+    trials = simulate(record, workers=1)
+    simulated = _decisions(record.stores.optuna_storage, "sim")
+    assert simulated == tune
+    assert len(trials) == 10 and any(t.stopped_early for t in trials) and any(not t.stopped_early for t in trials)
+
+
+def test_a_budget_is_spent_and_what_still_runs_is_pruned(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=8, num_samples=40, baselines=False))
+    record = _record(tmp_path, "budget", epoch_budget=30)
+    trials = simulate(record, workers=3)
+    assert sum(t.epochs for t in trials) == 30
+    study = optuna.load_study(study_name="budget", storage=record.stores.optuna_storage)
+    states = {t.state.name for t in study.trials}
+    assert "RUNNING" not in states and "PRUNED" in states
+    assert len(study.trials) == len(trials) < 40
