@@ -144,6 +144,54 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
     return out
 
 
+def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
+    """One study in simulated time (study.simulate: the same searcher, policy and ending, over the
+    table without Ray's runtime; an epoch lasts what the table recorded for it); its timeline
+    saved as work/METHOD-SEED.json, as `run_one` saves a real study's."""
+    from study.options import StudyOptions
+    from study.record import new_record, resolve_space
+    from study.simulate import end, simulate
+    from trainables.config import TrialConfig, settings
+    from trainables.curve_table import load
+
+    out = work / f"{method}-{seed}.json"
+    if out.is_file():
+        return out
+    searcher, policy, finalists = METHODS[method]
+    if searcher == "optuna-stock":
+        raise ValueError("stock_asha is Ray's own searcher: it runs with --engine tune only")
+    table = load(str(table_path))
+    runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
+    try:
+        opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
+                            evaluate_test=False, report=False, searcher=searcher, policy=policy, num_samples=budget,
+                            max_epochs=table.epochs, epoch_budget=budget, finalists=finalists, train_seed=seed,
+                            trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
+                            concurrency=workers)
+        record = new_record(opts, resolve_space(opts))
+        record.folder.mkdir(parents=True)
+        start = time.perf_counter()
+        simulated = simulate(record, workers, epoch_s=None)
+        ending = end(record, simulated)
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+    truth = {}
+    for trial in simulated.trials:
+        cfg = TrialConfig.from_dict(settings(trial.config))
+        truth[trial.trial_id] = table.match(cfg.to_dict(), cfg.seed).config
+    line = [{"trial": simulated.trials[i].trial_id, "epoch": epoch,
+             "val_acc": float(simulated.trials[i].results[epoch - 1]["val_acc"]),
+             "true": table.true_final(truth[simulated.trials[i].trial_id]), "full": epoch >= table.epochs}
+            for i, epoch in simulated.order]
+    line += [{"trial": f"{trial_id}-seed{s}", "epoch": epoch, "val_acc": value, "full": False, "rerun": True,
+              "true": table.true_final(truth[trial_id])} for trial_id, s, epoch, value in ending.reruns]
+    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "engine": "simulated",
+                               "named": truth.get(ending.named) if ending.named else None,
+                               "best_single_run": truth.get(ending.plain) if ending.plain else None, "line": line}))
+    return out
+
+
 def _config_of(row: dict[str, Any] | None, table: Any) -> str | None:
     """The table's configuration a summary row (a trial's searched values) replays."""
     if row is None:
@@ -328,6 +376,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _run_all(args: argparse.Namespace, run: Any) -> None:
+    """Every (seed, method) study not run yet, with `run(method, seed)`."""
+    for seed in range(args.seeds):
+        for method in args.methods:
+            done = (args.work / f"{method}-{seed}.json").is_file()
+            path = run(method, seed)
+            if not done:
+                result = json.loads(path.read_text())
+                print(f"seed {seed} {method}: {len(result['line'])} epochs in {result['wall_s']:.1f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=30)
@@ -336,7 +395,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epoch-s", type=float, default=0.0, help="seconds a replayed epoch lasts")
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-search-efficiency")
+    parser.add_argument("--engine", choices=("simulated", "tune"), default="simulated",
+                        help="simulated: each study in simulated time (study.simulate), seconds a study; tune: the "
+                             "real study under Ray Tune with the replay trainable (--epoch-s, --cpus)")
+    parser.add_argument("--workers", type=int, default=8, help="trials at once in a simulated study (the tune "
+                        "engine runs as many as --cpus allow at 0.25 CPU a trial)")
+    parser.add_argument("--work", type=Path, help="where each study's timeline is kept (default: a folder per "
+                        "engine under the system's temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
     parser.add_argument("--rescore", type=Path, metavar="RESULTS",
                         help="print the statistics of a results file's final regrets, and run nothing")
@@ -356,26 +421,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     if args.seeds < 1 or args.budget < table.epochs:
         parser.error(f"--seeds must be at least 1 and --budget at least one full trial ({table.epochs} epochs)")
+    if args.engine == "simulated" and "stock_asha" in args.methods:
+        parser.error("stock_asha is Ray's own searcher: run it with --engine tune")
+    args.work = args.work or Path(tempfile.gettempdir()) / f"rra-search-efficiency-{args.engine}"
     args.work.mkdir(parents=True, exist_ok=True)
-    import ray
+    if args.engine == "simulated":
+        from study.errors import StudyInputError
 
-    from study import execution
+        try:
+            _run_all(args, lambda method, seed: run_simulated(method, seed, args.budget, args.table, args.work,
+                                                              args.workers))
+        except StudyInputError as err:  # what study.run would refuse (a table with too few seeds)
+            parser.error(str(err))
+    else:
+        import ray
 
-    execution.set_ray_env()
-    # one local Ray for every study (run_study leaves a Ray it did not start running)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        for seed in range(args.seeds):
-            for method in args.methods:
-                done = (args.work / f"{method}-{seed}.json").is_file()
-                path = run_one(method, seed, args.budget, args.epoch_s, args.table, args.work, args.cpus)
-                if not done:
-                    run = json.loads(path.read_text())
-                    print(f"seed {seed} {method}: {len(run['line'])} epochs in {run['wall_s']:.0f} s", flush=True)
-    finally:
-        ray.shutdown()
+        from study import execution
+
+        execution.set_ray_env()
+        # one local Ray for every study (run_study leaves a Ray it did not start running)
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            _run_all(args, lambda method, seed: run_one(method, seed, args.budget, args.epoch_s, args.table,
+                                                        args.work, args.cpus))
+        finally:
+            ray.shutdown()
     report = {
         "command": "python -m benchmarks.search_efficiency " + " ".join(sys.argv[1:] if argv is None else argv),
+        "engine": args.engine, "workers": args.workers if args.engine == "simulated" else None,
         "table": str(args.table), "table_surrogate": table.held_out(), "seeds": args.seeds, "budget": args.budget,
         "tolerance_points": TOLERANCE_POINTS, "machine": machine(), **score(args.work, args.methods, args.seeds,
                                                                              args.budget, table)}

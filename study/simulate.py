@@ -37,24 +37,36 @@ class Trial:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0) -> list[Trial]:
-    """Runs a replayed study (`record.settings`: trainable `replay` with a `replay_table`) in
-    simulated time; returns its trials in the order they started."""
+@dataclass
+class Simulated:
+    """A simulated study: its trials in the order they started, every result in the order it
+    came (trial index, epoch), and its ending (`end`)."""
+
+    trials: list[Trial]
+    order: list[tuple[int, int]]
+
+
+def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0) -> Simulated:
+    """Runs the search of a replayed study (`record.settings`: trainable `replay` with a
+    `replay_table`) in simulated time."""
     from study import searchers
     from study.phases.finalists import search_budget
     from study.policies import load_policy
+    from study.preflight import check_replay
     from trainables.config import TrialConfig, settings
     from trainables.replay import replayed
 
     table = record.settings.get("replay_table")
     if record.settings.get("trainable") != "replay" or not table:
         raise ValueError("a simulated study replays a curve table (trainable replay, replay_table)")
+    check_replay(record.settings, record.space.study)  # as study.run checks it
     policy = load_policy(str(record.settings["policy"]))
     searcher, scheduler = policy.build(record)
     searchers.CONCURRENCY[record.name] = workers
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
     max_t, budget = record.max_epochs, search_budget(record.space.study)
     trials: list[Trial] = []
+    order: list[tuple[int, int]] = []
     events: list[tuple[float, int, int]] = []  # (simulated time, start order, epoch)
     ids = itertools.count()
     spent = 0
@@ -80,6 +92,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0)
         result = {**replayed(cfg, epoch, table), EPOCH: epoch, "training_iteration": epoch}
         trial.results.append(result)
         trial.epochs = epoch
+        order.append((index, epoch))
         spent += 1
         decision = scheduler.on_trial_result(None, trial, result)
         searcher.on_trial_result(trial.trial_id, result)
@@ -93,7 +106,66 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0)
             heapq.heappush(events, (now + _epoch_time(trial, epoch + 1, epoch_s, table), index, epoch + 1))
     if events:  # the budget ran out: the trials still running are PRUNED, as Tune's path does
         searchers.prune_unfinished(record.stores.optuna_storage, record.name)
-    return trials
+    return Simulated(trials, order)
+
+
+@dataclass
+class Ending:
+    """How a simulated study ends: its ranking (trial ids), the best single run at max_t (the
+    plain maximum), the noise-aware ending's values (finalist -> seed -> metric at max_t) and
+    the best it names, and the re-runs' results (finalist id, seed, epoch, metric)."""
+
+    ranking: list[str]
+    plain: str | None
+    finalists: dict[str, dict[int, float]]
+    named: str | None
+    reruns: list[tuple[str, int, int, float]]
+
+
+def rows(record: StudyRecord, trials: list[Trial]) -> list[dict[str, Any]]:
+    """The trials as the results model's per-trial rows (what the ranking reads)."""
+    from study.keys import COMPLETED, KIND, NAME, STOPPED_EARLY
+
+    out = []
+    for t in trials:
+        last = t.results[-1] if t.results else {}
+        out.append({"trial_id": t.trial_id, "name": t.config.get(NAME, t.trial_id), "kind": t.config.get(KIND),
+                    "outcome": COMPLETED if t.epochs >= record.max_epochs else STOPPED_EARLY, "epochs": t.epochs,
+                    record.metric: last.get(record.metric), **searched_values(t)})
+    return out
+
+
+def end(record: StudyRecord, simulated: Simulated) -> Ending:
+    """The study's ending, as study.phases.finish ends a real one: the ranking, and with the
+    noise-aware ending on, its finalists re-run with the next seeds (replaying the table's
+    other recorded seeds), the best named on the mean over seeds (study.summary.noise_aware)."""
+    from study.phases import finalists as phase
+    from study.phases import reruns
+    from study.ranking import ranked
+    from study.summary import noise_aware
+    from trainables.config import TrialConfig, settings
+    from trainables.replay import replayed
+
+    table = str(record.settings["replay_table"])
+    table_rows = rows(record, simulated.trials)
+    ranking = [str(r["trial_id"]) for r in ranked(table_rows, record.metric, record.mode, record.max_epochs)]
+    plain = ranking[0] if ranking else None
+    how = phase.plan(record.space.study)
+    picked = phase.chosen(table_rows, ranking, how.count) if how.on else []
+    by_id = {t.trial_id: t for t in simulated.trials}
+    values: dict[str, dict[int, float]] = {}
+    results = []
+    for row in picked:
+        trial = by_id[row["trial_id"]]
+        values[trial.trial_id] = {record.train_seed: float(row[record.metric])}
+        for seed in reruns.seeds(record, how.seeds):
+            cfg = TrialConfig.from_dict(settings({**trial.config, "seed": seed}))
+            for epoch in range(1, record.max_epochs + 1):
+                value = float(replayed(cfg, epoch, table)[record.metric])
+                results.append((trial.trial_id, seed, epoch, value))
+            values[trial.trial_id][seed] = value
+    named, _ = noise_aware(values, record.mode)
+    return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results)
 
 
 def _epoch_time(trial: Trial, epoch: int, epoch_s: float | None, table: str) -> float:

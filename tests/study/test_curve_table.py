@@ -37,16 +37,16 @@ def _curve(values: dict[str, Any], seed: int) -> list[dict[str, float]]:
     return out
 
 
-def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None) -> Path:
+def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None, seeds: int = 2) -> Path:
     """A small table through `benchmarks.curves.write`, from runs made up in its work folder:
-    seeds 0 and 1 of every configuration, and `extra` seeds (2, 3, ...) of some."""
+    `seeds` seeds (0, 1, ...) of every configuration, and `extra` seeds after them of some."""
     work = folder / "work"
     work.mkdir(parents=True)
-    (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": 2, "space": "efficiency.yaml"}))
+    (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": seeds, "space": "efficiency.yaml"}))
     extra = extra or {}
     with (work / "runs.jsonl").open("w") as sink:
         for name, values in curves.configurations(configs).items():
-            for seed in range(2 + extra.get(name, 0)):
+            for seed in range(seeds + extra.get(name, 0)):
                 sink.write(json.dumps({"config": name, "seed": seed, "values": values, "seconds": 1.0,
                                        "epochs": _curve(values, seed)}) + "\n")
     return curves.write(work, folder / "table.parquet", "test")
@@ -243,7 +243,8 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
     pending = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")
     try:
         search_efficiency.main(["--seeds", "2", "--budget", "12", "--methods", "random_fifo", "random_asha",
-                                "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out), "--cpus", "2"])
+                                "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out), "--cpus", "2",
+                                "--engine", "tune"])
         # four studies ran in this process: none left Tune's pending-trials limit set for the next,
         # nor its MLflow queue and thread behind
         assert os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") == pending
@@ -281,3 +282,29 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
     for method in ("random_fifo", "random_asha"):
         spent = len(json.loads((tmp_path / "work" / f"{method}-0.json").read_text())["line"])
         assert 12 <= spent < 12 + 8 * 4
+
+
+def test_the_search_benchmark_runs_its_studies_in_simulated_time(tmp_path: Path) -> None:
+    """The default engine: the same searchers, policies and noise-aware ending over the table
+    without Ray (no Ray starts); the ending's re-runs are counted in the budget, and the named
+    best is the finalists' best mean, the plain maximum the best single run."""
+    import ray
+
+    from benchmarks import search_efficiency
+
+    table = write_table(tmp_path, seeds=3)
+    out = tmp_path / "eff.json"
+    search_efficiency.main(["--seeds", "3", "--budget", "60", "--methods", "tpe_asha", "tpe_asha_plain",
+                            "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert not ray.is_initialized()
+    report = json.loads(out.read_text())
+    assert report["engine"] == "simulated" and set(report["methods"]) == {"tpe_asha", "tpe_asha_plain"}
+    for seed in range(3):
+        aware = json.loads((tmp_path / "work" / f"tpe_asha-{seed}.json").read_text())
+        plain = json.loads((tmp_path / "work" / f"tpe_asha_plain-{seed}.json").read_text())
+        reruns = [r for r in aware["line"] if r.get("rerun")]
+        # 20% of 60 epochs, 2 new seeds of 4 epochs each: one finalist, re-run twice
+        assert len(reruns) == 8 and len(aware["line"]) <= 60 and not any(r.get("rerun") for r in plain["line"])
+        assert plain["named"] == plain["best_single_run"]
+    (pair,) = [c for c in report["comparisons"] if c["method"] == "tpe_asha"]
+    assert pair["against"] == "tpe_asha_plain" and pair["seeds"] == 3

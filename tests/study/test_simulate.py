@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
+from study.keys import PARAMS
 from study.options import StudyOptions
 from study.record import new_record, resolve_space
 from study.simulate import simulate
@@ -48,7 +49,7 @@ def test_one_worker_makes_the_decisions_of_the_tune_path(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
     record = _record(tmp_path, "sim")
-    trials = simulate(record, workers=1)
+    trials = simulate(record, workers=1).trials
     simulated = _decisions(record.stores.optuna_storage, "sim")
     assert simulated == tune
     assert len(trials) == 10 and any(t.stopped_early for t in trials) and any(not t.stopped_early for t in trials)
@@ -57,9 +58,33 @@ def test_one_worker_makes_the_decisions_of_the_tune_path(tmp_path: Path) -> None
 def test_a_budget_is_spent_and_what_still_runs_is_pruned(tmp_path: Path) -> None:
     (tmp_path / "space.yaml").write_text(replay_space(max_epochs=8, num_samples=40, baselines=False))
     record = _record(tmp_path, "budget", epoch_budget=30)
-    trials = simulate(record, workers=3)
+    trials = simulate(record, workers=3).trials
     assert sum(t.epochs for t in trials) == 30
     study = optuna.load_study(study_name="budget", storage=record.stores.optuna_storage)
     states = {t.state.name for t in study.trials}
     assert "RUNNING" not in states and "PRUNED" in states
     assert len(study.trials) == len(trials) < 40
+
+
+def test_the_ending_names_the_best_on_its_finalists_mean_over_seeds(tmp_path: Path) -> None:
+    """As a real study ends: the best two at max_t re-run with the next seed (the table's other
+    recorded seed), named on the mean; the plain maximum is the first of the ranking."""
+    import statistics
+
+    from study.simulate import end
+    from trainables.curve_table import load
+
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=9, num_samples=12, baselines=False))
+    record = _record(tmp_path, "ending", finalists=2, finalist_seeds=1)
+    simulated = simulate(record, workers=2)
+    ending = end(record, simulated)
+    assert set(ending.finalists) == set(ending.ranking[:2]) and ending.plain == ending.ranking[0]
+    table = load(TABLE)
+    by_id = {t.trial_id: t for t in simulated.trials}
+    for trial_id, seeds in ending.finalists.items():
+        assert sorted(seeds) == [0, 1]
+        values = by_id[trial_id].config[PARAMS]
+        match = table.match({"local_stream": True, **{k: v for k, v in values.items() if v is not None}}, 1)
+        assert seeds[1] == pytest.approx(table.metrics(match, 9)["val_acc"])
+    assert ending.named == min(ending.finalists, key=lambda k: (-statistics.fmean(ending.finalists[k].values()), k))
+    assert len(ending.reruns) == 2 * 9
