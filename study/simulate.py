@@ -124,14 +124,15 @@ class Ending:
 
 def rows(record: StudyRecord, trials: list[Trial]) -> list[dict[str, Any]]:
     """The trials as the results model's per-trial rows (what the ranking reads)."""
-    from study.keys import COMPLETED, KIND, NAME, STOPPED_EARLY
+    from study.keys import COMPLETED, COST_METRICS, KIND, NAME, STOPPED_EARLY
 
     out = []
     for t in trials:
         last = t.results[-1] if t.results else {}
+        costs = {k: v for r in t.results[:1] for k, v in r.items() if k in COST_METRICS}  # reported with epoch 1
         out.append({"trial_id": t.trial_id, "name": t.config.get(NAME, t.trial_id), "kind": t.config.get(KIND),
                     "outcome": COMPLETED if t.epochs >= record.max_epochs else STOPPED_EARLY, "epochs": t.epochs,
-                    record.metric: last.get(record.metric), **searched_values(t)})
+                    record.metric: last.get(record.metric), **costs, **searched_values(t)})
     return out
 
 

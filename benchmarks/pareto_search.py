@@ -1,0 +1,207 @@
+"""How close each search method's front of accuracy against inference cost comes to the curve
+table's true front, at equal epoch budget, replayed in simulated time (study.simulate).
+
+Methods, all with the same budget (`--budget` epochs, the study's `--epoch-budget`), no
+baselines and no noise-aware ending (a front is the answer, not one best):
+
+- random_fifo: random search, every trial to max_t;
+- random_asha: random search, ASHA on accuracy alone;
+- mo_asha: the multi-objective study (`--objectives val_acc:max,cost_flops_per_image:min`):
+  Optuna's TPE for several objectives, ASHA's rungs by non-dominated sorting (MO-ASHA).
+
+A study's named front is the rule `study.summary.front` gives every multi-objective study: the
+trials that reached max_t that no other dominates on their observed accuracy and FLOPs. It is
+scored with the table's truth: each named configuration at its true (seed-adjusted mean)
+accuracy and its measured FLOPs. The hypervolume (area dominated, accuracy up and cost down)
+is taken on axes scaled to [0, 1] over the table's sampled configurations (accuracy linearly,
+from the worst true accuracy to the best; FLOPs on a log scale, from the cheapest to the
+dearest), with the reference point at (0, 1.1) so the dearest configuration still counts; the
+regret is the true front's hypervolume minus the named front's, in percent of the true one.
+Over the seeds: interquartile mean with a 95% bootstrap interval, quartiles, and paired
+Wilcoxon tests on the same seeds with Holm's correction (benchmarks.search_efficiency).
+
+    python -m benchmarks.pareto_search [--seeds 30] [--budget 270] [--table FILE] [--workers 8]
+
+Writes benchmarks/results/pareto_search.json. The cost axes are those the table recorded
+(`cost_*` columns, measured by `benchmarks.curves write` on its machine's CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.curves import TABLE
+from benchmarks.machine import machine
+from benchmarks.search_efficiency import SPACE, compare, iqm, iqm_interval
+
+RESULTS = Path("benchmarks/results")
+COST = "cost_flops_per_image"
+OBJECTIVES = (("val_acc", "max"), (COST, "min"))
+# method: (searcher, policy, multi-objective)
+METHODS = {"random_fifo": ("random", "fifo", False), "random_asha": ("random", "asha", False),
+           "mo_asha": ("optuna", "asha", True)}
+COMPARISONS = (("mo_asha", "random_fifo"), ("mo_asha", "random_asha"), ("random_asha", "random_fifo"))
+REFERENCE_COST = 1.1  # the reference point's scaled cost
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area dominated by `points` (accuracy to maximise, cost to minimise) and bounded by
+    `reference` (an accuracy below and a cost above every point that counts)."""
+    low, high = reference
+    kept = sorted((cost, acc) for acc, cost in points if acc > low and cost < high)
+    area, best = 0.0, low
+    for i, (cost, acc) in enumerate(kept):
+        best = max(best, acc)
+        following = kept[i + 1][0] if i + 1 < len(kept) else high
+        area += (following - cost) * (best - low)
+    return area
+
+
+class Axes:
+    """The table's sampled configurations on [0, 1] axes: true accuracy (worst to best) and log
+    FLOPs (cheapest to dearest)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.names = [n for n, v in table.values.items() if v["local_stream"] and COST in table.costs.get(n, {})]
+        truth = [table.true_final(n) for n in self.names]
+        costs = [math.log10(table.costs[n][COST]) for n in self.names]
+        self.acc_range = (min(truth), max(truth))
+        self.cost_range = (min(costs), max(costs))
+
+    def point(self, name: str) -> tuple[float, float]:
+        low, high = self.acc_range
+        acc = (self.table.true_final(name) - low) / (high - low) if high > low else 1.0
+        low, high = self.cost_range
+        cost = (math.log10(self.table.costs[name][COST]) - low) / (high - low) if high > low else 0.0
+        return acc, cost
+
+    def volume(self, names: list[str]) -> float:
+        return hypervolume([self.point(n) for n in names], (0.0, REFERENCE_COST))
+
+    def true_front(self) -> list[str]:
+        """The table's configurations that no other dominates on true accuracy and FLOPs."""
+        points = {n: self.point(n) for n in self.names}
+        return sorted(n for n, (a, c) in points.items()
+                      if not any(b >= a and d <= c and (b, d) != (a, c) for b, d in points.values()))
+
+
+def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
+    """One simulated study; its named front (the table's configurations) saved as work/METHOD-SEED.json."""
+    from study.options import StudyOptions
+    from study.record import new_record, resolve_space
+    from study.simulate import rows, simulate
+    from study.summary import front
+    from trainables.config import TrialConfig, settings
+    from trainables.curve_table import load
+
+    out = work / f"{method}-{seed}.json"
+    if out.is_file():
+        return out
+    searcher, policy, multi = METHODS[method]
+    table = load(str(table_path))
+    runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
+    try:
+        opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
+                            evaluate_test=False, report=False, searcher=searcher, policy=policy, num_samples=budget,
+                            max_epochs=table.epochs, epoch_budget=budget, finalists=0, train_seed=seed,
+                            trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
+                            concurrency=workers, objectives=OBJECTIVES if multi else None)
+        record = new_record(opts, resolve_space(opts))
+        record.folder.mkdir(parents=True)
+        start = time.perf_counter()
+        simulated = simulate(record, workers, epoch_s=None)
+        wall = time.perf_counter() - start
+        named = front(rows(record, simulated.trials), list(OBJECTIVES), [])
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+    by_id = {t.trial_id: t for t in simulated.trials}
+    configs = []
+    for entry in named:
+        cfg = TrialConfig.from_dict(settings(by_id[entry["trial_id"]].config))
+        configs.append(table.match(cfg.to_dict(), cfg.seed).config)
+    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "front": configs,
+                               "trials": len(simulated.trials),
+                               "epochs": sum(t.epochs for t in simulated.trials)}))
+    return out
+
+
+def score(work: Path, methods: list[str], seeds: int, table: Any) -> dict[str, Any]:
+    axes = Axes(table)
+    truth = axes.true_front()
+    best = axes.volume(truth)
+    regrets: dict[str, list[float]] = {}
+    out: dict[str, Any] = {}
+    for method in methods:
+        runs = [json.loads((work / f"{method}-{seed}.json").read_text()) for seed in range(seeds)]
+        regret = [100 * (best - axes.volume(sorted(set(r["front"])))) / best for r in runs]
+        regrets[method] = regret
+        low, high = iqm_interval(regret)
+        out[method] = {"hypervolume_regret_percent": [round(r, 2) for r in regret],
+                       "iqm": round(iqm(regret), 2), "iqm_interval": [round(low, 2), round(high, 2)],
+                       "median": round(statistics.median(regret), 2),
+                       "quartiles": [round(q, 2) for q in statistics.quantiles(regret, n=4, method="inclusive")]
+                       if len(regret) > 1 else [round(regret[0], 2)] * 3,
+                       "front_size_median": statistics.median(len(set(r["front"])) for r in runs),
+                       "trials_median": statistics.median(r["trials"] for r in runs),
+                       "study_wall_s_median": statistics.median(r["wall_s"] for r in runs)}
+    pairs = [(m, a) for m, a in COMPARISONS if m in regrets and a in regrets]
+    return {"true_front": truth, "true_hypervolume": round(best, 4),
+            "axes": {"accuracy": [round(v, 4) for v in axes.acc_range],
+                     "log10_flops": [round(v, 4) for v in axes.cost_range]},
+            "methods": out, "comparisons": compare(regrets, pairs)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=270, help="epochs each study may run")
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--workers", type=int, default=8, help="trials at once in a simulated study")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-pareto-search")
+    parser.add_argument("--out", type=Path, default=RESULTS / "pareto_search.json")
+    args = parser.parse_args(argv)
+    if not args.table.is_file():
+        parser.error(f"no curve table at {args.table}; record one with python -m benchmarks.curves")
+    from trainables.curve_table import CurveTableError, load
+
+    try:
+        table = load(str(args.table))
+    except CurveTableError as err:
+        parser.error(str(err))
+    if not any(COST in c for c in table.costs.values()):
+        parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.curves write")
+    if args.seeds < 2 or args.budget < table.epochs:
+        parser.error(f"--seeds must be at least 2 and --budget at least one full trial ({table.epochs} epochs)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seeds):
+        for method in args.methods:
+            done = (args.work / f"{method}-{seed}.json").is_file()
+            result = json.loads(run_one(method, seed, args.budget, args.table, args.work, args.workers).read_text())
+            if not done:
+                print(f"seed {seed} {method}: front of {len(set(result['front']))} in {result['wall_s']:.1f} s",
+                      flush=True)
+    report = {"command": "python -m benchmarks.pareto_search " + " ".join(sys.argv[1:] if argv is None else argv),
+              "table": str(args.table), "seeds": args.seeds, "budget": args.budget, "workers": args.workers,
+              "objectives": [list(o) for o in OBJECTIVES], "machine": machine(),
+              **score(args.work, args.methods, args.seeds, table)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({m: {"iqm": r["iqm"], "interval": r["iqm_interval"]} for m, r in report["methods"].items()}))
+    for row in report["comparisons"]:
+        print(f"{row['method']} - {row['against']}: {row['mean_difference']:+.2f} % {row['interval']}, "
+              f"p (Holm) {row['p_holm']:.3g}{' significant' if row['significant'] else ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The accuracy-against-cost search benchmark: its hypervolume by hand, and a run of its three
+methods in simulated time on a small table whose costs are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import pareto_search
+from tests.study.test_curve_table import write_table
+from trainables.curve_table import CurveTable
+
+
+def test_hypervolume_by_hand() -> None:
+    # accuracy up, cost down, reference (0, 1.1): a staircase of 0.5 x 0.5 and 0.6 x 1.0
+    assert pareto_search.hypervolume([(1.0, 0.5), (0.5, 0.0)], (0.0, 1.1)) == pytest.approx(0.85)
+    # a dominated point adds nothing; one outside the reference box does not count
+    assert pareto_search.hypervolume([(1.0, 0.5), (0.5, 0.0), (0.4, 0.6), (0.9, 1.2)], (0.0, 1.1)) == \
+        pytest.approx(0.85)
+    assert pareto_search.hypervolume([], (0.0, 1.1)) == 0.0
+
+
+def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: Path) -> None:
+    table = write_table(tmp_path, seeds=2)
+    out = tmp_path / "pareto.json"
+    pareto_search.main(["--seeds", "2", "--budget", "24", "--table", str(table), "--work", str(tmp_path / "work"),
+                        "--out", str(out), "--workers", "2"])
+    report = json.loads(out.read_text())
+    truth = CurveTable(table)
+    axes = pareto_search.Axes(truth)
+    assert report["true_front"] == axes.true_front() and report["true_front"]
+    for method, result in report["methods"].items():
+        for seed, regret in enumerate(result["hypervolume_regret_percent"]):
+            run = json.loads((tmp_path / "work" / f"{method}-{seed}.json").read_text())
+            # the named front scored with the table's truth, against the true front
+            expected = 100 * (axes.volume(report["true_front"]) - axes.volume(sorted(set(run["front"])))) / \
+                axes.volume(report["true_front"])
+            assert regret == pytest.approx(expected, abs=0.01) and 0 <= regret <= 100
+            assert run["epochs"] <= 24
+    assert {(c["method"], c["against"]) for c in report["comparisons"]} == set(pareto_search.COMPARISONS)
