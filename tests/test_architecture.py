@@ -136,7 +136,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("record", ("study.record", "study.preflight")),
     ("execution", ("study.execution", "study.tracking", "study.searchers", "study.policies.*", "study.budget")),
     ("phases", ("study.phases", "study.phases.*", "study.results", "study.analysis", "study.plots", "study.document",
-                "study.summary")),
+                "study.summary", "study.simulate")),
     ("command line", ("study.cli", "study.run", "study.report")),
 ]
 
