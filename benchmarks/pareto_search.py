@@ -119,7 +119,7 @@ def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, w
         record = new_record(opts, resolve_space(opts))
         record.folder.mkdir(parents=True)
         start = time.perf_counter()
-        simulated = simulate(record, workers, epoch_s=None)
+        simulated = simulate(record, workers)
         wall = time.perf_counter() - start
         named = front(rows(record, simulated.trials), list(OBJECTIVES), [])
     finally:

@@ -146,7 +146,7 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
 
 def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
     """One study in simulated time (study.simulate: the same searcher, policy and ending, over the
-    table without Ray's runtime; an epoch lasts what the table recorded for it); its timeline
+    table without Ray's runtime; every epoch lasts one simulated second); its timeline
     saved as work/METHOD-SEED.json, as `run_one` saves a real study's."""
     from study.options import StudyOptions
     from study.record import new_record, resolve_space
@@ -171,7 +171,7 @@ def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: P
         record = new_record(opts, resolve_space(opts))
         record.folder.mkdir(parents=True)
         start = time.perf_counter()
-        simulated = simulate(record, workers, epoch_s=None)
+        simulated = simulate(record, workers)
         ending = end(record, simulated)
         wall = time.perf_counter() - start
     finally:

@@ -2,11 +2,11 @@
 them, driven over a curve table without Ray's runtime (as Syne Tune's simulator drives its
 schedulers over a blackbox), so that hundreds of studies of a benchmark take seconds each.
 
-`workers` trials run at once. A trial's epoch lasts `epoch_s` simulated seconds (or what the
-table recorded for it); results come in the order of their simulated time (ties: the trial
-started first). Each result goes to the scheduler, then to the searcher, as Tune hands them;
-a trial the scheduler stops, or that reaches max_t, ends there (`on_trial_complete` to both),
-and its worker takes the next suggestion. With an epoch budget the study ends once its trials
+`workers` trials run at once. Every epoch lasts `epoch_s` simulated seconds; results come in
+the order of their simulated time (ties: the trial started first). Each result goes to the
+scheduler, then to the searcher, as Tune hands them; a trial the scheduler stops, or that
+reaches max_t, ends there (`on_trial_complete` to both), and its worker takes the next
+suggestion. With an epoch budget the study ends once its trials
 have run that many epochs, and the trials still running are PRUNED in Optuna, as in the Tune
 path (study.budget, `searchers.prune_unfinished`).
 
@@ -46,7 +46,7 @@ class Simulated:
     order: list[tuple[int, int]]
 
 
-def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0) -> Simulated:
+def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0) -> Simulated:
     """Runs the search of a replayed study (`record.settings`: trainable `replay` with a
     `replay_table`) in simulated time."""
     from study import searchers
@@ -79,7 +79,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0)
         trial = Trial(trial_id, config)
         trials.append(trial)
         scheduler.on_trial_add(None, trial)
-        heapq.heappush(events, (now + _epoch_time(trial, 1, epoch_s, table), len(trials) - 1, 1))
+        heapq.heappush(events, (now + epoch_s, len(trials) - 1, 1))
         return True
 
     for _ in range(workers):
@@ -103,7 +103,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float | None = 1.0)
             if len(trials) < record.expected_trials():
                 start(now)
         else:
-            heapq.heappush(events, (now + _epoch_time(trial, epoch + 1, epoch_s, table), index, epoch + 1))
+            heapq.heappush(events, (now + epoch_s, index, epoch + 1))
     if events:  # the budget ran out: the trials still running are PRUNED, as Tune's path does
         searchers.prune_unfinished(record.stores.optuna_storage, record.name)
     return Simulated(trials, order)
@@ -167,16 +167,6 @@ def end(record: StudyRecord, simulated: Simulated) -> Ending:
             values[trial.trial_id][seed] = value
     named, _ = noise_aware(values, record.mode)
     return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results)
-
-
-def _epoch_time(trial: Trial, epoch: int, epoch_s: float | None, table: str) -> float:
-    """How long an epoch of the trial lasts: `epoch_s`, or what the table recorded for it."""
-    if epoch_s is not None:
-        return epoch_s
-    from trainables.config import TrialConfig, settings
-    from trainables.replay import replayed
-
-    return float(replayed(TrialConfig.from_dict(settings(trial.config)), epoch, table).get("epoch_seconds", 1.0))
 
 
 def searched_values(trial: Trial) -> dict[str, Any]:
