@@ -45,12 +45,15 @@ from typing import Any
 from trainables import curve_table
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
+# what a table varies: the ablation space's parameters (the search benchmark's table), or what
+# moves the inference cost (refine, recursion steps, patch size; the Pareto benchmark's)
+DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml"}
 TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
 METADATA_KEY = b"rra_curves"
 # per-epoch metrics kept in the table
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",
            "epoch_seconds", "val_seconds")
-PARAMETERS = ("recursion_steps", "crop_scale", "attention_temperature")
+PARAMETERS = ("recursion_steps", "crop_scale", "attention_temperature", "refine", "patch_size")
 # each configuration's inference cost (trainables.cost, measured when the table is written): the
 # columns the replay reads
 COST = curve_table.COST
@@ -61,32 +64,38 @@ def default_work() -> Path:
     return Path(tempfile.gettempdir()) / "rra-curves"
 
 
-def configurations(count: int, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """The table's configurations by name: `count` Sobol points over the space's parameters (the
-    temperature only where recursion_steps > 1, as the space samples it), the paper's point and
-    the global-only baseline."""
+def configurations(count: int, seed: int = 0, design: str = "ablation") -> dict[str, dict[str, Any]]:
+    """The table's configurations by name: `count` Sobol points over the design's parameters,
+    the paper's point and the global-only baseline. Ablation: recursion steps, crop scale and
+    the temperature where recursion_steps > 1 (as the space samples it). Cost: refine (repeat
+    or zoom), recursion steps, patch size (16, 32 or 48 px) and crop scale."""
     from scipy.stats import qmc
 
+    dims = 3 if design == "ablation" else 4
     with warnings.catch_warnings():  # a count that is no power of 2 spreads a little less evenly
         warnings.filterwarnings("ignore", message="The balance properties of Sobol")
-        points = qmc.Sobol(d=3, scramble=True, seed=seed).random(count)
-    configs: dict[str, dict[str, Any]] = {
-        "global_only": {"local_stream": False},
-        "paper": {"recursion_steps": 10, "crop_scale": 0.25, "attention_temperature": 1.0},
-    }
-    for i, (u_steps, u_crop, u_temp) in enumerate(points):
-        steps = 1 + min(9, int(u_steps * 10))
-        values: dict[str, Any] = {"recursion_steps": steps, "crop_scale": round(0.2 + 0.8 * float(u_crop), 4)}
-        if steps > 1:
-            values["attention_temperature"] = round(10 ** (-1 + 2 * float(u_temp)), 4)
+        points = qmc.Sobol(d=dims, scramble=True, seed=seed).random(count)
+    paper: dict[str, Any] = {"recursion_steps": 10, "crop_scale": 0.25, "attention_temperature": 1.0}
+    if design == "cost":
+        paper = {"refine": "repeat", "recursion_steps": 10, "patch_size": 32, "crop_scale": 0.25}
+    configs: dict[str, dict[str, Any]] = {"global_only": {"local_stream": False}, "paper": paper}
+    for i, point in enumerate(points):
+        steps = 1 + min(9, int(point[0] * 10))
+        values: dict[str, Any] = {"recursion_steps": steps, "crop_scale": round(0.2 + 0.8 * float(point[1]), 4)}
+        if design == "cost":
+            values = {"refine": "zoom" if point[2] >= 0.5 else "repeat", **values,
+                      "patch_size": (16, 32, 48)[min(2, int(point[3] * 3))]}
+        elif steps > 1:
+            values["attention_temperature"] = round(10 ** (-1 + 2 * float(point[2])), 4)
         configs[f"c{i:03d}"] = values
     return configs
 
 
-def _space() -> Any:
+@functools.cache
+def _space(design: str = "ablation") -> Any:
     from study.spaces import load_space
 
-    return load_space(str(SPACE))
+    return load_space(str(DESIGNS[design]))
 
 
 @functools.cache
@@ -100,7 +109,7 @@ def _data(config: str) -> Any:
     return build_datasets(TrialConfig.from_dict(json.loads(config)))
 
 
-def _train(name: str, values: dict[str, Any], seed: int) -> dict[str, Any]:
+def _train(name: str, values: dict[str, Any], seed: int, design: str = "ablation") -> dict[str, Any]:
     """One run to the full budget, in a worker process: its per-epoch metrics."""
     import torch
 
@@ -108,7 +117,7 @@ def _train(name: str, values: dict[str, Any], seed: int) -> dict[str, Any]:
     from trainables.loop import fit
 
     torch.set_num_threads(1)
-    space = _space()
+    space = _space(design)
     cfg = TrialConfig.from_dict({**space.trial_config(values), "seed": seed, "threads": 1})
     data = _data(json.dumps(space.trial_config({}), sort_keys=True))
     epochs: list[dict[str, float]] = []
@@ -183,12 +192,12 @@ def paired_standard_error(finals: dict[tuple[str, int], float], names: list[str]
 
 
 def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_se: float = 0.015,
-           max_seeds: int = 16) -> None:
+           max_seeds: int = 16, design: str = "ablation") -> None:
     """Trains every run that `next_runs` asks for and work/runs.jsonl does not hold yet."""
     work.mkdir(parents=True, exist_ok=True)
     runs = work / "runs.jsonl"
     plan = {"configs": count, "seeds": seeds, "top": top, "target_se": target_se, "max_seeds": max_seeds,
-            "space": str(SPACE.name)}
+            "space": str(DESIGNS[design].name), "design": design}
     plan_file = work / "plan.json"
     # the configurations, the base seeds and the space define the runs recorded; how far the top
     # is taken (top, target_se, max_seeds) may change between sessions, as more seeds are needed
@@ -199,7 +208,7 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
             raise SystemExit(f"{work} holds runs of another plan ({plan_file.read_text().strip()}); "
                              "pass another --work or the same --configs and --seeds")
     plan_file.write_text(json.dumps(plan) + "\n")
-    configs = configurations(count)
+    configs = configurations(count, design=design)
     names = list(configs)
     print(f"{len(_finals(runs))} runs recorded; runs in {runs}", flush=True)
     start = time.perf_counter()
@@ -213,7 +222,7 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
             left = len(queue)
             while queue or pending:
                 while queue and len(pending) < jobs:
-                    pending.add(pool.submit(_train, *queue.pop(0)))
+                    pending.add(pool.submit(_train, *queue.pop(0), design))
                 ready, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in ready:
                     run = future.result()
@@ -226,7 +235,7 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
                           flush=True)
 
 
-def inference_cost(values: dict[str, Any]) -> dict[str, float]:
+def inference_cost(values: dict[str, Any], design: str = "ablation") -> dict[str, float]:
     """A configuration's inference cost (trainables.cost) as its trials measure it, here on this
     machine's CPU with one thread: what a replayed trial reports for it."""
     import torch
@@ -236,7 +245,7 @@ def inference_cost(values: dict[str, Any]) -> dict[str, float]:
     from trainables.model import RRA
 
     torch.set_num_threads(1)
-    cfg = TrialConfig.from_dict({**_space().trial_config(values), "threads": 1})
+    cfg = TrialConfig.from_dict({**_space(design).trial_config(values), "threads": 1})
     torch.manual_seed(0)
     model = RRA(cfg.model_config(cfg.synthetic_classes))
     cost = measure(model, cfg.image_size, cfg.batch_size, "cpu", channels_last=cfg.channels_last).metrics()
@@ -261,10 +270,11 @@ def write(work: Path, out: Path, command: str) -> Path:
 
     runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((work / "plan.json").read_text())
+    design = str(plan.get("design", "ablation"))
     rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS,
                                                    *COST)}
     costs = {run["config"]: run["values"] for run in runs}
-    costs = {name: inference_cost(values) for name, values in sorted(costs.items())}
+    costs = {name: inference_cost(values, design) for name, values in sorted(costs.items())}
     for run in sorted(runs, key=lambda r: (r["config"], r["seed"])):
         values = run["values"]
         for epoch, metrics in enumerate(run["epochs"], 1):
@@ -282,7 +292,7 @@ def write(work: Path, out: Path, command: str) -> Path:
     truth, errors = curve_table.seed_adjusted({(run["config"], run["seed"]): float(run["epochs"][-1]["val_acc"])
                                                for run in runs})
     seeds_of = {n: sum(1 for run in runs if run["config"] == n) for n in truth}
-    meta = {"command": command, "plan": plan, "space": _space().to_raw(), "machine": machine(),
+    meta = {"command": command, "plan": plan, "space": _space(design).to_raw(), "machine": machine(),
             "versions": _versions(), "recorded_runs": len(runs),
             # each configuration's seeds and the standard error of its mean final accuracy (its truth)
             # (seed-adjusted: `curve_table.seed_adjusted`)
@@ -394,6 +404,9 @@ def main(argv: list[str] | None = None) -> None:
                      help="... until the largest standard error of their mean is at most this")
     rec.add_argument("--max-seeds", type=int, default=16, help="... or they have this many seeds")
     rec.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="runs at a time, one thread each")
+    rec.add_argument("--design", choices=tuple(DESIGNS), default="ablation",
+                     help="ablation: recursion steps, crop scale, temperature (benchmarks/spaces/efficiency.yaml); "
+                          "cost: refine, recursion steps, patch size, crop scale (benchmarks/spaces/cost.yaml)")
     rec.add_argument("--work", type=Path, default=default_work())
     wr = sub.add_parser("write", help="write the Parquet table from the runs recorded")
     wr.add_argument("--work", type=Path, default=default_work())
@@ -407,12 +420,14 @@ def main(argv: list[str] | None = None) -> None:
                          "and --max-seeds at least --seeds")
         if not 0 < args.target_se < 1:
             parser.error(f"--target-se: expected an accuracy in (0, 1), got {args.target_se}")
-        record(args.configs, args.seeds, args.jobs, args.work, args.top, args.target_se, args.max_seeds)
+        record(args.configs, args.seeds, args.jobs, args.work, args.top, args.target_se, args.max_seeds,
+               args.design)
     elif args.command == "write":
         if not (args.work / "runs.jsonl").is_file():
             parser.error(f"no runs recorded in {args.work}; run `python -m benchmarks.curves record` first")
         plan = json.loads((args.work / "plan.json").read_text())
         command = (f"python -m benchmarks.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
+                   + (f" --design {plan['design']}" if plan.get("design", "ablation") != "ablation" else "")
                    + (f" --top {plan['top']} --target-se {plan['target_se']} --max-seeds {plan['max_seeds']}"
                       if "top" in plan else ""))
         print(write(args.work, args.out, command))

@@ -2,8 +2,9 @@
 `python -m benchmarks.curves`) as a replayed trial sees them.
 
 A trial's configuration is looked up among the table's configurations: the recorded one of the
-same kind (global-only, or with the local stream) nearest to it, in the space's coordinates
-scaled to [0, 1] (recursion steps, crop scale, log temperature), is the surrogate whose curve
+same kind (global-only, or with the local stream; in a table that varies them, with the same
+refine and patch size) nearest to it, in the space's coordinates scaled to [0, 1] (recursion
+steps, crop scale, log temperature), is the surrogate whose curve
 the trial reports (a nearest-neighbour surrogate, as Syne Tune's blackbox repository uses for
 points off its grid). Which recorded seed it reports follows the trial's training seed, as a
 real trial's result does: seed N replays the table's seed N modulo the seeds every
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc")
+# what a configuration must match exactly where the table varies it (a cost table's; see
+# benchmarks.curves DESIGNS): the nearest configuration is looked for among those alike in these
+CATEGORICAL = ("refine", "patch_size")
 COST = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
 
 
@@ -116,7 +120,7 @@ class CurveTable:
             self.curves.setdefault((row["config"], row["seed"]), []).append({k: float(row[k]) for k in METRICS})
             self.values.setdefault(row["config"], {
                 "local_stream": bool(row["local_stream"]),
-                **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature")
+                **{k: row[k] for k in ("recursion_steps", "crop_scale", "attention_temperature", *CATEGORICAL)
                    if row.get(k) is not None}})
         self.seeds = sorted({seed for _, seed in self.curves})
         # the seeds every configuration has (more were recorded for some: the best ones)
@@ -138,8 +142,13 @@ class CurveTable:
             return Match(names[0], pick, 0.0)
         if not self._points:
             raise CurveTableError(f"{self.path} holds no curve with the local stream")
+        alike = {k: values.get(k) for k in CATEGORICAL if any(k in self.values[n] for n in self._points)}
+        points = {n: p for n, p in self._points.items() if all(self.values[n].get(k) == v for k, v in alike.items())}
+        if not points:
+            raise CurveTableError(f"{self.path} holds no configuration with "
+                                  + ", ".join(f"{k}={v}" for k, v in alike.items()))
         here = coordinates(values)
-        name, point = min(self._points.items(), key=lambda item: (math.dist(here, item[1]), item[0]))
+        name, point = min(points.items(), key=lambda item: (math.dist(here, item[1]), item[0]))
         return Match(name, pick, math.dist(here, point))
 
     def metrics(self, match: Match, epoch: int) -> dict[str, float]:

@@ -37,15 +37,17 @@ def _curve(values: dict[str, Any], seed: int) -> list[dict[str, float]]:
     return out
 
 
-def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None, seeds: int = 2) -> Path:
+def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None, seeds: int = 2,
+                design: str = "ablation") -> Path:
     """A small table through `benchmarks.curves.write`, from runs made up in its work folder:
     `seeds` seeds (0, 1, ...) of every configuration, and `extra` seeds after them of some."""
     work = folder / "work"
     work.mkdir(parents=True)
-    (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": seeds, "space": "efficiency.yaml"}))
+    (work / "plan.json").write_text(json.dumps({"configs": configs, "seeds": seeds, "design": design,
+                                                "space": curves.DESIGNS[design].name}))
     extra = extra or {}
     with (work / "runs.jsonl").open("w") as sink:
-        for name, values in curves.configurations(configs).items():
+        for name, values in curves.configurations(configs, design=design).items():
             for seed in range(seeds + extra.get(name, 0)):
                 sink.write(json.dumps({"config": name, "seed": seed, "values": values, "seconds": 1.0,
                                        "epochs": _curve(values, seed)}) + "\n")
@@ -308,3 +310,29 @@ def test_the_search_benchmark_runs_its_studies_in_simulated_time(tmp_path: Path)
         assert plain["named"] == plain["best_single_run"]
     (pair,) = [c for c in report["comparisons"] if c["method"] == "tpe_asha"]
     assert pair["against"] == "tpe_asha_plain" and pair["seeds"] == 3
+
+
+def test_a_cost_table_varies_what_moves_the_cost_and_a_trial_replays_its_own_kind(tmp_path: Path) -> None:
+    """The cost design: refine, recursion steps, patch size and crop scale; its configurations'
+    FLOPs differ as the model's do (zoom runs the local backbone at every step), and a trial
+    replays a configuration with its own refine and patch size."""
+    from trainables.curve_table import CurveTableError
+
+    table = CurveTable(write_table(tmp_path, configs=16, design="cost"))
+    assert table.metadata["plan"]["design"] == "cost" and "refine" in table.metadata["space"]["parameters"]
+    sampled = {n: v for n, v in table.values.items() if v["local_stream"]}
+    assert {v["refine"] for v in sampled.values()} == {"repeat", "zoom"}
+    assert {v["patch_size"] for v in sampled.values()} <= {16, 32, 48}
+    for values in sampled.values():
+        match = table.match({**values, "crop_scale": values["crop_scale"] + 0.01}, 0)
+        assert (table.values[match.config]["refine"], table.values[match.config]["patch_size"]) == \
+            (values["refine"], values["patch_size"])
+    flops = {n: table.costs[n]["cost_flops_per_image"] for n in sampled}
+    zoom = [n for n, v in sampled.items() if v["refine"] == "zoom" and v["recursion_steps"] > 2]
+    for name in zoom:  # the same configuration with repeat costs less
+        values = sampled[name]
+        repeat = [n for n, v in sampled.items() if v["refine"] == "repeat" and v["patch_size"] == values["patch_size"]
+                  and v["recursion_steps"] <= values["recursion_steps"]]
+        assert all(flops[n] < flops[name] for n in repeat)
+    with pytest.raises(CurveTableError, match="no configuration with refine=zoom, patch_size=64"):
+        table.match({"refine": "zoom", "patch_size": 64, "recursion_steps": 3, "crop_scale": 0.5}, 0)
