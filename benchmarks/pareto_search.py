@@ -22,7 +22,9 @@ Wilcoxon tests on the same seeds with Holm's correction (benchmarks.search_effic
 
     python -m benchmarks.pareto_search [--seeds 30] [--budget 270] [--table FILE] [--workers 8]
 
-Writes benchmarks/results/pareto_search.json. The cost axes are those the table recorded
+Writes benchmarks/results/pareto_search.json. The studies search the space the table was
+recorded in (`benchmarks.curves record --design cost`: refine, recursion steps, patch size and
+crop scale, benchmarks/spaces/cost.yaml). The cost axis is the FLOPs the table recorded
 (`cost_*` columns, measured by `benchmarks.curves write` on its machine's CPU).
 """
 
@@ -39,9 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import TABLE
+from benchmarks.curves import DESIGNS, TABLE
 from benchmarks.machine import machine
-from benchmarks.search_efficiency import SPACE, compare, iqm, iqm_interval
+from benchmarks.search_efficiency import compare, iqm, iqm_interval
 
 RESULTS = Path("benchmarks/results")
 COST = "cost_flops_per_image"
@@ -109,9 +111,10 @@ def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, w
         return out
     searcher, policy, multi = METHODS[method]
     table = load(str(table_path))
+    space = DESIGNS[str(table.metadata.get("plan", {}).get("design", "ablation"))]  # the space it was recorded in
     runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
     try:
-        opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
+        opts = StudyOptions(space=str(space), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
                             evaluate_test=False, report=False, searcher=searcher, policy=policy, num_samples=budget,
                             max_epochs=table.epochs, epoch_budget=budget, finalists=0, train_seed=seed,
                             trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),

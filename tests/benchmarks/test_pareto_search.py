@@ -23,7 +23,7 @@ def test_hypervolume_by_hand() -> None:
 
 
 def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: Path) -> None:
-    table = write_table(tmp_path, seeds=2)
+    table = write_table(tmp_path, configs=16, seeds=2, design="cost")
     out = tmp_path / "pareto.json"
     pareto_search.main(["--seeds", "2", "--budget", "24", "--table", str(table), "--work", str(tmp_path / "work"),
                         "--out", str(out), "--workers", "2"])
