@@ -1,10 +1,14 @@
 """How many epochs each search method spends before it recommends a good RRA configuration,
 replayed on the RRA curve table (benchmarks/data/rra_curves.parquet, `python -m benchmarks.curves`).
 
-Every method runs the real study (`study.cli.run_study`: its searcher, its policy's scheduler,
-Tune's storage, MLflow) with the replay trainable (`--trainable replay --replay-table`): a
-trial reports the recorded curve of the table's configuration nearest to its own, at
-`--epoch-s` seconds an epoch. Study seed N trains every trial with seed N (`--train-seed`), so
+By default every study runs in simulated time (`--engine simulated`, study.simulate): the
+study's own searcher, its policy's scheduler and its noise-aware ending, built from its record
+as `study.run` builds them, fed the table's results without Ray's runtime, 8 trials at once,
+about a second a study. `--engine tune` runs the real study instead (`study.cli.run_study`:
+Tune, its storage, MLflow) with the replay trainable (`--trainable replay --replay-table`) at
+`--epoch-s` seconds an epoch; with one trial at a time the two make the same decisions
+(tests/study/test_simulate.py). Either way a trial reports the recorded curve of the table's
+configuration nearest to its own. Study seed N trains every trial with seed N (`--train-seed`), so
 it replays one recorded seed of every configuration, as a real study's trials share its seed;
 the finalists' re-runs replay the next recorded seeds (see trainables.curve_table). Methods:
 
