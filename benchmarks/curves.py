@@ -27,6 +27,7 @@ The space is benchmarks/spaces/efficiency.yaml: the ablation space on a smaller 
 from __future__ import annotations
 
 import argparse
+import collections
 import fcntl
 import functools
 import json
@@ -163,7 +164,7 @@ def next_runs(finals: dict[tuple[str, int], float], names: list[str], seeds: int
     if base:
         return base
     means = curve_table.seed_adjusted(finals)[0]
-    count = {n: sum(1 for name, _ in finals if name == n) for n in means}
+    count = collections.Counter(name for name, _ in finals)
     best = sorted((n for n in names if n in means), key=lambda n: (-means[n], n))[:top]
     have = max(count[n] for n in best)
     fill = [(name, seed) for seed in range(have) for name in best if (name, seed) not in finals]
@@ -291,7 +292,7 @@ def write(work: Path, out: Path, command: str) -> Path:
     table = pa.table(rows)
     truth, errors = curve_table.seed_adjusted({(run["config"], run["seed"]): float(run["epochs"][-1]["val_acc"])
                                                for run in runs})
-    seeds_of = {n: sum(1 for run in runs if run["config"] == n) for n in truth}
+    seeds_of = collections.Counter(str(run["config"]) for run in runs)
     meta = {"command": command, "plan": plan, "space": _space(design).to_raw(), "machine": machine(),
             "versions": _versions(), "recorded_runs": len(runs),
             # each configuration's seeds and the standard error of its mean final accuracy (its truth)

@@ -33,17 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import DESIGNS, TABLE
+from benchmarks.curves import TABLE
 from benchmarks.machine import machine
-from benchmarks.search_efficiency import compare, iqm, iqm_interval
+from benchmarks.search_efficiency import compare, iqm, iqm_interval, open_table, replayed_config, simulated_study
 
 RESULTS = Path("benchmarks/results")
 COST = "cost_flops_per_image"
@@ -99,11 +97,8 @@ class Axes:
 
 def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
     """One simulated study; its named front (the table's configurations) saved as work/METHOD-SEED.json."""
-    from study.options import StudyOptions
-    from study.record import new_record, resolve_space
-    from study.simulate import rows, simulate
+    from study.simulate import rows
     from study.summary import front
-    from trainables.config import TrialConfig, settings
     from trainables.curve_table import load
 
     out = work / f"{method}-{seed}.json"
@@ -111,27 +106,12 @@ def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, w
         return out
     searcher, policy, multi = METHODS[method]
     table = load(str(table_path))
-    space = DESIGNS[str(table.metadata.get("plan", {}).get("design", "ablation"))]  # the space it was recorded in
-    runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
-    try:
-        opts = StudyOptions(space=str(space), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
-                            evaluate_test=False, report=False, searcher=searcher, policy=policy, num_samples=budget,
-                            max_epochs=table.epochs, epoch_budget=budget, finalists=0, train_seed=seed,
-                            trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
-                            concurrency=workers, objectives=OBJECTIVES if multi else None)
-        record = new_record(opts, resolve_space(opts))
-        record.folder.mkdir(parents=True)
-        start = time.perf_counter()
-        simulated = simulate(record, workers)
-        wall = time.perf_counter() - start
-        named = front(rows(record, simulated.trials), list(OBJECTIVES), [])
-    finally:
-        shutil.rmtree(runs, ignore_errors=True)
+    record, simulated, wall = simulated_study(table_path, work, f"{method}-{seed}", seed, budget, workers,
+                                              searcher=searcher, policy=policy, finalists=0,
+                                              objectives=OBJECTIVES if multi else None)
     by_id = {t.trial_id: t for t in simulated.trials}
-    configs = []
-    for entry in named:
-        cfg = TrialConfig.from_dict(settings(by_id[entry["trial_id"]].config))
-        configs.append(table.match(cfg.to_dict(), cfg.seed).config)
+    configs = [replayed_config(table, by_id[e["trial_id"]].config)
+               for e in front(rows(record, simulated.trials), list(OBJECTIVES), [])]
     out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "front": configs,
                                "trials": len(simulated.trials),
                                "epochs": sum(t.epochs for t in simulated.trials)}))
@@ -174,14 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-pareto-search")
     parser.add_argument("--out", type=Path, default=RESULTS / "pareto_search.json")
     args = parser.parse_args(argv)
-    if not args.table.is_file():
-        parser.error(f"no curve table at {args.table}; record one with python -m benchmarks.curves")
-    from trainables.curve_table import CurveTableError, load
-
-    try:
-        table = load(str(args.table))
-    except CurveTableError as err:
-        parser.error(str(err))
+    table = open_table(parser, args.table)
     if not any(COST in c for c in table.costs.values()):
         parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.curves write")
     if args.seeds < 2 or args.budget < table.epochs:

@@ -88,15 +88,13 @@ def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any
     """Every result of a replayed study in the order it was reported: the trial, its epoch, its
     observed value, and its configuration's true accuracy in the table."""
     from study.results import reports
-    from trainables.config import TrialConfig, settings
 
     rows = sorted((r for trial in reports(tune_path).values() for r in trial), key=lambda r: r["wall_time"])
     out, truth = [], {}
     for row in rows:
         trial = row["trial_id"]
         if trial not in truth:
-            cfg = TrialConfig.from_dict(settings(row["config"]))
-            truth[trial] = table.true_final(table.match(cfg.to_dict(), cfg.seed).config)
+            truth[trial] = table.true_final(replayed_config(table, row["config"]))
         out.append({"trial": trial, "epoch": int(row["epoch"]), "val_acc": float(row["val_acc"]),
                     "true": truth[trial], "full": int(row["epoch"]) >= max_epochs})
     return out
@@ -148,14 +146,48 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
     return out
 
 
-def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
-    """One study in simulated time (study.simulate: the same searcher, policy and ending, over the
-    table without Ray's runtime; every epoch lasts one simulated second); its timeline
-    saved as work/METHOD-SEED.json, as `run_one` saves a real study's."""
+def replayed_config(table: Any, config: dict[str, Any]) -> str:
+    """The table's configuration a trial (its Tune config) replays."""
+    from trainables.config import TrialConfig, settings
+
+    cfg = TrialConfig.from_dict(settings(config))
+    return str(table.match(cfg.to_dict(), cfg.seed).config)
+
+
+def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: int, workers: int,
+                    **flags: Any) -> tuple[Any, Any, float]:
+    """A replayed study of the table's own space (the one it was recorded in) in simulated time
+    (study.simulate), seed `seed` for the sampler and the training, at an epoch budget, without
+    baselines, test or report; `flags`: the study's other options (searcher, policy, ...).
+    Returns its record, the simulated search and the search's wall time; its folder is removed."""
+    from benchmarks.curves import DESIGNS
     from study.options import StudyOptions
     from study.record import new_record, resolve_space
-    from study.simulate import end, simulate
-    from trainables.config import TrialConfig, settings
+    from study.simulate import simulate
+    from trainables.curve_table import load
+
+    table = load(str(table_path))
+    space = DESIGNS[str(table.metadata.get("plan", {}).get("design", "ablation"))]
+    runs = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    try:
+        opts = StudyOptions(space=str(space), name=name, out=str(runs), seed=seed, train_seed=seed, baselines=False,
+                            evaluate_test=False, report=False, num_samples=budget, max_epochs=table.epochs,
+                            epoch_budget=budget, trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
+                            concurrency=workers, **flags)
+        record = new_record(opts, resolve_space(opts))
+        record.folder.mkdir(parents=True)
+        start = time.perf_counter()
+        simulated = simulate(record, workers)
+        return record, simulated, time.perf_counter() - start
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
+    """One study in simulated time (`simulated_study`: the same searcher, policy and ending, over
+    the table without Ray's runtime; every epoch lasts one simulated second); its timeline
+    saved as work/METHOD-SEED.json, as `run_one` saves a real study's."""
+    from study.simulate import end
     from trainables.curve_table import load
 
     out = work / f"{method}-{seed}.json"
@@ -165,25 +197,12 @@ def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: P
     if searcher == "optuna-stock":
         raise ValueError("stock_asha is Ray's own searcher: it runs with --engine tune only")
     table = load(str(table_path))
-    runs = Path(tempfile.mkdtemp(prefix=f"{method}-{seed}-", dir=work))
-    try:
-        opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, baselines=False,
-                            evaluate_test=False, report=False, searcher=searcher, policy=policy, num_samples=budget,
-                            max_epochs=table.epochs, epoch_budget=budget, finalists=finalists, train_seed=seed,
-                            trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
-                            concurrency=workers)
-        record = new_record(opts, resolve_space(opts))
-        record.folder.mkdir(parents=True)
-        start = time.perf_counter()
-        simulated = simulate(record, workers)
-        ending = end(record, simulated)
-        wall = time.perf_counter() - start
-    finally:
-        shutil.rmtree(runs, ignore_errors=True)
-    truth = {}
-    for trial in simulated.trials:
-        cfg = TrialConfig.from_dict(settings(trial.config))
-        truth[trial.trial_id] = table.match(cfg.to_dict(), cfg.seed).config
+    start = time.perf_counter()
+    record, simulated, _ = simulated_study(table_path, work, f"{method}-{seed}", seed, budget, workers,
+                                           searcher=searcher, policy=policy, finalists=finalists)
+    ending = end(record, simulated)
+    wall = time.perf_counter() - start
+    truth = {t.trial_id: replayed_config(table, t.config) for t in simulated.trials}
     line = [{"trial": simulated.trials[i].trial_id, "epoch": epoch,
              "val_acc": float(simulated.trials[i].results[epoch - 1]["val_acc"]),
              "true": table.true_final(truth[simulated.trials[i].trial_id]), "full": epoch >= table.epochs}
@@ -380,6 +399,18 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def open_table(parser: argparse.ArgumentParser, path: Path) -> Any:
+    """The curve table at `path`, or the parser's one-line error (exit 2)."""
+    if not path.is_file():
+        parser.error(f"no curve table at {path}; record one with python -m benchmarks.curves")
+    from trainables.curve_table import CurveTableError, load
+
+    try:
+        return load(str(path))
+    except CurveTableError as err:
+        parser.error(str(err))
+
+
 def _run_all(args: argparse.Namespace, run: Any) -> None:
     """Every (seed, method) study not run yet, with `run(method, seed)`."""
     for seed in range(args.seeds):
@@ -415,14 +446,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--rescore: no results file at {args.rescore}")
         print(json.dumps(rescore(args.rescore), indent=2))
         return
-    if not args.table.is_file():
-        parser.error(f"no curve table at {args.table}; record one with python -m benchmarks.curves")
-    from trainables.curve_table import CurveTableError, load
-
-    try:
-        table = load(str(args.table))
-    except CurveTableError as err:
-        parser.error(str(err))
+    table = open_table(parser, args.table)
     if args.seeds < 1 or args.budget < table.epochs:
         parser.error(f"--seeds must be at least 1 and --budget at least one full trial ({table.epochs} epochs)")
     if args.engine == "simulated" and "stock_asha" in args.methods:

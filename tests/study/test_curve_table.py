@@ -329,10 +329,9 @@ def test_a_cost_table_varies_what_moves_the_cost_and_a_trial_replays_its_own_kin
             (values["refine"], values["patch_size"])
     flops = {n: table.costs[n]["cost_flops_per_image"] for n in sampled}
     zoom = [n for n, v in sampled.items() if v["refine"] == "zoom" and v["recursion_steps"] > 2]
-    for name in zoom:  # the same configuration with repeat costs less
-        values = sampled[name]
-        repeat = [n for n, v in sampled.items() if v["refine"] == "repeat" and v["patch_size"] == values["patch_size"]
-                  and v["recursion_steps"] <= values["recursion_steps"]]
-        assert all(flops[n] < flops[name] for n in repeat)
+    # zoom with T > 2 costs more than repeat with no more steps at the same patch size
+    pairs = [(r, z) for z in zoom for r, v in sampled.items() if v["refine"] == "repeat"
+             and v["patch_size"] == sampled[z]["patch_size"] and v["recursion_steps"] <= sampled[z]["recursion_steps"]]
+    assert pairs and all(flops[r] < flops[z] for r, z in pairs)
     with pytest.raises(CurveTableError, match="no configuration with refine=zoom, patch_size=64"):
         table.match({"refine": "zoom", "patch_size": 64, "recursion_steps": 3, "crop_scale": 0.5}, 0)
