@@ -420,17 +420,17 @@ def cost_candidates(table: pd.DataFrame, space: SearchSpace, finalists: list[dic
 
 def pareto_front(candidates: pd.DataFrame, metric: str, mode: str, cost: str = "cost_flops_per_image") -> pd.DataFrame:
     """The non-dominated candidates (no other is at least as good on both the metric and the
-    cost and better on one), cheapest first."""
+    cost and better on one; equal points are all kept), cheapest first: the same sorting that
+    MO-ASHA's rungs and the summary's front use (study.policies.rungs.fronts)."""
+    from study.policies.rungs import fronts
+
     if candidates.empty:
         return candidates
     sign = 1.0 if mode == "max" else -1.0
-    ordered = candidates.assign(_score=sign * candidates[metric]).sort_values([cost, "_score"], ascending=[True, False])
-    keep, best = [], -math.inf
-    for trial_id, row in ordered.iterrows():
-        if row["_score"] > best:
-            keep.append(trial_id)
-            best = row["_score"]
-    return ordered.loc[keep].drop(columns="_score")
+    points = [(sign * float(v), -float(c)) for v, c in zip(candidates[metric], candidates[cost], strict=True)]
+    first = candidates.iloc[fronts(points)[0]]
+    return first.assign(_score=sign * first[metric]).sort_values([cost, "_score"], ascending=[True, False],
+                                                                 kind="stable").drop(columns="_score")
 
 
 def cost_answer(candidates: pd.DataFrame, space: SearchSpace, cost: str = "cost_flops_per_image",

@@ -186,6 +186,8 @@ def test_the_cost_section_names_the_front_and_answers_whether_looking_longer_pai
     assert set(candidates.index) == {"t1", "t1b", "t4", "t4b", "t10", "dominated"}  # the early stop is not compared
     front = analysis.pareto_front(candidates, "val_acc", "max")
     assert list(front.index) == ["t1", "t1b", "t4b", "t4"]  # cheapest first; t10 and "dominated" are beaten
+    twin = pd.concat([candidates, candidates.loc[["t4"]].rename(index={"t4": "t4twin"})])
+    assert list(analysis.pareto_front(twin, "val_acc", "max").index) == ["t1", "t1b", "t4b", "t4", "t4twin"]
     answer = analysis.cost_answer(candidates, space, noise_sd=0.01)
     assert answer["best"]["trial_id"] == "t4"
     assert answer["cheapest_within"]["trial_id"] == "t4b"  # 0.5 point below, 25% fewer FLOPs

@@ -382,6 +382,9 @@ def test_a_multi_objective_study_names_its_front(tmp_path: Path) -> None:
     assert [e["cost_flops_per_image"] for e in front] == sorted(e["cost_flops_per_image"] for e in front)
     assert "Pareto front (val_acc max, cost_flops_per_image min" in proc.stdout
     assert "report failed" not in proc.stdout + proc.stderr and "Report:" in proc.stdout  # importance of the metric
+    facts = json.loads((tmp_path / "runs" / "mo" / "report" / "report.json").read_text())
+    assert facts["cost"]["fronts"]["cost_flops_per_image"] == [e["trial_id"] for e in front]  # one front everywhere
+    assert "the study's own front, on its objectives" in (tmp_path / "runs" / "mo" / "report" / "report.md").read_text()
     judged = [json.loads(line) for line in (tmp_path / "runs" / "mo" / "rungs.jsonl").read_text().splitlines()]
     assert judged and all(len(e["values"]) == 2 and e["values"][1] < 0 for e in judged)
     stored = optuna.load_study(study_name="mo", storage=summary["optuna_storage"])
