@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
+from study import options
 from study.keys import PARAMS
 from study.options import StudyOptions
 from study.record import new_record, resolve_space
@@ -37,22 +38,33 @@ def _decisions(storage: str, name: str) -> list[tuple[int, dict[str, Any], str, 
     return [(t.number, t.params, t.state.name, len(t.intermediate_values)) for t in study.trials]
 
 
+def _values(storage: str, name: str) -> list[list[float] | None]:
+    return [t.values for t in optuna.load_study(study_name=name, storage=storage).trials]
+
+
 @pytest.mark.slow
-def test_one_worker_makes_the_decisions_of_the_tune_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("objectives", [None, "val_acc:max,cost_flops_per_image:min"])
+def test_one_worker_makes_the_decisions_of_the_tune_path(tmp_path: Path, objectives: str | None) -> None:
+    """ASHA on the metric, and MO-ASHA on accuracy and FLOPs (the front's sorting at each rung)."""
     (tmp_path / "space.yaml").write_text(replay_space(max_epochs=8, num_samples=10, baselines=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    flags = [] if objectives is None else ["--objectives", objectives]
     proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
                            "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
                            "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", "1", "--seed", "3",
-                           "--no-baselines", "--no-test", "--no-report"],
+                           "--no-baselines", "--no-test", "--no-report", *flags],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
-    record = _record(tmp_path, "sim")
+    tune_storage = f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}"
+    tune = _decisions(tune_storage, "tune")
+    record = _record(tmp_path, "sim", objectives=None if objectives is None else options.objectives(objectives))
     trials = simulate(record, workers=1).trials
     simulated = _decisions(record.stores.optuna_storage, "sim")
     assert simulated == tune
+    assert _values(record.stores.optuna_storage, "sim") == _values(tune_storage, "tune")
     assert len(trials) == 10 and any(t.stopped_early for t in trials) and any(not t.stopped_early for t in trials)
+    if objectives is not None:
+        assert all(v is None or len(v) == 2 for v in _values(tune_storage, "tune"))
 
 
 def test_a_budget_is_spent_and_what_still_runs_is_pruned(tmp_path: Path) -> None:
