@@ -203,3 +203,34 @@ def test_the_cost_section_names_the_front_and_answers_whether_looking_longer_pai
     flat = table.assign(val_acc=[0.9, 0.72, 0.8, 0.795, 0.79, 0.6, 0.99])
     assert analysis.cost_answer(analysis.cost_candidates(flat, space), space)["sentence"].startswith(
         "Focusing longer did not pay here")
+
+
+@pytest.mark.parametrize("objectives", [None, [["val_acc", "max"], ["cost_flops_per_image", "min"]]])
+def test_the_report_of_a_full_space_study_shows_its_pareto_section(tmp_path: Path, objectives: Any) -> None:
+    """The report's cost section for a study on the `full` space (refine, LSTM size and the
+    optimiser searched too) whose costs are known: the answer, the front cheapest first, the best
+    of each T and the plot; a multi-objective study's report shows the front it named."""
+    from study.document import Document
+    from study.phases.report import _cost
+
+    space = load_space(str(ROOT / "search_spaces" / "full.yaml"))
+    space = dataclasses.replace(space, study=StudySettings(max_epochs=3, grace_period=1, num_samples=7))
+    table = _study_with_known_costs().assign(
+        refine=["repeat", "repeat", "repeat", "repeat", "zoom", "zoom", "repeat"], zoom_ratio=None, lstm_hidden=64,
+        xent_coef=1.0, lr=0.002, global_lr=0.002, weight_decay=0.01)
+    table.loc[table["refine"] == "zoom", "zoom_ratio"] = 0.8
+    named = [{"trial_id": "t4", "mean": 0.81, "seeds": 3, "low": 0.78, "high": 0.84}]
+    study_front = [{"trial_id": t} for t in ("t1", "t1b", "t4b", "t4")]
+    record = SimpleNamespace(metric="val_acc", space=space, table=table, summary={
+        "finalists": named, "seed_noise": {"sd": 0.01}, "objectives": objectives,
+        "front": study_front if objectives else None})
+    doc, facts = Document("report"), {}
+    _cost(doc, record, facts, tmp_path / "cost.png")
+    md = doc.markdown(tmp_path)
+    assert "## Accuracy against inference cost" in md and (tmp_path / "cost.png").is_file()
+    assert "**Does focusing longer pay?** Focusing longer paid +9.0 points here, beyond the seed noise" in md
+    assert facts["cost"]["fronts"]["cost_flops_per_image"] == ["t1", "t1b", "t4b", "t4"]
+    front_rows = [line for line in md.splitlines() if line.startswith("| T")]
+    assert [r.split("|")[1].strip() for r in front_rows[:4]] == ["T1-t1", "T1-t1b", "T4-t4b", "T4-t4"]
+    assert "| T4-t4 | 0.810 | 3 | 0.780 to 0.840 |" in md  # the finalist at its mean, with its interval
+    assert ("the study's own front, on its objectives" in md) == bool(objectives)
