@@ -48,7 +48,7 @@ COST = "cost_flops_per_image"
 OBJECTIVES = (("val_acc", "max"), (COST, "min"))
 # method: (searcher, policy, multi-objective)
 METHODS = {"random_fifo": ("random", "fifo", False), "random_asha": ("random", "asha", False),
-           "mo_asha": ("optuna", "asha", True)}
+           "mo_asha": ("optuna", "asha", True), "random_mo_asha": ("random", "asha", True)}
 COMPARISONS = (("mo_asha", "random_fifo"), ("mo_asha", "random_asha"), ("random_asha", "random_fifo"))
 REFERENCE_COST = 1.1  # the reference point's scaled cost
 
