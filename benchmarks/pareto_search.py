@@ -7,7 +7,11 @@ baselines and no noise-aware ending (a front is the answer, not one best):
 - random_fifo: random search, every trial to max_t;
 - random_asha: random search, ASHA on accuracy alone;
 - mo_asha: the multi-objective study (`--objectives val_acc:max,cost_flops_per_image:min`):
-  Optuna's TPE for several objectives, ASHA's rungs by non-dominated sorting (MO-ASHA).
+  Optuna's TPE for several objectives, ASHA's rungs by non-dominated sorting (MO-ASHA);
+- random_mo_asha: the same study with random proposals (`--searcher random`), as MO-ASHA was
+  published and as Syne Tune runs it: Optuna's multi-objective TPE learns only from trials
+  that reached max_t (a pruned trial of a multi-objective study has no values), so this tells
+  the rungs' part from the sampler's.
 
 A study's named front is the rule `study.summary.front` gives every multi-objective study: the
 trials that reached max_t that no other dominates on their observed accuracy and FLOPs. It is
@@ -20,7 +24,10 @@ regret is the true front's hypervolume minus the named front's, in percent of th
 Over the seeds: interquartile mean with a 95% bootstrap interval, quartiles, and paired
 Wilcoxon tests on the same seeds with Holm's correction (benchmarks.search_efficiency).
 
-    python -m benchmarks.pareto_search [--seeds 30] [--budget 270] [--table FILE] [--workers 8]
+    python -m benchmarks.pareto_search [--seeds 30] [--budget 270] [--grace-period N] [--table FILE]
+
+`--grace-period` sets the rungs' first epoch (default: the space's, 1); a run with other
+settings reuses nothing from the work folder that another setting left.
 
 Writes benchmarks/results/pareto_search.json. The studies search the space the table was
 recorded in (`benchmarks.curves record --design cost`: refine, recursion steps, patch size and
@@ -49,7 +56,8 @@ OBJECTIVES = (("val_acc", "max"), (COST, "min"))
 # method: (searcher, policy, multi-objective)
 METHODS = {"random_fifo": ("random", "fifo", False), "random_asha": ("random", "asha", False),
            "mo_asha": ("optuna", "asha", True), "random_mo_asha": ("random", "asha", True)}
-COMPARISONS = (("mo_asha", "random_fifo"), ("mo_asha", "random_asha"), ("random_asha", "random_fifo"))
+COMPARISONS = (("mo_asha", "random_fifo"), ("mo_asha", "random_asha"), ("random_mo_asha", "random_fifo"),
+               ("random_mo_asha", "random_asha"), ("mo_asha", "random_mo_asha"), ("random_asha", "random_fifo"))
 REFERENCE_COST = 1.1  # the reference point's scaled cost
 
 
@@ -95,24 +103,29 @@ class Axes:
                       if not any(b >= a and d <= c and (b, d) != (a, c) for b, d in points.values()))
 
 
-def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int) -> Path:
-    """One simulated study; its named front (the table's configurations) saved as work/METHOD-SEED.json."""
+def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int,
+            grace_period: int | None = None) -> Path:
+    """One simulated study; its named front (the table's configurations) saved as
+    work/METHOD-SEED.json (kept for a later run with the same settings)."""
     from study.simulate import rows
     from study.summary import front
     from trainables.curve_table import load
 
     out = work / f"{method}-{seed}.json"
-    if out.is_file():
+    settings = {"table": str(table_path), "budget": budget, "grace_period": grace_period, "workers": workers}
+    if out.is_file() and json.loads(out.read_text()).get("settings") == settings:
         return out
     searcher, policy, multi = METHODS[method]
     table = load(str(table_path))
     record, simulated, wall = simulated_study(table_path, work, f"{method}-{seed}", seed, budget, workers,
-                                              searcher=searcher, policy=policy, finalists=0,
+                                              grace_period=grace_period, searcher=searcher, policy=policy,
+                                              finalists=0,
                                               objectives=OBJECTIVES if multi else None)
     by_id = {t.trial_id: t for t in simulated.trials}
     configs = [replayed_config(table, by_id[e["trial_id"]].config)
                for e in front(rows(record, simulated.trials), list(OBJECTIVES), [])]
-    out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "front": configs,
+    out.write_text(json.dumps({"method": method, "seed": seed, "settings": settings, "wall_s": round(wall, 1),
+                               "front": configs,
                                "trials": len(simulated.trials),
                                "epochs": sum(t.epochs for t in simulated.trials)}))
     return out
@@ -148,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--budget", type=int, default=270, help="epochs each study may run")
+    parser.add_argument("--grace-period", type=int, help="the rungs' first epoch (default: the space's)")
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--workers", type=int, default=8, help="trials at once in a simulated study")
@@ -159,16 +173,21 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.curves write")
     if args.seeds < 2 or args.budget < table.epochs:
         parser.error(f"--seeds must be at least 2 and --budget at least one full trial ({table.epochs} epochs)")
+    if args.grace_period is not None and not 1 <= args.grace_period < table.epochs:
+        parser.error(f"--grace-period must be an epoch from 1 to {table.epochs - 1} (max_t is {table.epochs})")
     args.work.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         for method in args.methods:
-            done = (args.work / f"{method}-{seed}.json").is_file()
-            result = json.loads(run_one(method, seed, args.budget, args.table, args.work, args.workers).read_text())
-            if not done:
+            path = args.work / f"{method}-{seed}.json"
+            before = path.stat().st_mtime_ns if path.is_file() else None
+            result = json.loads(run_one(method, seed, args.budget, args.table, args.work, args.workers,
+                                        args.grace_period).read_text())
+            if path.stat().st_mtime_ns != before:
                 print(f"seed {seed} {method}: front of {len(set(result['front']))} in {result['wall_s']:.1f} s",
                       flush=True)
     report = {"command": "python -m benchmarks.pareto_search " + " ".join(sys.argv[1:] if argv is None else argv),
               "table": str(args.table), "seeds": args.seeds, "budget": args.budget, "workers": args.workers,
+              "grace_period": args.grace_period, "holm_family": "the comparisons of this file",
               "objectives": [list(o) for o in OBJECTIVES], "machine": machine(),
               **score(args.work, args.methods, args.seeds, table)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

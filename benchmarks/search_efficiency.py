@@ -155,11 +155,14 @@ def replayed_config(table: Any, config: dict[str, Any]) -> str:
 
 
 def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: int, workers: int,
-                    **flags: Any) -> tuple[Any, Any, float]:
+                    grace_period: int | None = None, **flags: Any) -> tuple[Any, Any, float]:
     """A replayed study of the table's own space (the one it was recorded in) in simulated time
     (study.simulate), seed `seed` for the sampler and the training, at an epoch budget, without
-    baselines, test or report; `flags`: the study's other options (searcher, policy, ...).
-    Returns its record, the simulated search and the search's wall time; its folder is removed."""
+    baselines, test or report; `grace_period`: the rungs' first epoch, where not the space's;
+    `flags`: the study's other options (searcher, policy, ...). Returns its record, the
+    simulated search and the search's wall time; its folder is removed."""
+    import yaml
+
     from benchmarks.curves import DESIGNS
     from study.options import StudyOptions
     from study.record import new_record, resolve_space
@@ -170,6 +173,11 @@ def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: 
     space = DESIGNS[str(table.metadata.get("plan", {}).get("design", "ablation"))]
     runs = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     try:
+        if grace_period is not None:
+            raw = yaml.safe_load(space.read_text())
+            raw["study"]["grace_period"] = grace_period
+            space = runs / space.name
+            space.write_text(yaml.safe_dump(raw, sort_keys=False))
         opts = StudyOptions(space=str(space), name=name, out=str(runs), seed=seed, train_seed=seed, baselines=False,
                             evaluate_test=False, report=False, num_samples=budget, max_epochs=table.epochs,
                             epoch_budget=budget, trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),

@@ -40,3 +40,8 @@ def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: 
             assert regret == pytest.approx(expected, abs=0.01) and 0 <= regret <= 100
             assert run["epochs"] <= 24
     assert {(c["method"], c["against"]) for c in report["comparisons"]} == set(pareto_search.COMPARISONS)
+    # other rung settings: nothing of the first run is reused
+    pareto_search.main(["--seeds", "2", "--budget", "24", "--table", str(table), "--work", str(tmp_path / "work"),
+                        "--out", str(out), "--workers", "2", "--grace-period", "2", "--methods", "random_asha"])
+    run = json.loads((tmp_path / "work" / "random_asha-0.json").read_text())
+    assert run["settings"]["grace_period"] == 2 and json.loads(out.read_text())["grace_period"] == 2
