@@ -427,7 +427,8 @@ def pareto_front(candidates: pd.DataFrame, metric: str, mode: str, cost: str = "
     if candidates.empty:
         return candidates
     sign = 1.0 if mode == "max" else -1.0
-    points = [(sign * float(v), -float(c)) for v, c in zip(candidates[metric], candidates[cost], strict=True)]
+    points: list[tuple[float, ...]] = [(sign * float(v), -float(c))
+                                       for v, c in zip(candidates[metric], candidates[cost], strict=True)]
     first = candidates.iloc[fronts(points)[0]]
     return first.assign(_score=sign * first[metric]).sort_values([cost, "_score"], ascending=[True, False],
                                                                  kind="stable").drop(columns="_score")
