@@ -136,11 +136,22 @@ class FidelitySearcher(Searcher):
             # first trials again; seed it past them instead (still deterministic).
             self._mirror = optuna.create_study(directions=self.directions,
                                                sampler=_sampler(self.sampler_kind, self.seed + len(trials)))
-            self._mirror.add_trials([t for t in trials if t.state.is_finished()])
+            self._mirror.add_trials([self._for_sampler(t) for t in trials if t.state.is_finished()])
             for point in self.space.enqueue:
                 if not any(all(t.params.get(k) == v for k, v in point.items()) for t in trials):
                     self._mirror.enqueue_trial(point)
         return self._mirror
+
+    def _for_sampler(self, trial: Any) -> Any:
+        """A stored trial as the mirror holds it: a stopped trial of a multi-objective study
+        without its per-epoch values (Optuna's TPE would ask such a study for its one direction
+        to rank them, and fail)."""
+        if not self.multi or not trial.intermediate_values:
+            return trial
+        import optuna
+
+        return optuna.trial.create_trial(state=trial.state, values=trial.values, params=trial.params,
+                                         distributions=trial.distributions)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         limit = CONCURRENCY.get(self.study_name)

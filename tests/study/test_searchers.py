@@ -308,3 +308,35 @@ def test_a_multi_objective_study_tells_optuna_every_objective_at_equal_fidelity(
     assert {t.number for t in stored.best_trials} == {trials["full"].number}  # the front, at max_t only
     # the sampler proposes for several objectives
     assert searcher.suggest("next") is not None
+
+
+def test_a_resumed_multi_objective_study_samples_past_its_stopped_trials(tmp_path: Path) -> None:
+    """The sampler of a resumed study reads the stored trials back: stopped trials of several
+    objectives carry their per-epoch values there, which Optuna's TPE cannot rank (it asks the
+    study for its one direction), so past its random start-up the sampler must still propose."""
+    import dataclasses
+    import pickle
+
+    space = load_space("smoke")
+    space = dataclasses.replace(space, study=dataclasses.replace(
+        space.study, objectives=(("val_acc", "max"), ("cost_flops_per_image", "min"))))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = FidelitySearcher(space, url, "mo", baselines=False)
+    max_t = space.study.max_epochs
+    for i in range(14):  # past TPE's 10 start-up trials, most stopped at the first rung
+        trial_id = f"t{i}"
+        assert searcher.suggest(trial_id) is not None
+        epochs = max_t if i % 4 == 0 else 1
+        for epoch in range(1, epochs + 1):
+            searcher.on_trial_result(trial_id, {"epoch": epoch, "val_acc": 0.01 * i + 0.1 * epoch,
+                                                "cost_flops_per_image": 1e9 * (1 + i % 3)})
+        if epochs < max_t:
+            searcher.on_trial_stopped(trial_id)
+        searcher.on_trial_complete(trial_id, result={"epoch": epochs, "val_acc": 0.01 * i + 0.1 * epochs})
+    searcher.save(str(tmp_path / "searcher.json"))
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "searcher.json"))
+    stored = optuna.load_study(study_name="mo", storage=url)
+    assert sum(t.state == TrialState.PRUNED and bool(t.intermediate_values) for t in stored.trials) == 10
+    for i in range(5):
+        assert restored.suggest(f"after{i}") is not None
