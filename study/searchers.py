@@ -143,15 +143,25 @@ class FidelitySearcher(Searcher):
         return self._mirror
 
     def _for_sampler(self, trial: Any) -> Any:
-        """A stored trial as the mirror holds it: a stopped trial of a multi-objective study
-        without its per-epoch values (Optuna's TPE would ask such a study for its one direction
-        to rank them, and fail)."""
-        if not self.multi or not trial.intermediate_values:
-            return trial
+        """A stored trial as the mirror holds it (`_sampler_state`): a stopped trial of a
+        multi-objective study as FAIL, without its per-epoch values."""
         import optuna
 
-        return optuna.trial.create_trial(state=trial.state, values=trial.values, params=trial.params,
-                                         distributions=trial.distributions)
+        state = self._sampler_state(trial.state)
+        if state == trial.state:
+            return trial
+        return optuna.trial.create_trial(state=state, params=trial.params, distributions=trial.distributions)
+
+    def _sampler_state(self, state: Any) -> Any:
+        """What the sampler is told of a trial that ended in `state`. A stopped (PRUNED) trial of a
+        multi-objective study carries no values, and Optuna's TPE ranks such trials arbitrarily:
+        while fewer trials reached max_t than its good share (10% of the trials), it filled that
+        share with the first stopped trials, and proposed near them (measured: a worse front than
+        random proposals, benchmarks/pareto_search.py). The sampler learns from trials at max_t
+        only; the stored study keeps them PRUNED."""
+        import optuna
+
+        return optuna.trial.TrialState.FAIL if self.multi and state == optuna.trial.TrialState.PRUNED else state
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         limit = CONCURRENCY.get(self.study_name)
@@ -243,14 +253,15 @@ class FidelitySearcher(Searcher):
         elif state == optuna.trial.TrialState.PRUNED and running.values and not self.multi:
             values = [running.values[max(running.values)]]  # as Optuna's tell: a pruned trial's value is its last
         self.ledger.finish(running.storage_id, state, values)  # told before a resume: kept as it was
+        told = self._sampler_state(state)
         if running.mirrored is not None:
             # Optuna's tell takes values only for COMPLETE (it sets a pruned trial's itself)
-            mirror.tell(running.mirrored, values if state == optuna.trial.TrialState.COMPLETE else None,
-                        state=state, skip_if_finished=True)
+            mirror.tell(running.mirrored, values if told == optuna.trial.TrialState.COMPLETE else None,
+                        state=told, skip_if_finished=True)
         else:
             mirror.add_trial(optuna.trial.create_trial(
-                state=state, values=values, params=running.params, distributions=running.distributions,
-                intermediate_values={} if self.multi else running.values))
+                state=told, values=values if told == state else None, params=running.params,
+                distributions=running.distributions, intermediate_values={} if self.multi else running.values))
         del self.numbers[trial_id]
 
     def save(self, checkpoint_path: str) -> None:

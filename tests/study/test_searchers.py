@@ -313,7 +313,8 @@ def test_a_multi_objective_study_tells_optuna_every_objective_at_equal_fidelity(
 def test_a_resumed_multi_objective_study_samples_past_its_stopped_trials(tmp_path: Path) -> None:
     """The sampler of a resumed study reads the stored trials back: stopped trials of several
     objectives carry their per-epoch values there, which Optuna's TPE cannot rank (it asks the
-    study for its one direction), so past its random start-up the sampler must still propose."""
+    study for its one direction), so past its random start-up the sampler must still propose;
+    and it is told of them as the live searcher tells it (FAIL: no values to learn from)."""
     import dataclasses
     import pickle
 
@@ -338,5 +339,9 @@ def test_a_resumed_multi_objective_study_samples_past_its_stopped_trials(tmp_pat
     restored.restore(str(tmp_path / "searcher.json"))
     stored = optuna.load_study(study_name="mo", storage=url)
     assert sum(t.state == TrialState.PRUNED and bool(t.intermediate_values) for t in stored.trials) == 10
+    # the sampler learns from trials at max_t only: stopped ones are FAIL to it, live or restored
+    for sampler_side in (searcher.mirror, restored.mirror):
+        states = [t.state for t in sampler_side.trials]
+        assert states.count(TrialState.FAIL) == 10 and states.count(TrialState.COMPLETE) == 4
     for i in range(5):
         assert restored.suggest(f"after{i}") is not None
