@@ -50,6 +50,7 @@ SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 # moves the inference cost (refine, recursion steps, patch size; the Pareto benchmark's)
 DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml"}
 TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
+COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
 METADATA_KEY = b"rra_curves"
 # per-epoch metrics kept in the table
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",

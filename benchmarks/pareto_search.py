@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import TABLE
+from benchmarks.curves import COST_TABLE
 from benchmarks.machine import machine
 from benchmarks.search_efficiency import compare, iqm, iqm_interval, open_table, replayed_config, simulated_study
 
@@ -163,12 +163,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=270, help="epochs each study may run")
     parser.add_argument("--grace-period", type=int, help="the rungs' first epoch (default: the space's)")
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
-    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--table", type=Path, default=COST_TABLE,
+                        help="a table recorded with --design cost (default: benchmarks/data/rra_cost_curves.parquet)")
     parser.add_argument("--workers", type=int, default=8, help="trials at once in a simulated study")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rra-pareto-search")
     parser.add_argument("--out", type=Path, default=RESULTS / "pareto_search.json")
     args = parser.parse_args(argv)
     table = open_table(parser, args.table)
+    design = table.metadata.get("plan", {}).get("design", "ablation")
+    if design != "cost":
+        parser.error(f"{args.table} was recorded with --design {design}, where the cost barely moves: "
+                     "give a table recorded with --design cost")
     if not any(COST in c for c in table.costs.values()):
         parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.curves write")
     if args.seeds < 2 or args.budget < table.epochs:

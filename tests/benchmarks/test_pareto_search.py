@@ -45,3 +45,11 @@ def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: 
                         "--out", str(out), "--workers", "2", "--grace-period", "2", "--methods", "random_asha"])
     run = json.loads((tmp_path / "work" / "random_asha-0.json").read_text())
     assert run["settings"]["grace_period"] == 2 and json.loads(out.read_text())["grace_period"] == 2
+
+
+def test_a_table_where_the_cost_barely_moves_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = write_table(tmp_path, configs=8, seeds=2, design="ablation")
+    with pytest.raises(SystemExit) as stop:
+        pareto_search.main(["--table", str(table), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "p.json")])
+    assert stop.value.code == 2 and "recorded with --design ablation" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
