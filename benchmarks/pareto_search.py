@@ -135,11 +135,13 @@ def score(work: Path, methods: list[str], seeds: int, table: Any) -> dict[str, A
     axes = Axes(table)
     truth = axes.true_front()
     best = axes.volume(truth)
+    most_accurate = max(truth, key=table.true_final)
     regrets: dict[str, list[float]] = {}
     out: dict[str, Any] = {}
     for method in methods:
         runs = [json.loads((work / f"{method}-{seed}.json").read_text()) for seed in range(seeds)]
         regret = [100 * (best - axes.volume(sorted(set(r["front"])))) / best for r in runs]
+        missed = [x for r, x in zip(runs, regret, strict=True) if most_accurate not in r["front"]]
         regrets[method] = regret
         low, high = iqm_interval(regret)
         out[method] = {"hypervolume_regret_percent": [round(r, 2) for r in regret],
@@ -148,6 +150,10 @@ def score(work: Path, methods: list[str], seeds: int, table: Any) -> dict[str, A
                        "quartiles": [round(q, 2) for q in statistics.quantiles(regret, n=4, method="inclusive")]
                        if len(regret) > 1 else [round(regret[0], 2)] * 3,
                        "front_size_median": statistics.median(len(set(r["front"])) for r in runs),
+                       # how often the named front holds each point of the true front, and what a
+                       # front that misses the most accurate one costs
+                       "studies_holding": {n: sum(n in r["front"] for r in runs) for n in truth},
+                       "mean_regret_without_the_best": round(statistics.mean(missed), 2) if missed else None,
                        "trials_median": statistics.median(r["trials"] for r in runs),
                        "study_wall_s_median": statistics.median(r["wall_s"] for r in runs)}
     pairs = [(m, a) for m, a in COMPARISONS if m in regrets and a in regrets]

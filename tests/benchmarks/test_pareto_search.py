@@ -39,6 +39,8 @@ def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: 
                 axes.volume(report["true_front"])
             assert regret == pytest.approx(expected, abs=0.01) and 0 <= regret <= 100
             assert run["epochs"] <= 24
+        runs = [json.loads((tmp_path / "work" / f"{method}-{seed}.json").read_text()) for seed in range(2)]
+        assert result["studies_holding"] == {n: sum(n in r["front"] for r in runs) for n in report["true_front"]}
     assert {(c["method"], c["against"]) for c in report["comparisons"]} == set(pareto_search.COMPARISONS)
     # other rung settings: nothing of the first run is reused
     pareto_search.main(["--seeds", "2", "--budget", "24", "--table", str(table), "--work", str(tmp_path / "work"),
