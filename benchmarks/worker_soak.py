@@ -4,7 +4,7 @@ MLflow have run in it (the situation of the test that once saw a worker die of "
 corruption").
 
     python -m benchmarks.worker_soak [--trials 8] [--rounds 4] [--workers 2] [--driver-rounds 20]
-        [--malloc-check] [--out benchmarks/results/worker_soak.json]
+        [--train] [--malloc-check] [--out benchmarks/results/worker_soak.json]
 
 Each round builds the trial's own loader (trainables.loop.make_loader over an image folder of
 JPEGs, `image_cache: off`, so the workers decode) and reads it to the end: `workers` worker
@@ -12,7 +12,10 @@ starts a round. A worker that dies fails the round with DataLoader's error, whic
 with the worker's exit signal. `--malloc-check` runs everything under glibc's malloc checking
 (MALLOC_CHECK_=3 with libc_malloc_debug preloaded), which aborts at the first double free
 instead of corrupting the heap silently; PYTHONFAULTHANDLER prints the Python stack of a worker
-that dies of a signal.
+that dies of a signal. `--train` makes each round a fresh trial that runs one epoch
+(trainables.loop.run_epoch: its train and validation loaders start their workers, then the
+process trains), so that workers fork from a process that has trained, with torch's thread
+pools made and resized (`threads` alternates between 1 and 2), as in the test that saw the crash.
 """
 
 from __future__ import annotations
@@ -55,16 +58,31 @@ def trial_config(data_dir: str, workers: int) -> Any:
                                   "val_fraction": 0.25, "threads": 1, "device": "cpu"})
 
 
-def soak(data_dir: str, workers: int, rounds: int) -> dict[str, Any]:
-    """`rounds` fresh loaders over the training split, each read to its end, in this process."""
+def soak(data_dir: str, workers: int, rounds: int, train: bool = False) -> dict[str, Any]:
+    """`rounds` fresh loaders over the training split, each read to its end, in this process;
+    with `train`, `rounds` fresh trials of one epoch each (two loaders a round)."""
+    import dataclasses
+
     import torch
 
     from trainables.data.build import build_datasets
-    from trainables.loop import make_loader
+    from trainables.loop import make_loader, run_epoch, setup_trial
 
     cfg = trial_config(data_dir, workers)
     data = build_datasets(cfg)
     failures, images = [], 0
+    if train:
+        for i in range(rounds):
+            trial = setup_trial(dataclasses.replace(cfg, seed=i, threads=1 + i % 2), data)
+            try:
+                run_epoch(trial)
+                images += len(data.train) + len(data.val)
+            except RuntimeError as err:
+                failures.append({"round": i, "error": str(err).splitlines()[0][:300]})
+            finally:
+                del trial  # its persistent workers end with its loaders
+        return {"pid": os.getpid(), "rounds": rounds, "worker_starts": 2 * rounds * workers, "images": images,
+                "failures": failures}
     for i in range(rounds):
         loader = make_loader(data.train, cfg, torch.device("cpu"), shuffle=True,
                              generator=torch.Generator().manual_seed(i))
@@ -80,16 +98,18 @@ def soak(data_dir: str, workers: int, rounds: int) -> dict[str, Any]:
 def _trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
-    tune.report({"done": 1, **soak(config["data_dir"], config["workers"], config["rounds"])})
+    tune.report({"done": 1, **soak(config["data_dir"], config["workers"], config["rounds"], config["train"])})
 
 
-def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: str) -> list[dict[str, Any]]:
+def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: str,
+              train: bool = False) -> list[dict[str, Any]]:
     """The soak inside Ray trials (two at a time), through Tune as a study runs them."""
     from ray import tune
 
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": 1}),
-        param_space={"data_dir": data_dir, "workers": workers, "rounds": rounds, "i": tune.grid_search(range(trials))},
+        param_space={"data_dir": data_dir, "workers": workers, "rounds": rounds, "train": train,
+                     "i": tune.grid_search(range(trials))},
         run_config=tune.RunConfig(name="soak", storage_path=storage, verbose=0))
     results = tuner.fit()
     out: list[dict[str, Any]] = []
@@ -103,7 +123,7 @@ def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: st
     return out
 
 
-def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path) -> dict[str, Any]:
+def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path, train: bool = False) -> dict[str, Any]:
     """The test's situation: Ray has run in this process and ended, MLflow runs in it (the
     threads they leave live on), then loaders fork workers from it."""
     import mlflow
@@ -111,7 +131,7 @@ def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path) 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     with mlflow.start_run():
         mlflow.log_metric("x", 1.0)
-    return soak(data_dir, workers, rounds)
+    return soak(data_dir, workers, rounds, train)
 
 
 def main() -> None:
@@ -120,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="fresh loaders per trial")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--driver-rounds", type=int, default=20, help="fresh loaders in the driver after Ray")
+    parser.add_argument("--train", action="store_true", help="a one-epoch trial a round")
     parser.add_argument("--malloc-check", action="store_true", help="glibc's malloc checks (MALLOC_CHECK_=3)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker_soak.json"))
     args = parser.parse_args()
@@ -139,10 +160,10 @@ def main() -> None:
         data_dir = str(write_jpegs(folder / "data"))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         try:
-            trials = in_trials(data_dir, args.trials, args.workers, args.rounds, str(folder / "tune"))
+            trials = in_trials(data_dir, args.trials, args.workers, args.rounds, str(folder / "tune"), args.train)
         finally:
             ray.shutdown()  # as in the test that saw the crash: Ray had run in the process and ended
-        driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder)
+        driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder, args.train)
     in_trial_starts = sum(int(t.get("worker_starts", 0)) for t in trials)
     failures = [f for t in trials for f in t.get("failures", [])] + driver["failures"]
     result = {
@@ -150,6 +171,9 @@ def main() -> None:
         "machine": machine(),
         "malloc_check": os.environ.get("MALLOC_CHECK_") == "3",
         "start_method": "fork (torch's default on Linux)",
+        "trains_between_forks": args.train,
+        # "0": Arrow's at-fork handlers off (as studies run: study.execution); unset: on
+        "arrow_register_atfork": os.environ.get("ARROW_REGISTER_ATFORK"),
         "worker_starts_in_trials": in_trial_starts,
         "worker_starts_in_driver_after_ray": driver["worker_starts"],
         "trials_errored": sum("error" in t for t in trials),

@@ -26,7 +26,13 @@ _RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOIN
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
             # Tune's default loggers add a TensorBoard event file per trial, written on the
             # driver at every result; MLflow is the study's UI: `callbacks` keeps JSON and CSV.
-            "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+            "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+            # Arrow's at-fork handlers rebuild its thread pools in every forked child, running
+            # code that is unsafe in the child of a threaded process (apache/arrow#49146): a forked
+            # DataLoader worker of a trial hung in one of them (docs/reliability.md). The workers
+            # never use Arrow. Read when Arrow first makes a thread pool, so set before Ray starts
+            # the trials' processes (they inherit it); cluster.yaml sets it for `ray start`.
+            "ARROW_REGISTER_ATFORK": "0"}
 
 
 def set_ray_env() -> None:

@@ -61,6 +61,8 @@ def test_servers_listen_on_loopback_and_token_auth_stays_on(path: Path) -> None:
     for command in [*config["head_start_ray_commands"], *config["worker_start_ray_commands"]]:
         if "ray st" in command:
             assert "RAY_AUTH_MODE=token" in command
+        if "ray start" in command:  # the trials' processes inherit it from the raylet
+            assert "ARROW_REGISTER_ATFORK=0 ray start" in command
     assert "0.0.0.0" not in path.read_text()
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # from the user's machine
 

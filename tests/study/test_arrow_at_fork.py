@@ -1,0 +1,68 @@
+"""Arrow's at-fork handlers are off in the study's processes (study.execution sets
+ARROW_REGISTER_ATFORK=0 before Ray starts): a forked DataLoader worker of a trial hung in one of
+them (docs/reliability.md). The first test pins what the variable does in the installed pyarrow,
+so that a pyarrow that stops reading it fails here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A child forked after the parent used Arrow's thread pool can use that pool only if Arrow's
+# after-fork handler rebuilt it; without the handler the child waits on threads it does not have.
+PROBE = """
+import os, sys, time
+import pyarrow as pa, pyarrow.parquet as pq
+{setup}
+path = sys.argv[1]
+pq.write_table(pa.table({{"x": list(range(100_000))}}), path, row_group_size=5_000)
+pq.read_table(path, use_threads=True)
+pid = os.fork()
+if pid == 0:
+    pq.read_table(path, use_threads=True)
+    os._exit(0)
+for _ in range(50):
+    if os.waitpid(pid, os.WNOHANG)[0]:
+        print("handlers ran"); break
+    time.sleep(0.1)
+else:
+    os.kill(pid, 9); os.waitpid(pid, 0); print("no handlers")
+"""
+
+
+def _probe(tmp_path: Path, setup: str = "", **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_REGISTER_ATFORK"} | env
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup), str(tmp_path / "t.parquet")],
+                          cwd=ROOT, env={**environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_the_variable_turns_arrows_at_fork_handlers_off(tmp_path: Path) -> None:
+    assert _probe(tmp_path) == "handlers ran"
+    assert _probe(tmp_path, ARROW_REGISTER_ATFORK="0") == "no handlers"
+
+
+def test_the_study_turns_them_off_before_arrow_makes_a_pool(tmp_path: Path) -> None:
+    setup = "from study import execution; execution.set_ray_env()"
+    assert _probe(tmp_path, setup) == "no handlers"
+
+
+@pytest.mark.slow
+def test_trial_processes_inherit_the_setting(tmp_path: Path) -> None:
+    code = ("import ray\nfrom study import execution\nexecution.set_ray_env()\n"
+            "ray.init(num_cpus=1, include_dashboard=False)\n"
+            "print(ray.get(ray.remote(lambda: __import__('os').environ.get('ARROW_REGISTER_ATFORK')).remote()))\n"
+            "ray.shutdown()\n")
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_REGISTER_ATFORK"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0"
