@@ -26,8 +26,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.machine import machine
 
@@ -76,7 +77,7 @@ def soak(data_dir: str, workers: int, rounds: int, train: bool = False) -> dict[
             trial = setup_trial(dataclasses.replace(cfg, seed=i, threads=1 + i % 2), data)
             try:
                 run_epoch(trial)
-                images += len(data.train) + len(data.val)
+                images += len(cast(Sized, data.train)) + len(cast(Sized, data.val))
             except RuntimeError as err:
                 failures.append({"round": i, "error": str(err).splitlines()[0][:300]})
             finally:
