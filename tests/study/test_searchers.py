@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -273,19 +274,23 @@ def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: P
         CONCURRENCY.pop("contract", None)
 
 
-def test_a_multi_objective_study_tells_optuna_every_objective_at_equal_fidelity(tmp_path: Path) -> None:
-    """Accuracy (max) and FLOPs (min): a full trial is COMPLETE with both (its cost reported once,
-    with its first epoch, and kept through a restore), a stopped one PRUNED with none (Optuna has
-    no values of a pruned trial of several objectives), and the study names both objectives."""
+def _accuracy_and_flops(tmp_path: Path) -> tuple[FidelitySearcher, str]:
+    """A multi-objective searcher on the smoke space (accuracy max, FLOPs min) and its storage."""
     import dataclasses
-    import pickle
 
     space = load_space("smoke")
     space = dataclasses.replace(space, study=dataclasses.replace(
         space.study, objectives=(("val_acc", "max"), ("cost_flops_per_image", "min"))))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    searcher = FidelitySearcher(space, url, "mo", baselines=False)
-    max_t = space.study.max_epochs
+    return FidelitySearcher(space, url, "mo", baselines=False), url
+
+
+def test_a_multi_objective_study_tells_optuna_every_objective_at_equal_fidelity(tmp_path: Path) -> None:
+    """Accuracy (max) and FLOPs (min): a full trial is COMPLETE with both (its cost reported once,
+    with its first epoch, and kept through a restore), a stopped one PRUNED with none (Optuna has
+    no values of a pruned trial of several objectives), and the study names both objectives."""
+    searcher, url = _accuracy_and_flops(tmp_path)
+    max_t = searcher.space.study.max_epochs
     for trial_id, epochs, flops in (("full", max_t, 2e9), ("stopped", 1, 1e9), ("resumed", max_t, 3e9)):
         assert searcher.suggest(trial_id) is not None
         for epoch in range(1, epochs + 1):
@@ -315,15 +320,8 @@ def test_a_resumed_multi_objective_study_samples_past_its_stopped_trials(tmp_pat
     objectives carry their per-epoch values there, which Optuna's TPE cannot rank (it asks the
     study for its one direction), so past its random start-up the sampler must still propose;
     and it is told of them as the live searcher tells it (FAIL: no values to learn from)."""
-    import dataclasses
-    import pickle
-
-    space = load_space("smoke")
-    space = dataclasses.replace(space, study=dataclasses.replace(
-        space.study, objectives=(("val_acc", "max"), ("cost_flops_per_image", "min"))))
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    searcher = FidelitySearcher(space, url, "mo", baselines=False)
-    max_t = space.study.max_epochs
+    searcher, url = _accuracy_and_flops(tmp_path)
+    max_t = searcher.space.study.max_epochs
     for i in range(14):  # past TPE's 10 start-up trials, most stopped at the first rung
         trial_id = f"t{i}"
         assert searcher.suggest(trial_id) is not None
