@@ -368,6 +368,25 @@ def show(path: Path) -> dict[str, Any]:
             int(s): round(100 * float(sampled.max() - sampled[seeds.loc[sampled.index, s].idxmax()]), 2)
             for s in shared},
     }
+    if "cost_flops_per_image" in frame:  # a cost table: the true front of accuracy against FLOPs
+        out["true_front"] = _true_front(sampled, params, count)
+    return out
+
+
+def _true_front(truth: Any, params: Any, count: Any) -> list[dict[str, Any]]:
+    """The configurations no other beats on both true accuracy and FLOPs an image, cheapest
+    first (the front benchmarks.pareto_search scores against), each with its FLOPs."""
+    from study.policies.rungs import fronts
+
+    names = list(truth.index)
+    flops = params.loc[names, "cost_flops_per_image"]
+    first = fronts([(float(truth[n]), -float(flops[n])) for n in names])[0]
+    out = []
+    for name in sorted((names[i] for i in first), key=lambda n: float(flops[n])):
+        values = {k: params.loc[name, k] for k in ("refine", "recursion_steps", "patch_size") if k in params}
+        out.append({"config": str(name), "true_val_acc": round(float(truth[name]), 4), "seeds": int(count[name]),
+                    "mflops_per_image": round(float(flops[name]) / 1e6, 2),
+                    **{k: v if isinstance(v, str) else int(v) for k, v in values.items() if v is not None and v == v}})
     return out
 
 

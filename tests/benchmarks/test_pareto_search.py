@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import pareto_search
+from benchmarks import curves, pareto_search
 from tests.study.test_curve_table import write_table
 from trainables.curve_table import CurveTable
 
@@ -31,6 +31,10 @@ def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: 
     truth = CurveTable(table)
     axes = pareto_search.Axes(truth)
     assert report["true_front"] == axes.true_front() and report["true_front"]
+    # the table's own summary names the same front, cheapest first
+    shown = curves.show(table)["true_front"]
+    assert sorted(e["config"] for e in shown) == report["true_front"]
+    assert [e["mflops_per_image"] for e in shown] == sorted(e["mflops_per_image"] for e in shown)
     for method, result in report["methods"].items():
         for seed, regret in enumerate(result["hypervolume_regret_percent"]):
             run = json.loads((tmp_path / "work" / f"{method}-{seed}.json").read_text())
