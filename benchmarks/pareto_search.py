@@ -104,31 +104,29 @@ class Axes:
 
 
 def run_one(method: str, seed: int, budget: int, table_path: Path, work: Path, workers: int,
-            grace_period: int | None = None) -> Path:
+            grace_period: int | None = None) -> tuple[dict[str, Any], bool]:
     """One simulated study; its named front (the table's configurations) saved as
-    work/METHOD-SEED.json (kept for a later run with the same settings)."""
+    work/METHOD-SEED.json, and whether it ran now (a saved one of the same settings is reused)."""
     from study.simulate import rows
     from study.summary import front
     from trainables.curve_table import load
 
     out = work / f"{method}-{seed}.json"
     settings = {"table": str(table_path), "budget": budget, "grace_period": grace_period, "workers": workers}
-    if out.is_file() and json.loads(out.read_text()).get("settings") == settings:
-        return out
+    if out.is_file() and (saved := json.loads(out.read_text())).get("settings") == settings:
+        return saved, False
     searcher, policy, multi = METHODS[method]
     table = load(str(table_path))
     record, simulated, wall = simulated_study(table_path, work, f"{method}-{seed}", seed, budget, workers,
                                               grace_period=grace_period, searcher=searcher, policy=policy,
-                                              finalists=0,
-                                              objectives=OBJECTIVES if multi else None)
+                                              finalists=0, objectives=OBJECTIVES if multi else None)
     by_id = {t.trial_id: t for t in simulated.trials}
     configs = [replayed_config(table, by_id[e["trial_id"]].config)
                for e in front(rows(record, simulated.trials), list(OBJECTIVES), [])]
-    out.write_text(json.dumps({"method": method, "seed": seed, "settings": settings, "wall_s": round(wall, 1),
-                               "front": configs,
-                               "trials": len(simulated.trials),
-                               "epochs": sum(t.epochs for t in simulated.trials)}))
-    return out
+    result = {"method": method, "seed": seed, "settings": settings, "wall_s": round(wall, 1), "front": configs,
+              "trials": len(simulated.trials), "epochs": sum(t.epochs for t in simulated.trials)}
+    out.write_text(json.dumps(result))
+    return result, True
 
 
 def score(work: Path, methods: list[str], seeds: int, table: Any) -> dict[str, Any]:
@@ -189,11 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         for method in args.methods:
-            path = args.work / f"{method}-{seed}.json"
-            before = path.stat().st_mtime_ns if path.is_file() else None
-            result = json.loads(run_one(method, seed, args.budget, args.table, args.work, args.workers,
-                                        args.grace_period).read_text())
-            if path.stat().st_mtime_ns != before:
+            result, ran = run_one(method, seed, args.budget, args.table, args.work, args.workers, args.grace_period)
+            if ran:
                 print(f"seed {seed} {method}: front of {len(set(result['front']))} in {result['wall_s']:.1f} s",
                       flush=True)
     report = {"command": "python -m benchmarks.pareto_search " + " ".join(sys.argv[1:] if argv is None else argv),
