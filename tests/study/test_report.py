@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow
+# one worker of `make test` runs the module, so its study (a module fixture) runs once, not once a worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report-study")]
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
