@@ -46,7 +46,9 @@ def start_mlflow_server(folder: Path, port: int, backend: str | None = None, art
          "--artifacts-destination", artifacts or str(folder / "srv-artifacts"), "--host", "127.0.0.1", "--port",
          str(port)],
         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, **(env or {})})
+        # without MLflow's job runner (a runner and six huey consumers, each importing MLflow at
+        # start-up, for GenAI jobs, which no study uses)
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
     wait_for_http(f"http://127.0.0.1:{port}/health", "the MLflow server")
     return server
 

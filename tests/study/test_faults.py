@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_space
+from tests.conftest import replay_space, small_space
 from tests.servers import free_port, start_mlflow_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,9 @@ def test_trials_that_raise_are_retried_then_errored_and_the_study_goes_on(tmp_pa
     assert all(r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed" for r in others)
 
 
-SLOW = small_space("metric: val_acc, mode: max, max_epochs: 8, grace_period: 8, reduction_factor: 2, num_samples: 2",
-                   600, "parameters:\n  crop_scale: {type: float, low: 0.3, high: 1.0}")
+# two replayed trials (a recorded curve, 1.5 s an epoch, next to no CPU): the outages below are
+# about MLflow, not training, and a trial that sleeps keeps its pace on a loaded machine
+REPLAYED = ("--policy", "fifo", "--no-test", "--trainable", "replay", "--replay-epoch-s", "1.5")
 
 
 def _epochs_ended_after(folder: Path, since: float, at_least: int) -> bool:
@@ -80,13 +81,12 @@ def _epochs_ended_after(folder: Path, since: float, at_least: int) -> bool:
 def test_an_mlflow_outage_loses_no_metrics(tmp_path: Path) -> None:
     """The server goes down while the trials run, and comes back once they have ended epochs
     without it: every epoch reaches MLflow, those of the outage included."""
-    (tmp_path / "space.yaml").write_text(SLOW)
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=8, num_samples=2, baselines=False))
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     try:
-        proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", "--policy", "fifo", "--no-test",
-                      "--tracking-uri", uri)
+        proc = _study(tmp_path, "--space", "space.yaml", "--name", "outage", *REPLAYED, "--tracking-uri", uri)
         client = MlflowClient(uri)
         deadline = time.time() + 300
         while time.time() < deadline:  # wait until the trials are logging epochs
@@ -127,12 +127,12 @@ def test_a_hung_mlflow_server_never_holds_the_study_and_every_metric_arrives(tmp
     again, every epoch of every trial reaches it before the study ends."""
     from tests.servers import HangingProxy
 
-    (tmp_path / "space.yaml").write_text(SLOW.replace("max_epochs: 8, grace_period: 8", "max_epochs: 4, grace_period: 4"))
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=4, num_samples=2, baselines=False))
     port = free_port()
     server = start_mlflow_server(tmp_path, port)
     proxy = HangingProxy(port)
     try:
-        proc = _study(tmp_path, "--space", "space.yaml", "--name", "hung", "--policy", "fifo", "--no-test",
+        proc = _study(tmp_path, "--space", "space.yaml", "--name", "hung", *REPLAYED,
                       "--tracking-uri", f"http://127.0.0.1:{proxy.port}", env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
         deadline = time.time() + 300
         while time.time() < deadline:  # Tune's own record of the trials' epochs
@@ -167,8 +167,8 @@ def test_a_server_hung_for_the_whole_study_delays_nothing_and_the_report_sends_i
     proxy = HangingProxy(port)
     env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "RRA_MLFLOW_WAIT_S": "5"}
     try:
-        proc = _study(tmp_path, "--space", "smoke", "--name", "dark", "--tracking-uri", f"http://127.0.0.1:{proxy.port}",
-                      env=env)
+        proc = _study(tmp_path, "--space", "smoke", "--name", "dark", "--trainable", "replay", "--replay-epoch-s", "0",
+                      "--tracking-uri", f"http://127.0.0.1:{proxy.port}", env=env)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
         assert "did not answer within 5 s" in out and "python -m study.report --name dark" in out
