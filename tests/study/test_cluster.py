@@ -119,16 +119,16 @@ def _start_commands(key: str) -> list[str]:
     return list(yaml.safe_load((ROOT / "clusters" / "onprem.yaml").read_text())[key])
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
+@contextlib.contextmanager
+def _two_nodes(folder: Path, s3: S3Server) -> Iterator[dict[str, str]]:
     """The on-prem file's head and worker start commands, run as `ray up` would on each node,
     each node with its own Ray temporary folder; the MLflow server's artifacts and Tune's
     storage (`storage`: a fresh bucket) on the S3 server."""
     tmpdir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    mlflow_dir, mlflow_port = tmp_path / "mlflow-server", free_port()
+    mlflow_dir, mlflow_port = folder / "mlflow-server", free_port()
     # fresh ports for each cluster: a port of the last one may not be free yet
     ray_port, dashboard_port = free_port(), free_port()
-    bucket = s3.bucket(f"rra-{tmp_path.name.lower().replace('_', '-')[:40]}")
+    bucket = s3.bucket(f"rra-{folder.name.lower().replace('_', '-')[:40]}")
     env = {**_env(tmpdir), **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "RRA_RAY_PORT": str(ray_port), "RRA_RAY_START_ARGS": "--num-cpus 1",
@@ -168,6 +168,52 @@ def two_nodes(tmp_path: Path, s3: S3Server) -> Iterator[dict[str, str]]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+class _Clusters:
+    """The module's two-node clusters: one, started on first use, serves every test that leaves
+    it whole (each study has its own experiment, Tune folder and working folder); a test that
+    kills a node spends it, and the next test gets a fresh one."""
+
+    def __init__(self, factory: pytest.TempPathFactory, s3: S3Server) -> None:
+        self.factory, self.s3 = factory, s3
+        self.stack: contextlib.ExitStack | None = None
+        self.current: dict[str, str] | None = None
+
+    def get(self) -> dict[str, str]:
+        if self.current is None:
+            self.stack = contextlib.ExitStack()
+            self.current = self.stack.enter_context(_two_nodes(self.factory.mktemp("cluster"), self.s3))
+        return self.current
+
+    def spend(self) -> None:
+        if self.stack is not None:
+            self.stack.close()
+        self.stack, self.current = None, None
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterator[_Clusters]:
+    pool = _Clusters(tmp_path_factory, s3)
+    try:
+        yield pool
+    finally:
+        pool.spend()
+
+
+@pytest.fixture
+def two_nodes(clusters: _Clusters) -> dict[str, str]:
+    """A two-node cluster whose nodes are both alive (the module's, or a fresh one)."""
+    return clusters.get()
+
+
+@pytest.fixture
+def two_nodes_to_kill(clusters: _Clusters) -> Iterator[dict[str, str]]:
+    """A two-node cluster the test may break (the module's, spent after it; the test is last)."""
+    try:
+        yield clusters.get()
+    finally:
+        clusters.spend()
+
+
 def _rows(s3: S3Server, bucket: str, experiment: str) -> dict[str, list[dict[str, object]]]:
     """Each trial's result rows, read from Tune's storage in the bucket."""
     out = {}
@@ -183,43 +229,6 @@ def _children(client: MlflowClient, experiment: str) -> list[Any]:
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else [r for r in client.search_runs([exp.experiment_id])
                                     if "mlflow.parentRunId" in r.data.tags]
-
-
-def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes: dict[str, str], tmp_path: Path,
-                                                                  s3: S3Server) -> None:
-    (tmp_path / "space.yaml").write_text(SPACE)
-    args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
-            "--address", two_nodes["address"], "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
-            "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"], "--storage", two_nodes["storage"]]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    client = MlflowClient(two_nodes["tracking_uri"])
-    victim = None
-    deadline = time.time() + 300
-    while victim is None and time.time() < deadline:  # the trials' epochs, as MLflow receives them
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        for run in _children(client, "nodes"):
-            on_worker = "127.0.0.3" in run.data.tags.get("nodes", run.data.tags.get("node_ip", ""))
-            if on_worker and run.data.metrics.get("epoch", 0) >= 2:
-                victim = run.data.tags["tune_trial_id"]  # it has a checkpoint in the bucket to resume from
-        time.sleep(0.5)
-    assert victim is not None, "no trial checkpointed on the worker node in time"
-    os.kill(_raylet_pid("127.0.0.3"), signal.SIGKILL)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-
-    rows = _rows(s3, two_nodes["bucket"], "nodes")[victim]
-    epochs = [int(str(r["epoch"])) for r in rows]
-    assert epochs[-1] == 6 and epochs.count(1) == 1  # continued, not restarted from epoch 1
-    assert rows[-1]["node_ip"] == "127.0.0.2", [(r["epoch"], r["node_ip"]) for r in rows]
-    children = _children(client, "nodes")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    run = next(c for c in children if c.data.tags["tune_trial_id"] == victim)
-    assert run.data.tags["nodes"] == "127.0.0.3,127.0.0.2"
-    assert run.data.tags["outcome"] == "completed" and int(run.data.tags["retries"]) >= 1
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
-    assert steps == [1, 2, 3, 4, 5, 6]
-    assert not list(tmp_path.rglob("result.json"))  # nothing of Tune's on a local disk of the driver's
 
 
 SMOKE_ON_TWO_NODES = small_space("metric: val_acc, mode: max, max_epochs: 2, grace_period: 2, reduction_factor: 2, "
@@ -298,3 +307,41 @@ def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_in_the_bucket(
     assert len(study.trials) == 16 and all(t.state.is_finished() for t in study.trials)
     children = _children(MlflowClient(two_nodes["tracking_uri"]), "many")
     assert len(children) == 16 and all(c.info.status == "FINISHED" for c in children)
+
+
+def test_worker_node_death_resumes_the_trial_from_its_checkpoint(two_nodes_to_kill: dict[str, str], tmp_path: Path,
+                                                                  s3: S3Server) -> None:
+    two_nodes = two_nodes_to_kill
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "nodes",
+            "--address", two_nodes["address"], "--policy", "fifo", "--max-failures", "3", "--concurrency", "2",
+            "--no-test", "--no-report", "--tracking-uri", two_nodes["tracking_uri"], "--storage", two_nodes["storage"]]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=two_nodes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    client = MlflowClient(two_nodes["tracking_uri"])
+    victim = None
+    deadline = time.time() + 300
+    while victim is None and time.time() < deadline:  # the trials' epochs, as MLflow receives them
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        for run in _children(client, "nodes"):
+            on_worker = "127.0.0.3" in run.data.tags.get("nodes", run.data.tags.get("node_ip", ""))
+            if on_worker and run.data.metrics.get("epoch", 0) >= 2:
+                victim = run.data.tags["tune_trial_id"]  # it has a checkpoint in the bucket to resume from
+        time.sleep(0.5)
+    assert victim is not None, "no trial checkpointed on the worker node in time"
+    os.kill(_raylet_pid("127.0.0.3"), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    rows = _rows(s3, two_nodes["bucket"], "nodes")[victim]
+    epochs = [int(str(r["epoch"])) for r in rows]
+    assert epochs[-1] == 6 and epochs.count(1) == 1  # continued, not restarted from epoch 1
+    assert rows[-1]["node_ip"] == "127.0.0.2", [(r["epoch"], r["node_ip"]) for r in rows]
+    children = _children(client, "nodes")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    run = next(c for c in children if c.data.tags["tune_trial_id"] == victim)
+    assert run.data.tags["nodes"] == "127.0.0.3,127.0.0.2"
+    assert run.data.tags["outcome"] == "completed" and int(run.data.tags["retries"]) >= 1
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert not list(tmp_path.rglob("result.json"))  # nothing of Tune's on a local disk of the driver's
