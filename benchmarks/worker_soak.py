@@ -12,7 +12,10 @@ starts a round. A worker that dies fails the round with DataLoader's error, whic
 with the worker's exit signal. `--malloc-check` runs everything under glibc's malloc checking
 (MALLOC_CHECK_=3 with libc_malloc_debug preloaded), which aborts at the first double free
 instead of corrupting the heap silently; PYTHONFAULTHANDLER prints the Python stack of a worker
-that dies of a signal. `--train` makes each round a fresh trial that runs one epoch
+that dies of a signal. Under `--malloc-check` only a death is evidence: the checking allocator's
+lock is not safe across fork, so a worker forked while another thread allocates can hang in its
+first allocation, whatever code makes it (benchmarks/fork_race.py measures it).
+`--train` makes each round a fresh trial that runs one epoch
 (trainables.loop.run_epoch: its train and validation loaders start their workers, then the
 process trains), so that workers fork from a process that has trained, with torch's thread
 pools made and resized (`threads` alternates between 1 and 2), as in the test that saw the crash.

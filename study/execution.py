@@ -27,11 +27,12 @@ _RAY_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOIN
             # Tune's default loggers add a TensorBoard event file per trial, written on the
             # driver at every result; MLflow is the study's UI: `callbacks` keeps JSON and CSV.
             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-            # Arrow's at-fork handlers rebuild its thread pools in every forked child, running
-            # code that is unsafe in the child of a threaded process (apache/arrow#49146): a forked
-            # DataLoader worker of a trial hung in one of them (docs/reliability.md). The workers
-            # never use Arrow. Read when Arrow first makes a thread pool, so set before Ray starts
-            # the trials' processes (they inherit it); cluster.yaml sets it for `ray start`.
+            # Arrow's at-fork handlers rebuild its thread pools in every forked child, running code
+            # that is not async-signal-safe in the child of a threaded process (apache/arrow#49146),
+            # and a trial process is threaded; its DataLoader workers never use Arrow. A precaution,
+            # not a measured fix (docs/reliability.md). Read when Arrow first makes a thread pool,
+            # so set before Ray starts the trials' processes (they inherit it); cluster.yaml sets
+            # it for `ray start`.
             "ARROW_REGISTER_ATFORK": "0"}
 
 

@@ -1,7 +1,8 @@
 """Arrow's at-fork handlers are off in the study's processes (study.execution sets
-ARROW_REGISTER_ATFORK=0 before Ray starts): a forked DataLoader worker of a trial hung in one of
-them (docs/reliability.md). The first test pins what the variable does in the installed pyarrow,
-so that a pyarrow that stops reading it fails here."""
+ARROW_REGISTER_ATFORK=0 before Ray starts), a precaution: they run code that is not
+async-signal-safe in every forked child of a threaded process, and the DataLoader workers never
+use Arrow (docs/reliability.md). The first test pins what the variable does in the installed
+pyarrow, so that a pyarrow that stops reading it fails here."""
 
 from __future__ import annotations
 
