@@ -38,6 +38,14 @@ from benchmarks.machine import machine
 MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 
 
+def _start_method() -> str:
+    """How the trial's loaders start their workers (trainables.loop.worker_context)."""
+    from trainables.loop import worker_context
+
+    context = worker_context()
+    return "fork (torch's default on Linux)" if context is None else str(context.get_start_method())
+
+
 def write_jpegs(root: Path, classes: int = 4, per_class: int = 24, size: int = 96) -> Path:
     """An image folder (train/ and test/, one folder per class) of random JPEGs."""
     import numpy as np
@@ -174,7 +182,7 @@ def main() -> None:
         "command": "python -m benchmarks.worker_soak " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "malloc_check": os.environ.get("MALLOC_CHECK_") == "3",
-        "start_method": "fork (torch's default on Linux)",
+        "start_method": _start_method(),
         "trains_between_forks": args.train,
         # "0": Arrow's at-fork handlers off (as studies run: study.execution); unset: on
         "arrow_register_atfork": os.environ.get("ARROW_REGISTER_ATFORK"),

@@ -309,6 +309,22 @@ def decoded(dataset: Dataset) -> bool:
     return True
 
 
+def worker_context() -> Any:
+    """How a loader starts its workers: forked from a fork server, a process of its own that has
+    imported torch and the trial's data code and runs no other thread, rather than forked from
+    the trial's process, which holds Ray's, gRPC's, Arrow's and torch's threads (a fork of a
+    threaded process runs other libraries' after-fork code and copies locks other threads held:
+    docs/reliability.md). The server starts with the process's first loader (about a second);
+    later loaders start as fast as with fork. None where the platform has no fork server."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "trainables.loop"])  # read when the server starts
+    return context
+
+
 def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffle: bool,
                 generator: torch.Generator | None = None, persistent: bool = False) -> DataLoader:
     """A DataLoader with the trial's workers (none for images decoded in memory: `decoded`),
@@ -328,6 +344,7 @@ def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffl
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,
+        multiprocessing_context=worker_context() if workers > 0 else None,
         # the workers' own seeds come from this one, not from `generator` or torch's: a loader
         # that starts its workers again (a resumed trial) draws no more than one that did not
         generator=torch.Generator().manual_seed(0),

@@ -251,3 +251,26 @@ def test_cuda_amp_and_channels_last(amp: str, tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pt", early[-1])
     resumed, _ = _run(cfg, resume=load_checkpoint(tmp_path / "c.pt"))
     assert resumed[0]["epoch"] == 2
+
+
+class _Parent(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Each item: the process id of the worker's parent."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        import os
+
+        return os.getppid()
+
+
+def test_workers_start_from_a_fork_server_not_from_the_trials_process() -> None:
+    # a fork of the trial's threaded process would copy the locks its other threads hold
+    # (docs/reliability.md): the workers are the children of a server that runs no other thread
+    import os
+
+    loader = make_loader(_Parent(), tiny_config(num_workers=2), torch.device("cpu"), False)
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    parents = {int(p) for batch in loader for p in batch}
+    assert len(parents) == 1 and os.getpid() not in parents
