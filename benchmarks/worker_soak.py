@@ -17,8 +17,10 @@ lock is not safe across fork, so a worker forked while another thread allocates 
 first allocation, whatever code makes it (benchmarks/fork_race.py measures it).
 `--train` makes each round a fresh trial that runs one epoch
 (trainables.loop.run_epoch: its train and validation loaders start their workers, then the
-process trains), so that workers fork from a process that has trained, with torch's thread
+process trains), so that workers start from a process that has trained, with torch's thread
 pools made and resized (`threads` alternates between 1 and 2), as in the test that saw the crash.
+The loaders start their workers as the trial's do (trainables.loop.worker_context: from a fork
+server since 8832f7b; forked from the process before); the results record which.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: st
 
 def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path, train: bool = False) -> dict[str, Any]:
     """The test's situation: Ray has run in this process and ended, MLflow runs in it (the
-    threads they leave live on), then loaders fork workers from it."""
+    threads they leave live on), then loaders start workers from it."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")

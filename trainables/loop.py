@@ -314,8 +314,8 @@ def worker_context() -> Any:
     imported torch and the trial's data code and runs no other thread, rather than forked from
     the trial's process, which holds Ray's, gRPC's, Arrow's and torch's threads (a fork of a
     threaded process runs other libraries' after-fork code and copies locks other threads held:
-    docs/reliability.md). The server starts with the process's first loader, once;
-    later loaders start as fast as with fork. None where the platform has no fork server."""
+    docs/reliability.md). The server starts once, with the process's first loader; later
+    loaders reuse it. None where the platform has no fork server."""
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
