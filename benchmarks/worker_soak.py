@@ -19,7 +19,7 @@ first allocation, whatever code makes it (benchmarks/fork_race.py measures it).
 (trainables.loop.run_epoch: its train and validation loaders start their workers, then the
 process trains), so that workers start from a process that has trained, with torch's thread
 pools made and resized (`threads` alternates between 1 and 2), as in the test that saw the crash.
-The loaders start their workers as the trial's do (trainables.loop.worker_context: from a fork
+The loaders start their workers as the trial's do (trainables.data.base.worker_context: from a fork
 server since 8832f7b; forked from the process before); the results record which.
 """
 
@@ -41,8 +41,8 @@ MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 
 
 def _start_method() -> str:
-    """How the trial's loaders start their workers (trainables.loop.worker_context)."""
-    from trainables.loop import worker_context
+    """How the trial's loaders start their workers (trainables.data.base.worker_context)."""
+    from trainables.data.base import worker_context
 
     context = worker_context()
     return "fork (torch's default on Linux)" if context is None else str(context.get_start_method())

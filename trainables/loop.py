@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainables.backbones import normalisation
 from trainables.config import ConfigError, TrialConfig
 from trainables.data.augment import Prepare, get_augmentation
+from trainables.data.base import worker_context
 from trainables.data.build import DataSplits, build_datasets
 from trainables.errors import TrialError
 from trainables.model import RRA, RRAOutput, build_model
@@ -307,22 +308,6 @@ def decoded(dataset: Dataset) -> bool:
             return False
         dataset = inner
     return True
-
-
-def worker_context() -> Any:
-    """How a loader starts its workers: forked from a fork server, a process of its own that has
-    imported torch and the trial's data code and runs no other thread, rather than forked from
-    the trial's process, which holds Ray's, gRPC's, Arrow's and torch's threads (a fork of a
-    threaded process runs other libraries' after-fork code and copies locks other threads held:
-    docs/reliability.md). The server starts once, with the process's first loader; later
-    loaders reuse it. None where the platform has no fork server."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "trainables.loop"])  # read when the server starts
-    return context
 
 
 def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffle: bool,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,24 @@ from torch.utils.data import Dataset
 from trainables.errors import TrialError
 
 NO_BOX = (float("nan"),) * 4
+
+
+def worker_context() -> Any:
+    """How a loader starts its workers (a trial's loaders, the image cache's build): forked from
+    a fork server, a process of its own that has imported torch and the trial's data code and
+    runs no other thread, rather than forked from the process that reads the loader (a trial's,
+    which holds Ray's, gRPC's, Arrow's and torch's threads; a fork of a threaded process runs
+    other libraries' after-fork code and copies locks other threads held: docs/reliability.md).
+    The server starts once, with the process's first loader; later loaders reuse it. None where
+    the platform has no fork server."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "trainables.loop"])  # read when the server starts
+    return context
+
 
 class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
