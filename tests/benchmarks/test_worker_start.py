@@ -1,0 +1,43 @@
+"""benchmarks/worker_start.py: each arm starts its workers the way it names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.worker_soak import write_jpegs
+from benchmarks.worker_start import paired
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchmarks.worker_start", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_an_arm_starts_its_loaders_workers_by_its_method(method: str, tmp_path: Path) -> None:
+    data = write_jpegs(tmp_path / "images", classes=2, per_class=8, size=32)
+    done = _run("--child", method, "--data", str(data), "--workers", "2", "--loaders", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["start_methods_used"] == [method]
+    assert len(result["first_batch_s"]) == 2
+    assert all(0 < f <= e for f, e in zip(result["first_batch_s"], result["epoch_s"], strict=True))
+
+
+def test_the_paired_interval_holds_the_mean_difference() -> None:
+    out = paired([1.0, 1.2, 0.9, 1.1])
+    low, high = out["ci95_s"]
+    assert low < out["mean_s"] < high and low > 0 and out["t_test_p"] < 0.05 and out["pairs"] == 4
+
+
+def test_a_single_round_is_a_one_line_error() -> None:
+    done = _run("--rounds", "1")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("--rounds must be at least 2 "
+                                                                                   "(the comparison is paired over rounds)")
