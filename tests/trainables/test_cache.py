@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tests.conftest import tiny_config
 from tests.trainables import formats_fixtures as fx
 from trainables.data import cache
-from trainables.data.base import ImageFileDataset
+from trainables.data.base import ImageFileDataset, worker_started
 from trainables.data.build import build_datasets, build_split
 from trainables.data.cache import CachedImageDataset, cache_name, ensure_cache
 from trainables.data.formats import READERS
@@ -153,4 +153,5 @@ def test_the_cache_is_decoded_by_workers_from_the_fork_server_as_in_the_process(
     assert by_workers is not None and in_process is not None
     assert [loader.multiprocessing_context.get_start_method() if loader.num_workers else None
             for loader in loaders] == ["forkserver", None]
+    assert loaders[0].worker_init_fn is worker_started  # a worker that dies leaves its stack
     assert np.array_equal(np.load(by_workers), np.load(in_process))

@@ -274,3 +274,42 @@ def test_workers_start_from_a_fork_server_not_from_the_trials_process() -> None:
     assert loader.multiprocessing_context.get_start_method() == "forkserver"
     parents = {int(p) for batch in loader for p in batch}
     assert len(parents) == 1 and os.getpid() not in parents
+
+
+class _Aborts(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Each item aborts the process that reads it, as a double free caught by glibc does."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return _abort_while_decoding()
+
+
+def _abort_while_decoding() -> int:
+    os.abort()
+
+
+def _read_aborting() -> None:
+    """Reads `_Aborts` through a trial's loader with one worker; exits 3 with the loader's error.
+    Without PYTHONFAULTHANDLER (tests.conftest sets it), as a trial's process runs."""
+    import sys
+
+    os.environ.pop("PYTHONFAULTHANDLER", None)  # the fork server starts with the first loader
+    try:
+        list(make_loader(_Aborts(), tiny_config(num_workers=1), torch.device("cpu"), False))
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        sys.exit(3)
+
+
+def test_a_worker_that_aborts_leaves_its_python_stack_in_the_trials_log() -> None:
+    # the loader reports only the worker's signal; the stack says what the worker was doing
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", "from tests.trainables.test_loop import _read_aborting; "
+                           "_read_aborting()"], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Fatal Python error: Aborted" in done.stderr and "_abort_while_decoding" in done.stderr

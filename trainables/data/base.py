@@ -44,6 +44,16 @@ def worker_context() -> Any:
     return context
 
 
+def worker_started(worker_id: int) -> None:
+    """A DataLoader worker's first step (its `worker_init_fn`): a worker that dies of a signal (an
+    abort such as glibc's "double free or corruption", a segmentation fault) writes every thread's
+    Python stack to its stderr, the trial's log, before it dies; the loader itself reports only
+    the signal (docs/reliability.md)."""
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
+
+
 class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
 

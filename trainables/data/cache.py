@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.base import ImageFileDataset, Sample, decode_resized, worker_context
+from trainables.data.base import ImageFileDataset, Sample, decode_resized, worker_context, worker_started
 
 FORMAT = 1  # bump when the layout or the decoding changes: old files are then not matched
 SPARE_BYTES = 1 << 30
@@ -119,7 +119,8 @@ def ensure_cache(samples: Sequence[Sample], image_size: int, folder: Path, label
             sizes = np.zeros((len(samples), 2), dtype=np.int64)
             loader = DataLoader(_Decoding([s.path for s in samples], image_size), batch_size=None,
                                 num_workers=workers, collate_fn=_as_is,
-                                multiprocessing_context=worker_context() if workers > 0 else None)
+                                multiprocessing_context=worker_context() if workers > 0 else None,
+                                worker_init_fn=worker_started if workers > 0 else None)
             for index, pixels, size in loader:
                 array[index] = pixels
                 sizes[index] = size
