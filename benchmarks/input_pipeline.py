@@ -12,11 +12,15 @@ Delivered means the batch as the DataLoader hands it over (uint8 since the cache
 to the device; the training loop then converts, augments and normalises it on the device, whose
 rate on this CPU is measured apart (`prepare`: what a CPU-only trial pays on top).
 
-at 0, 1 and 2 DataLoader workers (`workers`: the trial's num_workers; `loader_workers`: those
+Rows at 0, 1 and 2 DataLoader workers (`workers`: the trial's num_workers; `loader_workers`: those
 its loader starts, none for the cache, whose batches are read in the trial's process, since
 handing them over from a worker costs more than reading them); and, for scale, the paper-size train step's images per
 second on this CPU (VGG-19 with the add-on, 448/224, T = 10, batch 2). The GPU rate the
 pipeline must beat is the one `make gpu-check` measured (benchmarks/results/gpu_check).
+
+The loaders with workers start them from the fork server (trainables.data.base.worker_context),
+started first and timed apart (`fork_server_start`): a process pays it once, with its first such
+loader; the rows are timed without it.
 
     python -m benchmarks.input_pipeline [--images 3000] [--workers 0 1 2] [--out FILE]
 
@@ -81,6 +85,21 @@ def _epoch(loader: Any, device: str) -> tuple[int, float]:
     return seen, time.perf_counter() - start
 
 
+def start_fork_server() -> float:
+    """Starts the fork server the loaders' workers come from (trainables.data.base.worker_context)
+    with a one-item loader; its seconds. A process pays them with its first loader that has
+    workers (benchmarks/worker_start.py compares them with forked workers), so the rows below,
+    which all run in this process, are timed without them."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from trainables.data.base import worker_context
+
+    start = time.perf_counter()
+    list(DataLoader(TensorDataset(torch.zeros(1)), num_workers=1, multiprocessing_context=worker_context()))
+    return time.perf_counter() - start
+
+
 def pipeline_rows(root: Path, workers: list[int], image_size: int, device: str, cache_root: Path) -> list[dict]:
     """One row per (workers, way of reading): images per second over one training epoch."""
     import torch
@@ -90,6 +109,9 @@ def pipeline_rows(root: Path, workers: list[int], image_size: int, device: str, 
     from trainables.loop import make_loader
 
     rows = []
+    if any(n > 0 for n in workers):  # started once a process, as a trial's first loader does
+        rows.append({"way": "fork_server_start", "seconds": round(start_fork_server(), 2)})
+        print(json.dumps(rows[-1]), flush=True)
 
     def row(way: str, n: int, images: int, seconds: float, **extra: Any) -> None:
         rows.append({"workers": n, "way": way, "images": images, "seconds": round(seconds, 2),
@@ -182,9 +204,9 @@ def main() -> None:
         "jpeg_bytes_mean": round(sum(jpegs) / len(jpegs)),
         "image_size": args.image_size, "augment": "flip_crop", "rows": rows,
         "warm_over_pil": {str(n): round(next(r["images_per_second"] for r in rows
-                                             if r["workers"] == n and r["way"] == "cache_warm")
+                                             if r.get("workers") == n and r["way"] == "cache_warm")
                                         / next(r["images_per_second"] for r in rows
-                                               if r["workers"] == n and r["way"] == "pil"), 2)
+                                               if r.get("workers") == n and r["way"] == "pil"), 2)
                           for n in args.workers},
         "gpu_rate": gpu_rate(),
         "prepare": prepare_rate(args.image_size, args.device),
