@@ -4,7 +4,7 @@ MLflow have run in it (the situation of the test that once saw a worker die of "
 corruption").
 
     python -m benchmarks.worker_soak [--trials 8] [--rounds 4] [--workers 2] [--driver-rounds 20]
-        [--train] [--malloc-check] [--out benchmarks/results/worker_soak.json]
+        [--train] [--malloc-check] [--start-method trial|fork] [--out benchmarks/results/worker_soak.json]
 
 Each round builds the trial's own loader (trainables.loop.make_loader over an image folder of
 JPEGs, `image_cache: off`, so the workers decode) and reads it to the end: `workers` worker
@@ -20,12 +20,15 @@ first allocation, whatever code makes it (benchmarks/fork_race.py measures it).
 process trains), so that workers start from a process that has trained, with torch's thread
 pools made and resized (`threads` alternates between 1 and 2), as in the test that saw the crash.
 The loaders start their workers as the trial's do (trainables.data.base.worker_context: from a fork
-server since 8832f7b; forked from the process before); the results record which.
+server since 8832f7b; forked from the process before), or with `--start-method fork` forked
+from the process that reads them, as before (the condition the crash was seen in); the
+results record which, in the driver and in every trial.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -41,11 +44,25 @@ MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 
 
 def _start_method() -> str:
-    """How the trial's loaders start their workers (trainables.data.base.worker_context)."""
-    from trainables.data.base import worker_context
+    """How a loader made now by trainables.loop.make_loader starts its workers."""
+    import trainables.loop as loop
 
-    context = worker_context()
+    context = loop.worker_context()
     return "fork (torch's default on Linux)" if context is None else str(context.get_start_method())
+
+
+def starting(method: str) -> contextlib.AbstractContextManager[Any]:
+    """Within it, the trial's loaders (trainables.loop.make_loader) start their workers by
+    `method`: "trial", as they do (trainables.data.base.worker_context), or "fork", forked from
+    the process that reads them, as they did before 8832f7b; nothing else differs."""
+    import multiprocessing
+    from unittest import mock
+
+    import trainables.loop as loop
+
+    if method == "fork":
+        return mock.patch.object(loop, "worker_context", lambda: multiprocessing.get_context("fork"))
+    return contextlib.nullcontext()
 
 
 def write_jpegs(root: Path, classes: int = 4, per_class: int = 24, size: int = 96) -> Path:
@@ -72,9 +89,15 @@ def trial_config(data_dir: str, workers: int) -> Any:
                                   "val_fraction": 0.25, "threads": 1, "device": "cpu"})
 
 
-def soak(data_dir: str, workers: int, rounds: int, train: bool = False) -> dict[str, Any]:
+def soak(data_dir: str, workers: int, rounds: int, train: bool = False, method: str = "trial") -> dict[str, Any]:
     """`rounds` fresh loaders over the training split, each read to its end, in this process;
-    with `train`, `rounds` fresh trials of one epoch each (two loaders a round)."""
+    with `train`, `rounds` fresh trials of one epoch each (two loaders a round); the workers
+    started by `method` (`starting`)."""
+    with starting(method):
+        return {**_soak(data_dir, workers, rounds, train), "start_method": _start_method()}
+
+
+def _soak(data_dir: str, workers: int, rounds: int, train: bool) -> dict[str, Any]:
     import dataclasses
 
     import torch
@@ -112,17 +135,18 @@ def soak(data_dir: str, workers: int, rounds: int, train: bool = False) -> dict[
 def _trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
-    tune.report({"done": 1, **soak(config["data_dir"], config["workers"], config["rounds"], config["train"])})
+    tune.report({"done": 1, **soak(config["data_dir"], config["workers"], config["rounds"], config["train"],
+                                   config["method"])})
 
 
 def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: str,
-              train: bool = False) -> list[dict[str, Any]]:
+              train: bool = False, method: str = "trial") -> list[dict[str, Any]]:
     """The soak inside Ray trials (two at a time), through Tune as a study runs them."""
     from ray import tune
 
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": 1}),
-        param_space={"data_dir": data_dir, "workers": workers, "rounds": rounds, "train": train,
+        param_space={"data_dir": data_dir, "workers": workers, "rounds": rounds, "train": train, "method": method,
                      "i": tune.grid_search(range(trials))},
         run_config=tune.RunConfig(name="soak", storage_path=storage, verbose=0))
     results = tuner.fit()
@@ -133,11 +157,13 @@ def in_trials(data_dir: str, trials: int, workers: int, rounds: int, storage: st
             out.append({"error": str(result.error).splitlines()[0][:300]})
         else:
             metrics = result.metrics or {}
-            out.append({k: metrics.get(k) for k in ("pid", "rounds", "worker_starts", "images", "failures")})
+            out.append({k: metrics.get(k) for k in ("pid", "rounds", "worker_starts", "images", "failures",
+                                                    "start_method")})
     return out
 
 
-def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path, train: bool = False) -> dict[str, Any]:
+def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path, train: bool = False,
+                        method: str = "trial") -> dict[str, Any]:
     """The test's situation: Ray has run in this process and ended, MLflow runs in it (the
     threads they leave live on), then loaders start workers from it."""
     import mlflow
@@ -145,7 +171,7 @@ def after_ray_in_driver(data_dir: str, workers: int, rounds: int, folder: Path, 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     with mlflow.start_run():
         mlflow.log_metric("x", 1.0)
-    return soak(data_dir, workers, rounds, train)
+    return soak(data_dir, workers, rounds, train, method)
 
 
 def main() -> None:
@@ -156,6 +182,9 @@ def main() -> None:
     parser.add_argument("--driver-rounds", type=int, default=20, help="fresh loaders in the driver after Ray")
     parser.add_argument("--train", action="store_true", help="a one-epoch trial a round")
     parser.add_argument("--malloc-check", action="store_true", help="glibc's malloc checks (MALLOC_CHECK_=3)")
+    parser.add_argument("--start-method", choices=("trial", "fork"), default="trial",
+                        help="trial: as the trial's loaders start their workers (from a fork server); "
+                             "fork: forked from the reading process, as before 8832f7b")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker_soak.json"))
     args = parser.parse_args()
     if args.malloc_check and os.environ.get("MALLOC_CHECK_") != "3":
@@ -174,17 +203,20 @@ def main() -> None:
         data_dir = str(write_jpegs(folder / "data"))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         try:
-            trials = in_trials(data_dir, args.trials, args.workers, args.rounds, str(folder / "tune"), args.train)
+            trials = in_trials(data_dir, args.trials, args.workers, args.rounds, str(folder / "tune"), args.train,
+                               args.start_method)
         finally:
             ray.shutdown()  # as in the test that saw the crash: Ray had run in the process and ended
-        driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder, args.train)
+        driver = after_ray_in_driver(data_dir, args.workers, args.driver_rounds, folder, args.train,
+                                     args.start_method)
     in_trial_starts = sum(int(t.get("worker_starts", 0)) for t in trials)
     failures = [f for t in trials for f in t.get("failures", [])] + driver["failures"]
     result = {
         "command": "python -m benchmarks.worker_soak " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "malloc_check": os.environ.get("MALLOC_CHECK_") == "3",
-        "start_method": _start_method(),
+        "start_method": driver["start_method"],
+        "trial_start_methods": sorted({str(t.get("start_method")) for t in trials}),
         "trains_between_forks": args.train,
         # "0": Arrow's at-fork handlers off (as studies run: study.execution); unset: on
         "arrow_register_atfork": os.environ.get("ARROW_REGISTER_ATFORK"),

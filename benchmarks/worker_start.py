@@ -10,15 +10,15 @@ Each process builds the trial's loader (trainables.loop.make_loader, over a fold
 JPEGs, `image_cache: off`, so the workers decode) `--loaders` times and reads it to the end;
 it records the seconds from building a loader to its first batch and to its last. For the
 `fork` arm the process hands make_loader a fork context in place of worker_context (what the
-loaders did before 8832f7b); nothing else differs. The comparison is paired on the round:
-the mean difference fork server minus fork, its 95% interval and paired t-test (scipy's
-ttest_1samp on the differences), with the Wilcoxon signed-rank p-value beside it.
+loaders did before 8832f7b: benchmarks.worker_soak.starting); nothing else differs. The
+comparison is paired on the round: the mean difference fork server minus fork, its 95%
+interval and paired t-test (scipy's ttest_1samp on the differences), with the Wilcoxon
+signed-rank p-value beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -37,20 +37,16 @@ METHODS = ("fork", "forkserver")
 def child(method: str, data_dir: str, workers: int, loaders: int) -> dict[str, Any]:
     """`loaders` fresh training loaders in this process, each read to its end, their workers
     started by `method`."""
-    import multiprocessing
-    from unittest import mock
-
     import torch
 
     import trainables.loop as loop
-    from benchmarks.worker_soak import trial_config
+    from benchmarks.worker_soak import starting, trial_config
     from trainables.data.build import build_datasets
 
     cfg = trial_config(data_dir, workers)
     data = build_datasets(cfg)
     first, whole, used = [], [], set()
-    fork = mock.patch.object(loop, "worker_context", lambda: multiprocessing.get_context("fork"))
-    with fork if method == "fork" else contextlib.nullcontext():
+    with starting("fork" if method == "fork" else "trial"):
         for i in range(loaders):
             start = time.perf_counter()
             loader = loop.make_loader(data.train, cfg, torch.device("cpu"), shuffle=True,
