@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,8 +18,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, env={**os.environ, "ARROW_REGISTER_ATFORK": "1"})
 
 
-def test_the_forking_process_counts_every_child() -> None:
-    done = _run("--child", "--seconds", "1")
+@pytest.mark.parametrize("load", ["arrow", "native-threads"])
+def test_the_forking_process_counts_every_child(load: str) -> None:
+    done = _run("--child", "--seconds", "1", "--load", load)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["forks"] > 10 and result["seconds"] >= 1
