@@ -93,10 +93,10 @@ def start_fork_server() -> float:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from trainables.data.base import worker_context
+    from trainables.data.base import worker_settings
 
     start = time.perf_counter()
-    list(DataLoader(TensorDataset(torch.zeros(1)), num_workers=1, multiprocessing_context=worker_context()))
+    list(DataLoader(TensorDataset(torch.zeros(1)), num_workers=1, **worker_settings(1)))
     return time.perf_counter() - start
 
 

@@ -44,24 +44,24 @@ MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 
 
 def _start_method() -> str:
-    """How a loader made now by trainables.loop.make_loader starts its workers."""
-    import trainables.loop as loop
+    """How a loader made now (trainables.data.base.worker_settings) starts its workers."""
+    import trainables.data.base as base
 
-    context = loop.worker_context()
+    context = base.worker_context()
     return "fork (torch's default on Linux)" if context is None else str(context.get_start_method())
 
 
 def starting(method: str) -> contextlib.AbstractContextManager[Any]:
-    """Within it, the trial's loaders (trainables.loop.make_loader) start their workers by
-    `method`: "trial", as they do (trainables.data.base.worker_context), or "fork", forked from
-    the process that reads them, as they did before 8832f7b; nothing else differs."""
+    """Within it, the trial's loaders (trainables.data.base.worker_settings) start their workers
+    by `method`: "trial", as they do (trainables.data.base.worker_context), or "fork", forked
+    from the process that reads them, as they did before 8832f7b; nothing else differs."""
     import multiprocessing
     from unittest import mock
 
-    import trainables.loop as loop
+    import trainables.data.base as base
 
     if method == "fork":
-        return mock.patch.object(loop, "worker_context", lambda: multiprocessing.get_context("fork"))
+        return mock.patch.object(base, "worker_context", lambda: multiprocessing.get_context("fork"))
     return contextlib.nullcontext()
 
 

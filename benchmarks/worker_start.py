@@ -9,7 +9,7 @@ rounds), so that the first loader pays for the fork server's start as a trial's 
 Each process builds the trial's loader (trainables.loop.make_loader, over a folder of small
 JPEGs, `image_cache: off`, so the workers decode) `--loaders` times and reads it to the end;
 it records the seconds from building a loader to its first batch and to its last. For the
-`fork` arm the process hands make_loader a fork context in place of worker_context (what the
+`fork` arm the process hands the loader a fork context in place of worker_context (what the
 loaders did before 8832f7b: benchmarks.worker_soak.starting); nothing else differs. The
 comparison is paired on the round: the mean difference fork server minus fork, its 95%
 interval and paired t-test (scipy's ttest_1samp on the differences), with the Wilcoxon

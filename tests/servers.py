@@ -35,6 +35,11 @@ def wait_for_http(url: str, what: str, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
+# a test's MLflow server runs without its job runner (a runner and six huey consumers, each
+# importing MLflow at start-up, for GenAI jobs, which no study uses)
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_mlflow_server(folder: Path, port: int, backend: str | None = None, artifacts: str | None = None,
                         env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`mlflow server` on 127.0.0.1:port with its artifacts in `folder` (or at `artifacts`, an
@@ -46,9 +51,7 @@ def start_mlflow_server(folder: Path, port: int, backend: str | None = None, art
          "--artifacts-destination", artifacts or str(folder / "srv-artifacts"), "--host", "127.0.0.1", "--port",
          str(port)],
         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        # without MLflow's job runner (a runner and six huey consumers, each importing MLflow at
-        # start-up, for GenAI jobs, which no study uses)
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+        env={**os.environ, **MLFLOW_SERVER_ENV, **(env or {})})
     wait_for_http(f"http://127.0.0.1:{port}/health", "the MLflow server")
     return server
 

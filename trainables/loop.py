@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainables.backbones import normalisation
 from trainables.config import ConfigError, TrialConfig
 from trainables.data.augment import Prepare, get_augmentation
-from trainables.data.base import worker_context, worker_started
+from trainables.data.base import worker_settings
 from trainables.data.build import DataSplits, build_datasets
 from trainables.errors import TrialError
 from trainables.model import RRA, RRAOutput, build_model
@@ -329,12 +329,11 @@ def make_loader(dataset: Dataset, cfg: TrialConfig, device: torch.device, shuffl
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0,
-        multiprocessing_context=worker_context() if workers > 0 else None,
-        worker_init_fn=worker_started if workers > 0 else None,
         # the workers' own seeds come from this one, not from `generator` or torch's: a loader
         # that starts its workers again (a resumed trial) draws no more than one that did not
         generator=torch.Generator().manual_seed(0),
         drop_last=False,
+        **worker_settings(workers),
     )
 
 

@@ -27,7 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import replay_space, small_space
-from tests.servers import S3Server, free_port, wait_for_http
+from tests.servers import MLFLOW_SERVER_ENV, S3Server, free_port, wait_for_http
 
 # One cluster at a time (each takes the machine's two cores): under pytest-xdist these tests
 # share one worker.
@@ -133,8 +133,7 @@ def _two_nodes(folder: Path, s3: S3Server) -> Iterator[dict[str, str]]:
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "RRA_RAY_PORT": str(ray_port), "RRA_RAY_START_ARGS": "--num-cpus 1",
            "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port),
-           "RRA_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as tests.servers starts MLflow
+           "RRA_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow", **MLFLOW_SERVER_ENV}
     try:
         # `ray stop` (each file's first command) would end every Ray process of the user: never run here.
         for node, key, extra in (("head", "head_start_ray_commands", {"RRA_NODE_IP": "127.0.0.2"}),

@@ -54,6 +54,12 @@ def worker_started(worker_id: int) -> None:
     faulthandler.enable(all_threads=True)
 
 
+def worker_settings(workers: int) -> dict[str, Any]:
+    """A DataLoader's arguments for how its `workers` start (`worker_context`) and what each does
+    first (`worker_started`); none without workers. Every loader that has workers takes them."""
+    return {"multiprocessing_context": worker_context(), "worker_init_fn": worker_started} if workers > 0 else {}
+
+
 class CorruptImageError(TrialError, RuntimeError):
     """An image file that cannot be read or decoded."""
 

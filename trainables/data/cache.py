@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.base import ImageFileDataset, Sample, decode_resized, worker_context, worker_started
+from trainables.data.base import ImageFileDataset, Sample, decode_resized, worker_settings
 
 FORMAT = 1  # bump when the layout or the decoding changes: old files are then not matched
 SPARE_BYTES = 1 << 30
@@ -118,9 +118,7 @@ def ensure_cache(samples: Sequence[Sample], image_size: int, folder: Path, label
                                               shape=(len(samples), image_size, image_size, 3))
             sizes = np.zeros((len(samples), 2), dtype=np.int64)
             loader = DataLoader(_Decoding([s.path for s in samples], image_size), batch_size=None,
-                                num_workers=workers, collate_fn=_as_is,
-                                multiprocessing_context=worker_context() if workers > 0 else None,
-                                worker_init_fn=worker_started if workers > 0 else None)
+                                num_workers=workers, collate_fn=_as_is, **worker_settings(workers))
             for index, pixels, size in loader:
                 array[index] = pixels
                 sizes[index] = size
