@@ -242,8 +242,8 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
 
     Two trials at a time on two one-CPU nodes place one on each. Actors are not reused here: with
     reuse, a trial that ends first hands its actor to the trial still waiting for its own to start
-    (Tune drops the one starting), so on a loaded machine every trial may run on one node (CI ran
-    them all on the worker once, and all on the head before)."""
+    (Tune drops the one starting), so on a loaded machine every trial may run on one node (CI at
+    816a25f ran all four on the worker)."""
     (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES)
     entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
              f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 --no-reuse-actors "
