@@ -53,28 +53,32 @@ def _env(tmpdir: str) -> dict[str, str]:
             "PYTHONPATH": str(ROOT)}
 
 
-def _ray_pids(tmpdir: str) -> list[int]:
-    """Every process of the test's Ray: those whose command line names its own temporary
-    folder (never matched by a broad name: the user's other Ray processes are left alone)."""
+def _ray_pids(tmpdir: str, groups: frozenset[int] = frozenset()) -> list[int]:
+    """Every live process of the test's Ray: those whose command line names its own temporary
+    folder, and those in the process groups its node commands started (`groups`: each command ran
+    in a session of its own). Some of Ray's processes rename themselves ("ray::RuntimeEnvAgent")
+    or name no folder (its client server): only their group finds them. Never matched by a broad
+    name: the user's other Ray processes are left alone."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if tmpdir.encode() in (proc / "cmdline").read_bytes():
+                state, _, group = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+                if state != "Z" and (int(group) in groups or tmpdir.encode() in (proc / "cmdline").read_bytes()):
                     pids.append(int(proc.name))
             except OSError:
                 continue
     return pids
 
 
-def _stop_ray(tmpdir: str) -> None:
+def _stop_ray(tmpdir: str, groups: frozenset[int] = frozenset()) -> None:
     """Stops the test's Ray by PID: TERM, then KILL what is left after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _ray_pids(tmpdir):
+        for pid in _ray_pids(tmpdir, groups):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.time() + 5
-        while _ray_pids(tmpdir) and time.time() < deadline:
+        while _ray_pids(tmpdir, groups) and time.time() < deadline:
             time.sleep(0.3)
 
 
@@ -134,6 +138,7 @@ def _two_nodes(folder: Path, s3: S3Server) -> Iterator[dict[str, str]]:
            "RRA_RAY_PORT": str(ray_port), "RRA_RAY_START_ARGS": "--num-cpus 1",
            "RRA_MLFLOW_DIR": str(mlflow_dir), "RRA_MLFLOW_PORT": str(mlflow_port),
            "RRA_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow", **MLFLOW_SERVER_ENV}
+    groups: set[int] = set()
     try:
         # `ray stop` (each file's first command) would end every Ray process of the user: never run here.
         for node, key, extra in (("head", "head_start_ray_commands", {"RRA_NODE_IP": "127.0.0.2"}),
@@ -144,13 +149,15 @@ def _two_nodes(folder: Path, s3: S3Server) -> Iterator[dict[str, str]]:
             # the dashboard agent's HTTP port (where jobs are submitted) is fixed by default: another
             # Ray on this machine (a test running beside this one) may hold it
             args = f"{env['RRA_RAY_START_ARGS']} --temp-dir {own} --dashboard-agent-listen-port {free_port()}"
-            if node == "head":
-                args += f" --dashboard-port {dashboard_port}"
+            if node == "head":  # and so is Ray's client server's (10001)
+                args += f" --dashboard-port {dashboard_port} --ray-client-server-port {free_port()}"
             for command in [c for c in _start_commands(key) if not c.endswith("ray stop")]:
                 node_env = {**env, **extra, "RRA_RAY_START_ARGS": args}
-                done = subprocess.run(["bash", "-c", command], env=node_env, capture_output=True, text=True,
-                                      timeout=180)
-                assert done.returncode == 0, f"{node}: {command}\n{(done.stdout + done.stderr)[-3000:]}"
+                done = subprocess.Popen(["bash", "-c", command], env=node_env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                groups.add(done.pid)  # what the command starts stays in its group: the teardown's handle
+                out, _ = done.communicate(timeout=180)
+                assert done.returncode == 0, f"{node}: {command}\n{out[-3000:]}"
         for node in ("head", "worker"):  # each node keeps its sessions in its own folder
             assert list((Path(tmpdir) / node).glob("session_*")), f"no Ray session in the {node}'s folder"
         _wait_for_nodes(env, f"127.0.0.2:{ray_port}", {"127.0.0.2", "127.0.0.3"})
@@ -159,7 +166,7 @@ def _two_nodes(folder: Path, s3: S3Server) -> Iterator[dict[str, str]]:
         yield {**env, "tracking_uri": uri, "bucket": bucket, "storage": s3.uri(bucket, "tune"),
                "address": f"127.0.0.2:{ray_port}", "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     finally:
-        _stop_ray(tmpdir)
+        _stop_ray(tmpdir, frozenset(groups))
         pid_file = mlflow_dir / "server.pid"
         if pid_file.is_file():
             with contextlib.suppress(ProcessLookupError):
