@@ -237,6 +237,13 @@ def _children(client: MlflowClient, experiment: str) -> list[Any]:
                                     if "mlflow.parentRunId" in r.data.tags]
 
 
+# The studies that must run on both nodes give each trial an actor of its own. With reuse (the
+# default), a trial that ends hands its actor to a trial still waiting for its own to start, and
+# Tune drops the one starting (TuneController._maybe_reuse_cached_actor): on a loaded machine,
+# every trial may then run on the node whose actors came up first. CI ran the Ray-job study's four
+# trials all on the worker (at 816a25f), and the replayed study's sixteen all on the head (73e2871).
+PLACED = "--no-reuse-actors"
+
 SMOKE_ON_TWO_NODES = small_space("metric: val_acc, mode: max, max_epochs: 2, grace_period: 2, reduction_factor: 2, "
                                  "num_samples: 4", 40, PARAMETERS)
 
@@ -245,15 +252,10 @@ def test_a_smoke_study_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes: dict
                                                                   s3: S3Server) -> None:
     """The README's submission: a Ray job whose driver runs on the head, MLflow on the head with
     its artifacts in the bucket; the report is written and logged there, and the best trial's
-    checkpoint reads back from MLflow.
-
-    Two trials at a time on two one-CPU nodes place one on each. Actors are not reused here: with
-    reuse, a trial that ends first hands its actor to the trial still waiting for its own to start
-    (Tune drops the one starting), so on a loaded machine every trial may run on one node (CI at
-    816a25f ran all four on the worker)."""
+    checkpoint reads back from MLflow. Two trials at a time on two one-CPU nodes: one on each."""
     (tmp_path / "space.yaml").write_text(SMOKE_ON_TWO_NODES)
     entry = (f"cd {tmp_path} && {sys.executable} -m study.run --quiet --space space.yaml --name jobs "
-             f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 --no-reuse-actors "
+             f"--address auto --tracking-uri {two_nodes['tracking_uri']} --concurrency 2 {PLACED} "
              f"--storage '{two_nodes['storage']}'")
     deadline = time.time() + 300
     while True:  # the head's job agent may come up after its dashboard answers (a loaded machine)
@@ -295,7 +297,7 @@ def test_a_replayed_study_on_two_nodes_keeps_its_checkpoints_in_the_bucket(
     (tmp_path / "space.yaml").write_text(REPLAY_ON_TWO_NODES)
     args = [sys.executable, "-m", "study.run", "--quiet", "--space", "space.yaml", "--name", "many",
             "--address", two_nodes["address"], "--trainable", "replay", "--replay-epoch-s", "0.5",
-            "--cpus-per-trial", "0.25", "--concurrency", "8", "--storage", two_nodes["storage"], "--no-baselines",
+            "--cpus-per-trial", "0.25", "--concurrency", "8", PLACED, "--storage", two_nodes["storage"], "--no-baselines",
             "--no-report", "--tracking-uri", two_nodes["tracking_uri"]]
     proc = subprocess.run(args, cwd=tmp_path, env=two_nodes, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
