@@ -241,7 +241,8 @@ def _children(client: MlflowClient, experiment: str) -> list[Any]:
 # default), a trial that ends hands its actor to a trial still waiting for its own to start, and
 # Tune drops the one starting (TuneController._maybe_reuse_cached_actor): on a loaded machine,
 # every trial may then run on the node whose actors came up first. CI ran the Ray-job study's four
-# trials all on the worker (at 816a25f), and the replayed study's sixteen all on the head (73e2871).
+# trials all on the worker (at 816a25f), and a fresh-clone .ci/run the replayed study's sixteen all on the
+# head (at 73e2871).
 PLACED = "--no-reuse-actors"
 
 SMOKE_ON_TWO_NODES = small_space("metric: val_acc, mode: max, max_epochs: 2, grace_period: 2, reduction_factor: 2, "
