@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,17 +95,12 @@ def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         rest = run["first_batch_s"][1:]
         return sum(rest) / len(rest) if rest else math.nan
 
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
     out: dict[str, Any] = {}
     for name, of in (("first_loader_first_batch", first), ("later_loaders_first_batch", later)):
         values = {m: [of(r[m]) for r in rounds] for m in METHODS}
         if any(math.isnan(v) for vs in values.values() for v in vs):
             continue
-        out[name] = {**{f"{m}_median_s": median(values[m]) for m in METHODS},
+        out[name] = {**{f"{m}_median_s": statistics.median(values[m]) for m in METHODS},
                      "forkserver_minus_fork": paired([s - f for f, s in zip(values["fork"], values["forkserver"],
                                                                              strict=True)])}
     return out

@@ -53,7 +53,7 @@ def _env(tmpdir: str) -> dict[str, str]:
             "PYTHONPATH": str(ROOT)}
 
 
-def _ray_pids(tmpdir: str, groups: frozenset[int] = frozenset()) -> list[int]:
+def _ray_pids(tmpdir: str, groups: frozenset[int]) -> list[int]:
     """Every live process of the test's Ray: those whose command line names its own temporary
     folder, and those in the process groups its node commands started (`groups`: each command ran
     in a session of its own). Some of Ray's processes rename themselves ("ray::RuntimeEnvAgent")
@@ -71,7 +71,7 @@ def _ray_pids(tmpdir: str, groups: frozenset[int] = frozenset()) -> list[int]:
     return pids
 
 
-def _stop_ray(tmpdir: str, groups: frozenset[int] = frozenset()) -> None:
+def _stop_ray(tmpdir: str, groups: frozenset[int]) -> None:
     """Stops the test's Ray by PID: TERM, then KILL what is left after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _ray_pids(tmpdir, groups):

@@ -3,6 +3,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -253,30 +255,26 @@ def test_cuda_amp_and_channels_last(amp: str, tmp_path: Path) -> None:
     assert resumed[0]["epoch"] == 2
 
 
-class _Parent(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class _Parent(Dataset[int]):
     """Each item: the process id of the worker's parent."""
 
     def __len__(self) -> int:
         return 4
 
     def __getitem__(self, i: int) -> int:
-        import os
-
         return os.getppid()
 
 
 def test_workers_start_from_a_fork_server_not_from_the_trials_process() -> None:
     # a fork of the trial's threaded process would copy the locks its other threads hold
     # (docs/reliability.md): the workers are the children of a server that runs no other thread
-    import os
-
     loader = make_loader(_Parent(), tiny_config(num_workers=2), torch.device("cpu"), False)
     assert loader.multiprocessing_context.get_start_method() == "forkserver"
     parents = {int(p) for batch in loader for p in batch}
     assert len(parents) == 1 and os.getpid() not in parents
 
 
-class _Aborts(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class _Aborts(Dataset[int]):
     """Each item aborts the process that reads it, as a double free caught by glibc does."""
 
     def __len__(self) -> int:
@@ -293,8 +291,6 @@ def _abort_while_decoding() -> int:
 def _read_aborting() -> None:
     """Reads `_Aborts` through a trial's loader with one worker; exits 3 with the loader's error.
     Without PYTHONFAULTHANDLER (tests.conftest sets it), as a trial's process runs."""
-    import sys
-
     os.environ.pop("PYTHONFAULTHANDLER", None)  # the fork server starts with the first loader
     try:
         list(make_loader(_Aborts(), tiny_config(num_workers=1), torch.device("cpu"), False))
@@ -305,9 +301,6 @@ def _read_aborting() -> None:
 
 def test_a_worker_that_aborts_leaves_its_python_stack_in_the_trials_log() -> None:
     # the loader reports only the worker's signal; the stack says what the worker was doing
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", "from tests.trainables.test_loop import _read_aborting; "
                            "_read_aborting()"], cwd=root, capture_output=True, text=True, timeout=120, check=False)
