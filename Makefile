@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study report train test check lint bench clean constraints gpu-check
+.PHONY: study report train test check flaky lint bench clean constraints gpu-check
 
 # constraints.txt: the exact versions the tests pass with (pyproject keeps the ranges a user's
 # own environment may take). Refresh it with `make constraints` after a deliberate upgrade.
@@ -43,6 +43,13 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# How often each test of a lane fails over fresh pytest processes (benchmarks/flakiness.py):
+# make flaky LANE=fast ROUNDS=10 ARGS="--out benchmarks/results/flakiness_fast.json"
+LANE ?= fast
+ROUNDS ?= 10
+flaky: $(STAMP)
+	$(BIN)/python -m benchmarks.flakiness --lane $(LANE) --rounds $(ROUNDS) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput

@@ -237,9 +237,10 @@ def record(count: int, seeds: int, jobs: int, work: Path, top: int = 0, target_s
                           flush=True)
 
 
-def inference_cost(values: dict[str, Any], design: str = "ablation") -> dict[str, float]:
+def inference_cost(values: dict[str, Any], design: str = "ablation", repeats: int = 10) -> dict[str, float]:
     """A configuration's inference cost (trainables.cost) as its trials measure it, here on this
-    machine's CPU with one thread: what a replayed trial reports for it."""
+    machine's CPU with one thread: what a replayed trial reports for it. Its latencies are
+    medians of `repeats` timed passes (the trials': 10)."""
     import torch
 
     from trainables.config import TrialConfig
@@ -250,7 +251,8 @@ def inference_cost(values: dict[str, Any], design: str = "ablation") -> dict[str
     cfg = TrialConfig.from_dict({**_space(design).trial_config(values), "threads": 1})
     torch.manual_seed(0)
     model = RRA(cfg.model_config(cfg.synthetic_classes))
-    cost = measure(model, cfg.image_size, cfg.batch_size, "cpu", channels_last=cfg.channels_last).metrics()
+    cost = measure(model, cfg.image_size, cfg.batch_size, "cpu", repeats=repeats, warmup=min(2, repeats),
+                   channels_last=cfg.channels_last).metrics()
     return {k: cost[k] for k in COST}
 
 
@@ -263,8 +265,9 @@ def _versions() -> dict[str, str]:
             "pyarrow": pyarrow.__version__}
 
 
-def write(work: Path, out: Path, command: str) -> Path:
-    """The Parquet table of the runs in work/runs.jsonl: a row per (config, seed, epoch)."""
+def write(work: Path, out: Path, command: str, latency_repeats: int = 10) -> Path:
+    """The Parquet table of the runs in work/runs.jsonl: a row per (config, seed, epoch), with
+    each configuration's inference cost (`inference_cost`, latencies over `latency_repeats`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -276,7 +279,7 @@ def write(work: Path, out: Path, command: str) -> Path:
     rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS,
                                                    *COST)}
     costs = {run["config"]: run["values"] for run in runs}
-    costs = {name: inference_cost(values, design) for name, values in sorted(costs.items())}
+    costs = {name: inference_cost(values, design, latency_repeats) for name, values in sorted(costs.items())}
     for run in sorted(runs, key=lambda r: (r["config"], r["seed"])):
         values = run["values"]
         for epoch, metrics in enumerate(run["epochs"], 1):

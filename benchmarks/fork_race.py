@@ -18,6 +18,11 @@ is evidence of a fault in the forked process, or of the checking allocator itsel
 call into Python and end (each call makes and deletes a Python thread state, under the
 interpreter's runtime lock, as a native library's own threads do when they call back into
 Python), without the malloc checks: whether a fork of such a process is safe in this Python.
+
+The race is the finding, never an error: the forking process can itself die of it (with Arrow's
+handlers on it has aborted, "terminate called without an active exception", about one 1-second
+run in six on a 2-core AVX2 EPYC); its counts up to then are kept (it records them as they grow)
+and the results say how it ended (`exit_status`, `forker_died`, `complete`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +47,7 @@ from benchmarks.machine import machine
 from benchmarks.worker_soak import MALLOC_DEBUG
 
 HANG_S = 5.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stack(pid: int) -> list[str]:
@@ -89,63 +96,107 @@ def _native_threads_load(stop: threading.Event) -> Callable[[], None]:
     return churn
 
 
-LOADS = {"arrow": _arrow_load, "native-threads": _native_threads_load}
+def _no_load(stop: threading.Event) -> Callable[[], None]:
+    """No other work: the forks alone (the tests' control, where nothing can go wrong by chance)."""
+    return lambda: None
 
 
-def race(seconds: float, load: str = "arrow") -> dict[str, Any]:
-    """Forks for `seconds` while two threads run `load` (in this process)."""
+LOADS = {"arrow": _arrow_load, "native-threads": _native_threads_load, "none": _no_load}
+def _hang() -> None:
+    time.sleep(3600)
+    os._exit(0)
+
+
+# What each forked child does (`--child-fate`, for the tests): end at once, as the benchmark's
+# children do, or abort, or hang, so that the counting is tested on fates known in advance.
+FATES: dict[str, Callable[[], None]] = {"exit": lambda: os._exit(0), "abort": os.abort, "hang": _hang}
+
+
+def fate(status: int) -> str:
+    """What a `waitpid` status says of a child: "exited" (any exit code) or the signal's name."""
+    return signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "exited"
+
+
+def _wait(pid: int, hang_s: float) -> str:
+    """The child's fate: "exited", a signal's name, or "hung" (not ended after `hang_s`; left running)."""
+    deadline = time.time() + hang_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return fate(status)
+        if time.time() > deadline:
+            return "hung"
+        time.sleep(0.0005)
+
+
+def race(seconds: float, load: str = "arrow", child: str = "exit", hang_s: float = HANG_S,
+         record: Path | None = None) -> dict[str, Any]:
+    """Forks for `seconds` while two threads run `load` (in this process); each child does `child`.
+    Every child is counted as exited, hung or died (by signal); with `record`, the counts so far
+    are written there as they grow (a JSON line at least every 0.2 s), so that they survive this
+    process if it dies of the race itself."""
     stop = threading.Event()
     churn = LOADS[load](stop)
     threads = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
     for thread in threads:
         thread.start()
     time.sleep(0.5)
-    forks, hung = 0, 0
-    died: dict[str, int] = {}
-    stacks: list[list[str]] = []
-    start = time.time()
+    counts: dict[str, Any] = {"forks": 0, "exited": 0, "hung": 0, "died": {}, "seconds": 0.0, "hung_stacks": []}
+    start = written = time.time()
     while time.time() - start < seconds:
         pid = os.fork()
         if pid == 0:
-            os._exit(0)
-        forks += 1
-        deadline = time.time() + HANG_S
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                if os.WIFSIGNALED(status):
-                    name = signal.Signals(os.WTERMSIG(status)).name
-                    died[name] = died.get(name, 0) + 1
-                break
-            if time.time() > deadline:
-                hung += 1
-                if len(stacks) < 2:
-                    stacks.append(_stack(pid))
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.0005)
+            FATES[child]()
+        counts["forks"] += 1
+        how = _wait(pid, hang_s)
+        if how == "hung":
+            if len(counts["hung_stacks"]) < 2:
+                counts["hung_stacks"].append(_stack(pid))
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        if how in ("exited", "hung"):
+            counts[how] += 1
+        else:
+            counts["died"][how] = counts["died"].get(how, 0) + 1
+        counts["seconds"] = round(time.time() - start, 1)
+        if record is not None and time.time() - written > 0.2:
+            with record.open("a") as f:
+                f.write(json.dumps(counts) + "\n")
+            written = time.time()
     stop.set()
     for thread in threads:
         thread.join()
-    return {"forks": forks, "hung": hung, "died": died, "seconds": round(time.time() - start, 1),
-            "hung_stacks": stacks}
+    return counts
 
 
-def run_setting(atfork: bool, malloc_check: bool, seconds: float, load: str = "arrow") -> dict[str, Any]:
-    """One setting, in a fresh process whose environment sets it from the start."""
+def outcome(returncode: int, stdout: str, record: Path) -> dict[str, Any]:
+    """The forking process's counts: its final line when it printed one, else the last counts it
+    recorded (none: all zero), with how it ended ("exit_status"; "forker_died", the signal's name,
+    when a signal ended it: the race can take the forking process too, and that is a finding)."""
+    lines = stdout.strip().splitlines()
+    complete = bool(lines) and lines[-1].startswith("{")
+    recorded = record.read_text().splitlines() if record.is_file() else []
+    counts: dict[str, Any] = (json.loads(lines[-1]) if complete else json.loads(recorded[-1]) if recorded else
+                              {"forks": 0, "exited": 0, "hung": 0, "died": {}, "seconds": 0.0, "hung_stacks": []})
+    died = signal.Signals(-returncode).name if returncode < 0 else None
+    return {**counts, "complete": complete, "exit_status": returncode, "forker_died": died}
+
+
+def run_setting(atfork: bool, malloc_check: bool, seconds: float, load: str = "arrow",
+                child: str = "exit", hang_s: float = HANG_S) -> dict[str, Any]:
+    """One setting, in a fresh process whose environment sets it from the start; what happened to
+    every child and to the forking process itself, as data (nothing here raises on a death)."""
     env = {**os.environ, "ARROW_REGISTER_ATFORK": "1" if atfork else "0"}
     if malloc_check:
         env.update({"MALLOC_CHECK_": "3", "LD_PRELOAD": str(MALLOC_DEBUG)})
-    done = subprocess.run([sys.executable, "-m", "benchmarks.fork_race", "--child", "--seconds", str(seconds),
-                           "--load", load], env=env, capture_output=True, text=True, timeout=seconds + 600)
-    lines = done.stdout.strip().splitlines()
-    if not lines or not lines[-1].startswith("{"):
-        raise SystemExit(f"error: the {atfork=}, {malloc_check=} run failed: {done.stderr.strip()[-500:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    # the forking process's own exit (after it printed its counts): a fault at its end is a finding too
+    with tempfile.TemporaryDirectory(prefix="fork-race-") as tmp:
+        record = Path(tmp) / "counts.jsonl"
+        done = subprocess.run([sys.executable, "-m", "benchmarks.fork_race", "--child", "--seconds", str(seconds),
+                               "--load", load, "--child-fate", child, "--hang-s", str(hang_s), "--record", str(record)],
+                              env=env, capture_output=True, text=True, timeout=seconds + 600, cwd=ROOT)
+        result = outcome(done.returncode, done.stdout, record)
     return {"load": load, "arrow_atfork": atfork, "malloc_check": malloc_check, **result,
-            "exit_status": done.returncode, "stderr_tail": done.stderr.strip()[-300:]}
+            "stderr_tail": done.stderr.strip()[-300:]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,12 +206,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="what the other threads do while the main thread forks")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: print only)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-fate", choices=sorted(FATES), default="exit", help=argparse.SUPPRESS)
+    parser.add_argument("--hang-s", type=float, default=HANG_S, help=argparse.SUPPRESS)
+    parser.add_argument("--record", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
     if args.child:
-        print(json.dumps(race(args.seconds, args.load)))
+        print(json.dumps(race(args.seconds, args.load, args.child_fate, args.hang_s, args.record)), flush=True)
         return
+    if args.load == "none":
+        parser.error("--load none is the tests' control; the benchmark runs arrow or native-threads")
     if args.load == "native-threads":  # Arrow plays no part; under the checks their own lock hangs children
         settings = [run_setting(True, False, args.seconds, args.load)]
     else:
@@ -170,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     for s in settings:
         atfork, check = ("on " if s[key] else "off" for key in ("arrow_atfork", "malloc_check"))
         print(f"{s['load']}  Arrow at-fork {atfork}  malloc checks {check}  forks {s['forks']:5d}  hung {s['hung']:4d}"
-              f"  died {s['died'] or 0}  its own exit status {s['exit_status']}")
+              f"  died {s['died'] or 0}  its own exit status {s['exit_status']}"
+              + ("" if s["complete"] else "  (the forking process ended before its count: the last recorded)"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": machine(), "python": sys.version.split()[0], "load": args.load,

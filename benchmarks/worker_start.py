@@ -106,7 +106,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="pairs of fresh processes")
     parser.add_argument("--loaders", type=int, default=4, help="fresh loaders a process")
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker_start.json"))
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name in ("rounds", "loaders", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be positive")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -28,6 +30,35 @@ TINY: dict[str, Any] = {
     "val_fraction": 0.25,
     "threads": 1,
 }
+
+
+UNIT_TESTS_START_NO_PROCESS = ("a unit test started a process: tests that start subprocesses, fork servers, forked "
+                               "workers, Ray or servers are marked slow (`make test` runs them, `make check` does not)")
+# Commands that read a fact and exit at once, which code under unit test may run (the git
+# revision a record names, the CPU a result names): no Python, no fork of the test process.
+FACT_COMMANDS = frozenset({"git", "lscpu", "uname"})
+
+
+class _RefusedProcess(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+        command = args if isinstance(args, str) else str(next(iter(args)))
+        if os.path.basename(command.split()[0]) not in FACT_COMMANDS:
+            raise AssertionError(f"{UNIT_TESTS_START_NO_PROCESS}: {args!r:.120}")
+        super().__init__(args, *rest, **kwargs)
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError(UNIT_TESTS_START_NO_PROCESS)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast lane stays fast and free of scheduling: a test not marked slow that starts a
+    process (subprocess, a fork, a fork server's child) fails at once, naming the rule."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setattr(subprocess, "Popen", _RefusedProcess)
+        monkeypatch.setattr(os, "fork", _refuse)
+        monkeypatch.setattr(multiprocessing.forkserver.ForkServer, "ensure_running", _refuse)
 
 
 def tiny_config(**overrides: Any) -> TrialConfig:

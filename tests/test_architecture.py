@@ -121,6 +121,7 @@ LIGHT = ("study.options", "study.keys", "study.errors", "study.spaces", "study.r
          "trainables.model_options")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_what_the_command_line_needs_first_imports_nothing_heavy() -> None:
     code = (f"import importlib, sys\nfor m in {LIGHT!r}: importlib.import_module(m)\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 GROUPED = '''
 import os
 
@@ -38,6 +40,7 @@ def test_other(i):
 '''
 
 
+@pytest.mark.slow  # pytest with two worker processes
 def test_a_group_runs_in_one_worker_and_its_module_fixture_once(tmp_path: Path) -> None:
     (tmp_path / "test_grouped.py").write_text(GROUPED)
     (tmp_path / "test_others.py").write_text(OTHERS)

@@ -22,6 +22,7 @@ def test_hypervolume_by_hand() -> None:
     assert pareto_search.hypervolume([], (0.0, 1.1)) == 0.0
 
 
+@pytest.mark.slow  # the benchmark end to end, twice
 def test_the_benchmark_scores_each_methods_front_against_the_true_one(tmp_path: Path) -> None:
     table = write_table(tmp_path, configs=16, seeds=2, design="cost")
     out = tmp_path / "pareto.json"

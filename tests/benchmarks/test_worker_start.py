@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.worker_soak import write_jpegs
-from benchmarks.worker_start import paired
+from benchmarks.worker_start import main, paired
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow  # a benchmark process of its own, with loader workers
 @pytest.mark.parametrize("method", ["fork", "forkserver"])
 def test_an_arm_starts_its_loaders_workers_by_its_method(method: str, tmp_path: Path) -> None:
     data = write_jpegs(tmp_path / "images", classes=2, per_class=8, size=32)
@@ -37,7 +38,8 @@ def test_the_paired_interval_holds_the_mean_difference() -> None:
     assert low < out["mean_s"] < high and low > 0 and out["t_test_p"] < 0.05 and out["pairs"] == 4
 
 
-def test_a_single_round_is_a_one_line_error() -> None:
-    done = _run("--rounds", "1")
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("--rounds must be at least 2 "
-                                                                                   "(the comparison is paired over rounds)")
+def test_a_single_round_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--rounds", "1"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--rounds must be at least 2 (the comparison is paired over rounds)")

@@ -46,11 +46,25 @@ def _probe(tmp_path: Path, setup: str = "", **env: str) -> str:
     return proc.stdout.strip()
 
 
+def test_the_study_sets_the_variable_off_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import execution
+
+    for key in execution._RAY_ENV:  # restored after the test, with whatever set_ray_env sets
+        monkeypatch.delenv(key, raising=False)
+    execution.set_ray_env()
+    assert os.environ["ARROW_REGISTER_ATFORK"] == "0"
+    monkeypatch.setenv("ARROW_REGISTER_ATFORK", "1")  # the user's own setting wins, as for every variable there
+    execution.set_ray_env()
+    assert os.environ["ARROW_REGISTER_ATFORK"] == "1"
+
+
+@pytest.mark.slow  # Python processes that fork
 def test_the_variable_turns_arrows_at_fork_handlers_off(tmp_path: Path) -> None:
     assert _probe(tmp_path) == "handlers ran"
     assert _probe(tmp_path, ARROW_REGISTER_ATFORK="0") == "no handlers"
 
 
+@pytest.mark.slow  # Python processes that fork
 def test_the_study_turns_them_off_before_arrow_makes_a_pool(tmp_path: Path) -> None:
     setup = "from study import execution; execution.set_ray_env()"
     assert _probe(tmp_path, setup) == "no handlers"

@@ -51,7 +51,7 @@ def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = 
             for seed in range(seeds + extra.get(name, 0)):
                 sink.write(json.dumps({"config": name, "seed": seed, "values": values, "seconds": 1.0,
                                        "epochs": _curve(values, seed)}) + "\n")
-    return curves.write(work, folder / "table.parquet", "test")
+    return curves.write(work, folder / "table.parquet", "test", latency_repeats=1)  # FLOPs exact, latencies rough
 
 
 def test_a_written_table_reads_back_and_matches_the_nearest_configuration(tmp_path: Path) -> None:
@@ -180,6 +180,7 @@ def _study(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # the study command, in a process of its own
 def test_a_study_refuses_a_table_it_cannot_replay_before_any_trial(tmp_path: Path) -> None:
     table = write_table(tmp_path)
     space = str(curves.SPACE)
@@ -286,6 +287,7 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
         assert 12 <= spent < 12 + 8 * 4
 
 
+@pytest.mark.slow  # the benchmark end to end
 def test_the_search_benchmark_runs_its_studies_in_simulated_time(tmp_path: Path) -> None:
     """The default engine: the same searchers, policies and noise-aware ending over the table
     without Ray (no Ray starts); the ending's re-runs are counted in the budget, and the named

@@ -131,6 +131,7 @@ def test_unknown_space_name_lists_the_known_ones() -> None:
         load_space("ablate")
 
 
+@pytest.mark.slow  # the command, as a user starts it
 def test_cli_rejects_a_bad_space_in_one_line_before_ray_starts(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: {mode: maximise}\n")
@@ -156,6 +157,7 @@ def test_cli_rejects_a_bad_space_in_one_line_before_ray_starts(tmp_path: Path) -
           [(["--space", "smoke", "--gpus-per-trial", "1"], "--gpus-per-trial 1: this machine has no CUDA GPU")]),
     ],
 )
+@pytest.mark.slow  # the command, as a user starts it
 def test_cli_flag_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "study.run", "--out", str(tmp_path / "runs"), *args],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -185,6 +187,7 @@ def _image_folder(root: Path, corrupt: bool) -> Path:
         ("corrupt image", "cannot read image"),
     ],
 )
+@pytest.mark.slow  # the command, as a user starts it
 def test_cli_bad_data_and_names_fail_in_one_line_before_ray_starts(tmp_path: Path, case: str, message: str) -> None:
     args = {
         "unknown space": ["--space", "ablate"],
@@ -203,6 +206,7 @@ def test_cli_bad_data_and_names_fail_in_one_line_before_ray_starts(tmp_path: Pat
     assert not (tmp_path / "runs").exists() and not (tmp_path / "runs" / "mlflow.db").exists()  # before anything started
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_cli_module_imports_no_heavy_library() -> None:
     code = "import sys, study.run; print(sorted(m for m in ('torch', 'ray', 'mlflow', 'optuna') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -220,6 +224,7 @@ def test_cli_module_imports_no_heavy_library() -> None:
         ("refine: spiral", "refine: expected one of repeat, zoom, got 'spiral'"),
     ],
 )
+@pytest.mark.slow  # the command, as a user starts it
 def test_every_bad_trial_value_fails_before_ray_starts(tmp_path: Path, constants: str, message: str) -> None:
     """Values that pass the schema but would fail in every trial (and be retried) fail on the
     driver, in one line: the trial's setup is built there without data or weights."""
@@ -244,6 +249,7 @@ def test_an_empty_space_is_refused_and_a_fixed_point_needs_its_sample_count(tmp_
     assert load_space(str(fixed)).parameters == {}  # as the paper space: a fixed point, said so
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_space_typo_answers_without_importing_any_heavy_library(tmp_path: Path) -> None:
     """A typo in a space or a flag is reported before torch, Ray, MLflow or Optuna is imported,
     so it answers in about the time --help does."""

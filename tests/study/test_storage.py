@@ -106,6 +106,7 @@ def test_a_missing_bucket_is_a_one_line_error_before_ray_starts(s3: S3Server, tm
     assert not (tmp_path / "runs" / "nobucket").exists()  # nothing was started
 
 
+@pytest.mark.slow  # the command, as a user starts it
 def test_an_unreachable_endpoint_is_a_one_line_error_before_ray_starts(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     storage = f"s3://rra-tune/t?endpoint_override=127.0.0.1:{port}&scheme=http"

@@ -134,6 +134,7 @@ def test_a_cached_dataset_pickles_without_its_images(tmp_path: Path) -> None:
     assert _same(_items(pickle.loads(blob)), before)
 
 
+@pytest.mark.slow  # the fork server and its workers
 def test_the_cache_is_decoded_by_workers_from_the_fork_server_as_in_the_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

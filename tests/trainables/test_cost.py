@@ -79,6 +79,7 @@ def test_cost_measures_parameters_latency_and_leaves_the_model_as_it_was() -> No
     assert metrics["cost_flops_per_image"] == cost.flops_per_image and "cost_device" not in metrics
 
 
+@pytest.mark.slow  # the paper model's forward passes (two VGG-19), 15-20 s
 def test_at_the_paper_configuration_repeat_pays_for_more_steps_with_the_lstm_only() -> None:
     # The reference code's refine: the local VGG-19 runs once; T = 10 adds 9 steps of a 2-layer
     # LSTM (512 in, 512 hidden) and the attention over them, nothing else

@@ -61,7 +61,8 @@ def test_epoch_metrics_have_the_documented_keys() -> None:
 
 @pytest.mark.parametrize("overrides", [{}, {"schedule": "step", "milestones": [1], "optimizer": "sgd",
                                             "augment": "flip_crop", "refine": "zoom"},
-                                       {"augment": "flip_crop", "num_workers": 1, "on_disk": True}])
+                                       pytest.param({"augment": "flip_crop", "num_workers": 1, "on_disk": True},
+                                                    marks=pytest.mark.slow)])  # with a loader worker
 def test_resume_equals_an_uninterrupted_run(overrides: dict[str, Any], tmp_path: Path) -> None:
     if overrides.pop("on_disk", False):  # images decoded by the worker (synthetic ones are read in memory)
         overrides.update(_jpegs(tmp_path))
@@ -165,6 +166,7 @@ class _PidLog(Dataset):
         return self.inner[index]
 
 
+@pytest.mark.slow  # loader workers
 def test_loader_workers_live_for_the_whole_trial(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=3, num_workers=1)
     data = build_datasets(cfg)
@@ -189,12 +191,14 @@ def _jpegs(tmp_path: Path) -> dict[str, Any]:
     return {"dataset": "cub", "data_dir": str(tmp_path / "data"), "val_fraction": 0.25, "image_cache": "off"}
 
 
+@pytest.mark.slow  # loader workers
 def test_the_numbers_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=2, augment="flip_crop", device="cpu", **_jpegs(tmp_path))
     by_workers = [_run(tiny_config(**{**cfg.to_dict(), "num_workers": n}))[0] for n in (0, 2)]
     assert by_workers[0] == by_workers[1]
 
 
+@pytest.mark.slow  # loader workers
 def test_images_decoded_in_memory_are_read_without_workers(tmp_path: Path) -> None:
     # Workers would only copy the cache's (or the synthetic set's) batches between processes.
     on_disk = {**_jpegs(tmp_path), "num_workers": 2}
@@ -206,6 +210,7 @@ def test_images_decoded_in_memory_are_read_without_workers(tmp_path: Path) -> No
         assert make_loader(data.val, cfg, torch.device("cpu"), False).num_workers == workers
 
 
+@pytest.mark.slow  # spawned loader workers
 def test_training_items_load_in_spawned_workers() -> None:
     # A worker started with spawn (macOS; Linux from Python 3.14) gets the dataset pickled and
     # makes the same items as the main process.
@@ -265,6 +270,7 @@ class _Parent(Dataset[int]):
         return os.getppid()
 
 
+@pytest.mark.slow  # the fork server and its workers
 def test_workers_start_from_a_fork_server_not_from_the_trials_process() -> None:
     # a fork of the trial's threaded process would copy the locks its other threads hold
     # (docs/reliability.md): the workers are the children of a server that runs no other thread
@@ -299,6 +305,7 @@ def _read_aborting() -> None:
         sys.exit(3)
 
 
+@pytest.mark.slow  # a process of its own, with a loader worker
 def test_a_worker_that_aborts_leaves_its_python_stack_in_the_trials_log() -> None:
     # the loader reports only the worker's signal; the stack says what the worker was doing
     root = Path(__file__).resolve().parents[2]

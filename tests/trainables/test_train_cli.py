@@ -46,6 +46,7 @@ def test_cli_reads_a_yaml_config_and_flags_win(tmp_path: Path) -> None:
         (["--resume"], "no checkpoint", 2),
     ],
 )
+@pytest.mark.slow  # the command, as a user starts it
 def test_bad_input_is_one_line_and_non_zero(tmp_path: Path, args: list[str], message: str, code: int) -> None:
     proc = subprocess.run([sys.executable, "-m", "trainables.train", f"--out={tmp_path}", *args],
                           capture_output=True, text=True, timeout=120)
