@@ -37,12 +37,12 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=15 $(ARGS)
 
 # How often each test of a lane fails over fresh pytest processes (benchmarks/flakiness.py):
 # make flaky LANE=fast ROUNDS=10 ARGS="--out benchmarks/results/flakiness_fast.json"

@@ -67,6 +67,19 @@ def tiny_config(**overrides: Any) -> TrialConfig:
 
 
 @pytest.fixture(autouse=True)
+def _environment_restored() -> Any:
+    """What a test, or code it runs in-process (the study's `execution.set_ray_env`), sets in
+    os.environ is undone after it: a variable left behind changes the tests that run after it
+    in the same process. (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS left by one test made Tune write no
+    result.json in a later one, in whichever xdist worker ran both.)"""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
 

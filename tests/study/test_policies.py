@@ -80,13 +80,14 @@ def test_rungs_are_rebuilt_from_a_real_tune_experiment(tmp_path: Path) -> None:
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        tune.Tuner(curve, param_space={"name": tune.grid_search(["a", "b", "c", "d"]),
-                                       KIND: tune.sample_from(lambda spec: "baseline" if spec.config.name == "d"
-                                                              else "search")},
-                   tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
-                   run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0)).fit()
+        results = tune.Tuner(curve, param_space={"name": tune.grid_search(["a", "b", "c", "d"]),
+                                                 KIND: tune.sample_from(lambda spec: "baseline" if spec.config.name
+                                                                        == "d" else "search")},
+                             tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
+                             run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0)).fit()
     finally:
         ray.shutdown()
+    assert not results.errors, [str(e)[-1500:] for e in results.errors]
     history = saved_history(str(tmp_path / "exp"), "val_acc")
     assert sorted(history.values(), key=lambda h: h[1]) == [
         dict(enumerate(CURVES[n], 1)) for n in ("b", "a", "c")]  # the baseline is left out
