@@ -79,8 +79,28 @@ def _check_name(name: str) -> None:
         )
 
 
+def _vgg_features(weights: object | None) -> nn.Module:
+    """VGG-19's `features`. Without weights, built as torchvision builds them, without paying for
+    the classifier it drops (102M parameters, 90% of the build's time): the whole model on the
+    meta device, then its convolutions initialised as torchvision's VGG does, in the same order,
+    so that from the same random state the weights are the same (tests/trainables/test_backbones.py
+    compares them with a full build, and fails if torchvision's initialisation changes)."""
+    if weights is not None:
+        return torchvision.models.vgg19(weights=weights).features
+    device = torch.get_default_device()  # where a build in this context puts its tensors (CPU, or meta)
+    with torch.device("meta"):
+        feats = torchvision.models.vgg19(weights=None).features
+    feats = feats.to_empty(device=device)
+    for module in feats.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.constant_(module.bias, 0)
+    return feats
+
+
 def _vgg19(weights: object | None, drop_last_pool: bool) -> tuple[nn.Module, int]:
-    feats = torchvision.models.vgg19(weights=weights).features
+    feats = _vgg_features(weights)
     if drop_last_pool:
         # The reference's local stream keeps 14x14 at 224 px by dropping the final max-pool.
         feats = nn.Sequential(*list(feats.children())[:-1])

@@ -74,3 +74,25 @@ def test_imagenet_weights_resolve_through_torchvision(tmp_path: Path, monkeypatc
     assert torch.equal(bb.features[0].weight, reference.conv1.weight)
     assert bb.mean == tuple(weights.transforms().mean)
     assert normalisation("tiny") == (IMAGENET_MEAN, bb.std)
+
+
+def test_vgg_features_without_weights_are_initialised_as_torchvisions_full_build() -> None:
+    # The classifier-free build (`_vgg_features`) repeats torchvision's initialisation of the
+    # convolutions: the same layers, zero biases, and per layer the spread torchvision gives
+    # (kaiming normal, fan out); a torchvision that initialises otherwise fails here.
+    from torch import nn
+
+    from trainables.backbones import _vgg_features
+
+    torch.manual_seed(0)
+    ours = _vgg_features(None)
+    torch.manual_seed(0)
+    full = torchvision.models.vgg19(weights=None).features
+    assert [type(m) for m in ours.modules()] == [type(m) for m in full.modules()]
+    convs = [(a, b) for a, b in zip(ours.modules(), full.modules(), strict=True) if isinstance(a, nn.Conv2d)]
+    assert len(convs) == 16
+    for a, b in convs:
+        assert a.weight.shape == b.weight.shape and a.weight.device.type == "cpu"
+        assert not a.bias.any() and not b.bias.any()
+        assert a.weight.std().item() == pytest.approx(b.weight.std().item(), rel=0.1)
+        assert abs(a.weight.mean().item()) < 0.1 * a.weight.std().item()
