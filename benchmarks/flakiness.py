@@ -8,7 +8,8 @@ test how often it failed: a test that fails on an unchanged tree fails by chance
 leaves out (`-m slow`, two processes with `--dist loadgroup`, as `make test` runs them); words
 after `--` go to pytest as they are (a module, `-k`). Each round writes pytest's JUnit XML into a
 temporary folder; the results file gains one entry a round as it ends, so a run stopped part way
-continues where it stopped when started again with the same lane, selection and `--out`.
+continues where it stopped when started again with the same lane, selection and `--out`. Each
+round records the commit it ran (`git describe --dirty`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def one_round(lane: str, extra: list[str], folder: Path, index: int) -> dict[str
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.monotonic() - start
     tests = outcomes(junit) if junit.is_file() else {}
-    return {"exit_code": done.returncode, "wall_s": round(wall, 1), "tests": tests,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {"commit": commit, "exit_code": done.returncode, "wall_s": round(wall, 1), "tests": tests,
             "tail": done.stdout.strip().splitlines()[-1:] if done.returncode else []}
 
 
