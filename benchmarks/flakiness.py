@@ -94,6 +94,9 @@ def report(rounds: list[dict[str, Any]], slowest: int = 15) -> str:
     return "\n".join(lines)
 
 
+LETTERS = {"passed": "P", "failed": "F", "error": "E", "skipped": "s"}
+
+
 def _load(out: Path | None, lane: str, extra: list[str]) -> list[dict[str, Any]]:
     """The rounds already in `out`, when it was written for the same lane and selection."""
     if out is None or not out.is_file():
@@ -102,15 +105,26 @@ def _load(out: Path | None, lane: str, extra: list[str]) -> list[dict[str, Any]]
     if before.get("lane") != lane or before.get("pytest_args") != extra:
         raise SystemExit(f"error: {out} holds rounds of another selection ({before.get('lane')} "
                          f"{before.get('pytest_args')}); give another --out")
-    rounds: list[dict[str, Any]] = before["rounds"]
+    outcome = {letter: name for name, letter in LETTERS.items()}
+    rounds: list[dict[str, Any]] = [{**r, "tests": {}} for r in before["rounds"]]
+    for test, row in before["tests"].items():
+        for index, (letter, seconds) in enumerate(zip(row["outcomes"], row["seconds"], strict=True)):
+            if letter != "-":  # not collected in that round
+                rounds[index]["tests"][test] = {"outcome": outcome[letter], "seconds": seconds}
     return rounds
 
 
 def _save(out: Path, lane: str, extra: list[str], rounds: list[dict[str, Any]]) -> None:
+    """The rounds, a column per test (its outcome each round as a letter: P passed, F failed,
+    E error, s skipped, - not run; its seconds each round), and the summary."""
+    tests = sorted({t for r in rounds for t in r["tests"]})
+    columns = {t: {"outcomes": "".join(LETTERS[r["tests"][t]["outcome"]] if t in r["tests"] else "-" for r in rounds),
+                   "seconds": [round(r["tests"].get(t, {}).get("seconds", 0.0), 3) for r in rounds]} for t in tests}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "lane": lane, "pytest_args": extra,
-                               "command": [*LANES[lane], *extra], "rounds": rounds, "per_test": summary(rounds)},
-                              indent=1) + "\n")
+                               "command": [*LANES[lane], *extra],
+                               "rounds": [{k: v for k, v in r.items() if k != "tests"} for r in rounds],
+                               "summary": summary(rounds), "tests": columns}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

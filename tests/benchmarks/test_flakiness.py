@@ -43,8 +43,21 @@ def test_failures_are_counted_per_test_over_rounds() -> None:
 
 def test_rounds_of_another_selection_are_not_continued(tmp_path: Path) -> None:
     out = tmp_path / "f.json"
-    out.write_text(json.dumps({"lane": "fast", "pytest_args": [], "rounds": [{"tests": {}}]}))
+    out.write_text(json.dumps({"lane": "fast", "pytest_args": [], "rounds": [{"exit_code": 0}],
+                               "tests": {"a": {"outcomes": "P", "seconds": [0.1]}}}))
     assert len(_load(out, "fast", [])) == 1
     with pytest.raises(SystemExit, match="another selection"):
         _load(out, "slow", [])
     assert _load(tmp_path / "absent.json", "slow", []) == []
+
+
+def test_saved_rounds_read_back_as_they_were(tmp_path: Path) -> None:
+    from benchmarks.flakiness import _save
+
+    rounds = [{"commit": "abc", "exit_code": 1, "wall_s": 2.0, "tail": ["1 failed"],
+               "tests": {"a": {"outcome": "failed", "seconds": 0.5}, "b": {"outcome": "skipped", "seconds": 0.0}}},
+              {"commit": "abc", "exit_code": 0, "wall_s": 1.0, "tail": [],
+               "tests": {"a": {"outcome": "passed", "seconds": 0.25}}}]
+    _save(tmp_path / "f.json", "fast", ["-k", "x"], rounds)
+    assert _load(tmp_path / "f.json", "fast", ["-k", "x"]) == rounds
+    assert json.loads((tmp_path / "f.json").read_text())["tests"]["b"]["outcomes"] == "s-"
