@@ -163,6 +163,7 @@ def race(seconds: float, load: str = "arrow", child: str = "exit", hang_s: float
             with record.open("a") as f:
                 f.write(json.dumps(counts) + "\n")
             written = time.time()
+    counts["seconds"] = round(time.time() - start, 1)
     stop.set()
     for thread in threads:
         thread.join()
