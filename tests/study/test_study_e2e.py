@@ -193,33 +193,10 @@ def test_resume_after_the_driver_is_stopped(tmp_path: Path, how: str) -> None:
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
 
 
-def test_smoke_study_against_a_remote_tracking_server(tmp_path: Path) -> None:
-    port = free_port()
-    server = start_mlflow_server(tmp_path, port)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        proc = _study(tmp_path, "--space", "smoke", "--name", "remote", "--tracking-uri", uri)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"{uri}/#/experiments/" in proc.stdout
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name("remote")
-        runs = client.search_runs([exp.experiment_id])
-        parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 5 + 2 and all(r.info.status == "FINISHED" for r in runs)  # 5 trials, 2 finalist re-runs
-        assert "best_test_acc" in parent.data.metrics
-        best = next(c for c in children if c.data.tags.get("best") == "true")
-        assert [a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
-        # the report's files go through the server too
-        report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-        assert {"report/report.html", "report/trials.parquet"} <= report
-        assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local default store
-    finally:
-        stop_server(server)
-
-
-def test_smoke_study_with_optuna_and_mlflow_on_postgresql(tmp_path: Path) -> None:
-    """The cluster option: Optuna's storage and MLflow's store (behind its server) on PostgreSQL."""
+def test_smoke_study_with_optuna_and_mlflow_on_postgresql_behind_a_tracking_server(tmp_path: Path) -> None:
+    """The cluster option: Optuna's storage on PostgreSQL, and MLflow through its server (its
+    store on PostgreSQL too): every run, checkpoint and report file goes through the server, none
+    to the local default stores. (A server on SQLite is the fault tests' own, tests/study/test_faults.py.)"""
     pg = PostgresServer()
     try:
         optuna_url, mlflow_url = pg.create("optuna"), pg.create("mlflow")
@@ -230,15 +207,27 @@ def test_smoke_study_with_optuna_and_mlflow_on_postgresql(tmp_path: Path) -> Non
             proc = _study(tmp_path, "--space", "smoke", "--name", "pg", "--tracking-uri", uri,
                           "--optuna-storage", optuna_url)
             assert proc.returncode == 0, proc.stderr[-3000:]
+            assert f"{uri}/#/experiments/" in proc.stdout
             summary = json.loads((tmp_path / "runs" / "pg" / "summary.json").read_text())
             import optuna
 
             study = optuna.load_study(study_name="pg", storage=optuna_url)
             assert len(study.trials) == 4 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
             assert not (tmp_path / "runs" / "pg" / "optuna.db").exists()
+            assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local default store
             client = MlflowClient(uri)
             runs = client.search_runs([client.get_experiment_by_name("pg").experiment_id])
             assert len(runs) == 1 + len(summary["trials"]) + 2 and all(r.info.status == "FINISHED" for r in runs)
+            parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+            children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+            assert len(children) == 5 + 2  # 5 trials, 2 finalist re-runs
+            assert "best_test_acc" in parent.data.metrics
+            best = next(c for c in children if c.data.tags.get("best") == "true")
+            assert [a.path for a in client.list_artifacts(best.info.run_id, "checkpoint")] == \
+                ["checkpoint/checkpoint.pt"]
+            # the report's files go through the server too
+            assert {"report/report.html", "report/trials.parquet"} <= \
+                {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
             report = (tmp_path / "runs" / "pg" / "report" / "report.md").read_text()
             assert "one run per trial, same outcome" in report  # MLflow (on PostgreSQL) agrees with Tune
         finally:
