@@ -39,10 +39,13 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
+# mypy (one core, about as long as the unit tests on a cold cache) runs beside pytest (the other).
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -m "not slow" --durations=15 $(ARGS)
+	$(BIN)/mypy & types=$$!; \
+	$(BIN)/python -m pytest -m "not slow" --durations=15 $(ARGS); tests=$$?; \
+	wait $$types; typed=$$?; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 # How often each test of a lane fails over fresh pytest processes (benchmarks/flakiness.py):
 # make flaky LANE=fast ROUNDS=10 ARGS="--out benchmarks/results/flakiness_fast.json"
