@@ -21,8 +21,9 @@ Python), without the malloc checks: whether a fork of such a process is safe in 
 
 The race is the finding, never an error: the forking process can itself die of it (with Arrow's
 handlers on it has aborted, "terminate called without an active exception", about one 1-second
-run in six on a 2-core AVX2 EPYC); its counts up to then are kept (it records them as they grow)
-and the results say how it ended (`exit_status`, `forker_died`, `complete`).
+run in six on a 2-core AVX2 EPYC), during the race or at its own exit after printing its
+counts; its counts up to then are kept (it records them as they grow) and the results say how
+it ended (`exit_status`, `forker_died`, and `complete`: whether it printed its final counts).
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ def test_whatever_the_race_does_every_child_and_the_forking_process_are_counted(
     result = run_setting(atfork=True, malloc_check=False, seconds=1, load=load)
     assert isinstance(result["exit_status"], int)
     assert result["forker_died"] == (signal.Signals(-result["exit_status"]).name if result["exit_status"] < 0 else None)
-    assert result["complete"] == (result["exit_status"] == 0)
-    if result["complete"]:  # a forking process that died took its last child's count with it
+    # a clean exit printed the final counts; a death may come before them or after (at its exit:
+    # seen, -6 after a complete count, in the slow lane's second flakiness round at 70371aa)
+    assert result["complete"] or result["exit_status"] != 0
+    if result["complete"]:  # else the death took its last child's count with it
         assert _accounted(result) and result["forks"] > 0 and result["seconds"] >= 1
 
 
