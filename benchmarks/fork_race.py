@@ -185,20 +185,29 @@ def outcome(returncode: int, stdout: str, record: Path) -> dict[str, Any]:
 
 
 def run_setting(atfork: bool, malloc_check: bool, seconds: float, load: str = "arrow",
-                child: str = "exit", hang_s: float = HANG_S) -> dict[str, Any]:
+                child: str = "exit", hang_s: float = HANG_S, timeout_s: float = 600.0) -> dict[str, Any]:
     """One setting, in a fresh process whose environment sets it from the start; what happened to
-    every child and to the forking process itself, as data (nothing here raises on a death)."""
+    every child and to the forking process itself, as data (nothing here raises on a death, nor
+    on a forking process that hangs: it is killed `timeout_s` after its forking time and
+    recorded with `forker_hung`)."""
     env = {**os.environ, "ARROW_REGISTER_ATFORK": "1" if atfork else "0"}
     if malloc_check:
         env.update({"MALLOC_CHECK_": "3", "LD_PRELOAD": str(MALLOC_DEBUG)})
     with tempfile.TemporaryDirectory(prefix="fork-race-") as tmp:
         record = Path(tmp) / "counts.jsonl"
-        done = subprocess.run([sys.executable, "-m", "benchmarks.fork_race", "--child", "--seconds", str(seconds),
-                               "--load", load, "--child-fate", child, "--hang-s", str(hang_s), "--record", str(record)],
-                              env=env, capture_output=True, text=True, timeout=seconds + 600, cwd=ROOT)
-        result = outcome(done.returncode, done.stdout, record)
-    return {"load": load, "arrow_atfork": atfork, "malloc_check": malloc_check, **result,
-            "stderr_tail": done.stderr.strip()[-300:]}
+        command = [sys.executable, "-m", "benchmarks.fork_race", "--child", "--seconds", str(seconds), "--load", load,
+                   "--child-fate", child, "--hang-s", str(hang_s), "--record", str(record)]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + timeout_s,
+                                  cwd=ROOT)
+            returncode, stdout, stderr, hung = done.returncode, done.stdout, done.stderr, False
+        except subprocess.TimeoutExpired as late:  # killed (SIGKILL) by subprocess.run
+            text = [o.decode(errors="replace") if isinstance(o, bytes) else (o or "")
+                    for o in (late.stdout, late.stderr)]
+            returncode, stdout, stderr, hung = -int(signal.SIGKILL), text[0], text[1], True
+        result = outcome(returncode, stdout, record)
+    return {"load": load, "arrow_atfork": atfork, "malloc_check": malloc_check, **result, "forker_hung": hung,
+            "stderr_tail": stderr.strip()[-300:]}
 
 
 def main(argv: list[str] | None = None) -> None:

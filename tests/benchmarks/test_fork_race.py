@@ -22,8 +22,8 @@ def _accounted(result: dict) -> bool:
 @pytest.mark.slow  # forks, in a process of its own
 @pytest.mark.parametrize("load", ["arrow", "native-threads"])
 def test_whatever_the_race_does_every_child_and_the_forking_process_are_counted(load: str) -> None:
-    result = run_setting(atfork=True, malloc_check=False, seconds=1, load=load)
-    assert isinstance(result["exit_status"], int)
+    result = run_setting(atfork=True, malloc_check=False, seconds=1, load=load, timeout_s=120)
+    assert isinstance(result["exit_status"], int) and isinstance(result["forker_hung"], bool)
     assert result["forker_died"] == (signal.Signals(-result["exit_status"]).name if result["exit_status"] < 0 else None)
     # a clean exit printed the final counts; a death may come before them or after (at its exit:
     # seen, -6 after a complete count, in the slow lane's second flakiness round at 70371aa)
@@ -39,7 +39,8 @@ def test_children_of_a_known_fate_are_counted_as_that(child: str, counted: str, 
     # a child that ends is given far longer than it needs on a loaded machine (with 0.05 s, one
     # that exits at once was once counted as hung); one that hangs never ends, so 0.05 s suffices
     result = run_setting(atfork=False, malloc_check=False, seconds=0.5, load="none", child=child, hang_s=hang_s)
-    assert result["complete"] and result["exit_status"] == 0 and result["forks"] > 0 and _accounted(result)
+    assert result["complete"] and result["exit_status"] == 0 and not result["forker_hung"]
+    assert result["forks"] > 0 and _accounted(result)
     found = {"exited": result["exited"], "hung": result["hung"], **result["died"]}
     assert found[counted] == result["forks"]
 
@@ -68,3 +69,17 @@ def test_bad_arguments_are_a_one_line_error(args: list[str], message: str, capsy
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_forking_process_that_hangs_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from benchmarks import fork_race
+
+    def never_ends(command: list[str], **kwargs: object) -> None:
+        raise subprocess.TimeoutExpired(command, 1.0, output=b"", stderr=b"stuck")
+
+    monkeypatch.setattr(fork_race.subprocess, "run", never_ends)
+    result = run_setting(atfork=True, malloc_check=False, seconds=1, timeout_s=1)
+    assert result["forker_hung"] and result["forker_died"] == "SIGKILL" and not result["complete"]
+    assert result["forks"] == 0 and result["stderr_tail"] == "stuck"
