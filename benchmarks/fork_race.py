@@ -52,10 +52,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stack(pid: int) -> list[str]:
-    """The native stack of a process (gdb's frames, the first 12), or [] without gdb."""
+    """The native stack of a process (gdb's frames, the first 12), or [] without gdb or when gdb
+    takes over two minutes (a stack is a detail; the count goes on)."""
     if shutil.which("gdb") is None:
         return []
-    done = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "bt"], capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "bt"], capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        return []
     return [line[:160] for line in done.stdout.splitlines() if line.startswith("#")][:12]
 
 
