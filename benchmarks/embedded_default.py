@@ -15,6 +15,14 @@ on the same machine. Per run:
     python -m benchmarks.embedded_default [--before 36281e6]
 
 Writes benchmarks/results/embedded_default.json, with `lscpu`'s model and flags.
+
+    python -m benchmarks.embedded_default --isa [--rounds 1]
+
+runs the tree as it is now instead, with this CPU's own kernels and with AVX2 only
+(`DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`: what oneDNN and ATen pick on a CPU without
+AVX-512, which the trials' processes inherit), interleaved, and times the command's phases from
+its output (start-up, search, ending and final test, report, exit). Writes
+benchmarks/results/embedded_default_isa.json.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,13 +61,38 @@ def _compute_seconds(tune_path: Path) -> tuple[float, int]:
     return seconds, epochs
 
 
-def run_study(root: Path, out: Path, log: Path) -> dict[str, Any]:
-    """The ablation study from the source tree at `root`; its costs and its gain."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
+ISAS: dict[str, dict[str, str]] = {"native": {}, "avx2": {"DNNL_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+# The first line of the command's output that marks the end of each phase.
+PHASES = (("start_up", "study "), ("search", "Noise-aware ending:"), ("ending_and_test", "Best configurations"),
+          ("report", "Report:"))
+
+
+def phase_seconds(stamped: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """Seconds of each phase (PHASES, then `exit`: from the report to the process's end) from the
+    command's output lines and the seconds at which each arrived; a phase whose line is missing
+    (e.g. no ending) is folded into the next."""
+    seconds, last = {}, 0.0
+    for phase, marker in PHASES:
+        at = next((t for t, line in stamped if line.startswith(marker)), None)
+        if at is not None:
+            seconds[phase], last = round(at - last, 1), at
+    seconds["exit"] = round(wall - last, 1)
+    return seconds
+
+
+def run_study(root: Path, out: Path, log: Path, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ablation study from the source tree at `root` (with `env_extra` in its environment);
+    its costs, its phases and its gain."""
+    env = {**os.environ, "PYTHONPATH": str(root), **(env_extra or {})}
     start = time.perf_counter()
+    stamped = []
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "study.run", "--space", "ablation", "--out", str(out)],
-                                cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stamped.append((time.perf_counter() - start, line.strip()))
+            sink.write(line)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -69,6 +103,7 @@ def run_study(root: Path, out: Path, log: Path) -> dict[str, Any]:
     metric = summary["metric"]
     return {
         "trials_compute_s": round(compute, 1), "epochs": epochs, "command_wall_s": round(wall, 1),
+        "phases_s": phase_seconds(stamped, wall),
         "command_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "best": best["name"], f"best_{metric}": best[metric], f"global_only_{metric}": baseline[metric],
         "rra_gain_points": round(100 * (best[metric] - baseline[metric]), 1),
@@ -79,8 +114,14 @@ def run_study(root: Path, out: Path, log: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="36281e6", help="the git ref measured as 'before'")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embedded_default.json"))
+    parser.add_argument("--isa", action="store_true", help="this tree with this CPU's kernels and with AVX2 only")
+    parser.add_argument("--rounds", type=int, default=1, help="with --isa: runs of each arm, interleaved")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/embedded_default.json (embedded_default_isa.json with --isa)")
     args = parser.parse_args()
+    if args.isa:
+        return isa_main(args.rounds, args.out or Path("benchmarks/results/embedded_default_isa.json"))
+    args.out = args.out or Path("benchmarks/results/embedded_default.json")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"before": _extract(args.before, Path(tmp) / "before"), "now": HERE}
@@ -96,6 +137,26 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("compute_before_over_now", "wall_before_over_now")}))
+
+
+def isa_main(rounds: int, out: Path) -> None:
+    """The tree as it is, with this CPU's kernels and with AVX2 only, `rounds` times each, interleaved."""
+    runs: dict[str, list[dict[str, Any]]] = {isa: [] for isa in ISAS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            for isa, env in ISAS.items():
+                row = run_study(HERE, Path(tmp) / f"runs-{isa}-{i}", Path(tmp) / f"{isa}-{i}.log", env)
+                runs[isa].append(row)
+                print(isa, json.dumps(row), flush=True)
+    walls = {isa: statistics.median(r["command_wall_s"] for r in rows) for isa, rows in runs.items()}
+    report = {
+        "command": "python -m benchmarks.embedded_default " + " ".join(sys.argv[1:]),
+        "machine": machine(), "isa_env": ISAS, "runs": runs, "median_wall_s": walls,
+        "avx2_over_native": round(walls["avx2"] / walls["native"], 2),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"median_wall_s": walls, "avx2_over_native": report["avx2_over_native"]}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,22 @@
+"""benchmarks.epoch_profile: each arm trains what it names, and the AVX2 arm's process runs AVX2
+kernels (the emulation its figures rest on)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import epoch_profile
+
+
+@pytest.mark.parametrize("arm", sorted(epoch_profile.ARMS))
+def test_an_arm_is_the_paper_point_with_its_own_memory_format(arm: str) -> None:
+    config = epoch_profile._trial_config(epoch_profile.ARMS[arm])
+    assert (config.recursion_steps, config.crop_scale) == (10, 0.25)
+    assert config.channels_last == epoch_profile.ARMS[arm].get("channels_last", True)
+
+
+@pytest.mark.slow  # trains in a child process with the emulated ISA's environment
+def test_the_avx2_arm_runs_avx2_kernels() -> None:
+    result = epoch_profile._run("avx2", "default", epochs=2, profile=False)
+    assert result["cpu_capability"] == "AVX2" and len(result["epoch_s"]) == 2
+    assert all(s > 0 for s in result["epoch_s"])
