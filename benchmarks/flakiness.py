@@ -10,6 +10,12 @@ after `--` go to pytest as they are (a module, `-k`). Each round writes pytest's
 temporary folder; the results file gains one entry a round as it ends, so a run stopped part way
 continues where it stopped when started again with the same lane, selection and `--out`. Each
 round records the commit it ran (`git describe --dirty`).
+
+    python -m benchmarks.flakiness --lane slow --out F --add-junit ci.xml --commit REV --source "..."
+
+adds a round from a run of the whole suite instead (e.g. `ARGS=--junitxml=ci.xml bash .ci/run`
+on a fresh clone at REV): the lane's tests in it, which are the tests `F`'s own rounds ran; the
+round keeps its `source` and has no exit code or wall time of its own.
 """
 
 from __future__ import annotations
@@ -64,6 +70,15 @@ def one_round(lane: str, extra: list[str], folder: Path, index: int) -> dict[str
                             check=False).stdout.strip()
     return {"commit": commit, "exit_code": done.returncode, "wall_s": round(wall, 1), "tests": tests,
             "tail": done.stdout.strip().splitlines()[-1:] if done.returncode else []}
+
+
+def junit_round(junit_xml: Path, lane_tests: set[str], commit: str, source: str) -> dict[str, Any]:
+    """A round read from another run's JUnit XML (of the whole suite, say): its outcomes of
+    `lane_tests` only. The lane has no exit code or wall time of its own in such a run."""
+    tests = {test: o for test, o in outcomes(junit_xml).items() if test in lane_tests}
+    if not tests:
+        raise SystemExit(f"error: {junit_xml} holds none of the lane's tests")
+    return {"commit": commit, "exit_code": None, "wall_s": None, "tests": tests, "tail": [], "source": source}
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -132,11 +147,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lane", choices=sorted(LANES), required=True, help="which tests: make check's or the rest")
     parser.add_argument("--rounds", type=int, default=10, help="fresh pytest processes over the lane")
     parser.add_argument("--out", type=Path, default=None, help="JSON results, extended round by round")
+    parser.add_argument("--add-junit", type=Path, default=None, metavar="XML",
+                        help="add a round from this JUnit XML of another run (needs --out with rounds, --commit)")
+    parser.add_argument("--commit", default=None, help="with --add-junit: the revision that run tested")
+    parser.add_argument("--source", default="", help="with --add-junit: what that run was (its command)")
     parser.add_argument("pytest_args", nargs="*", help="after --: more arguments for pytest (a module, -k ...)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     rounds = _load(args.out, args.lane, args.pytest_args)
+    if args.add_junit is not None:
+        if args.out is None or not rounds or not args.commit:
+            parser.error("--add-junit needs --out with rounds of the lane already in it, and --commit")
+        rounds.append(junit_round(args.add_junit, {t for r in rounds for t in r["tests"]}, args.commit, args.source))
+        _save(args.out, args.lane, args.pytest_args, rounds)
+        print(report(rounds))
+        return
     with tempfile.TemporaryDirectory(prefix="flakiness-") as tmp:
         for index in range(len(rounds), args.rounds):
             rounds.append(one_round(args.lane, args.pytest_args, Path(tmp), index))

@@ -61,3 +61,22 @@ def test_saved_rounds_read_back_as_they_were(tmp_path: Path) -> None:
     _save(tmp_path / "f.json", "fast", ["-k", "x"], rounds)
     assert _load(tmp_path / "f.json", "fast", ["-k", "x"]) == rounds
     assert json.loads((tmp_path / "f.json").read_text())["tests"]["b"]["outcomes"] == "s-"
+
+
+def test_a_round_from_another_runs_junit_keeps_the_lanes_tests_and_its_source(tmp_path: Path) -> None:
+    from benchmarks.flakiness import _save, main
+
+    out = tmp_path / "slow.json"
+    lane = {"tests.a::test_ok": {"outcome": "passed", "seconds": 0.4},
+            "tests.b::test_teardown": {"outcome": "passed", "seconds": 0.2}}
+    _save(out, "slow", [], [{"commit": "abc", "exit_code": 0, "wall_s": 9.0, "tail": [], "tests": lane}])
+    (tmp_path / "ci.xml").write_text(JUNIT)  # the whole suite: tests of the other lane as well
+    main(["--lane", "slow", "--out", str(out), "--add-junit", str(tmp_path / "ci.xml"), "--commit", "def",
+          "--source", "bash .ci/run"])
+    rounds = _load(out, "slow", [])
+    assert len(rounds) == 2 and set(rounds[1]["tests"]) == set(lane)
+    assert rounds[1]["commit"] == "def" and rounds[1]["source"] == "bash .ci/run" and rounds[1]["exit_code"] is None
+    assert summary(rounds)["tests.b::test_teardown"]["failures"] == 1
+    with pytest.raises(SystemExit):  # no rounds of the lane to say which tests are its own
+        main(["--lane", "slow", "--out", str(tmp_path / "new.json"), "--add-junit", str(tmp_path / "ci.xml"),
+              "--commit", "def"])
