@@ -17,6 +17,7 @@ on --resume.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,15 +62,19 @@ def chosen(rows: list[dict[str, Any]], ranking: list[str], count: int) -> list[d
     return picked[:count]
 
 
-def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str]) -> pd.DataFrame | None:
-    """Re-runs the finalists (or continues their re-runs); returns the re-runs' table, saved as
-    STUDY/finalists.parquet, or None when the study has no finalists to re-run.
+def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str],
+        execute: Callable[[StudyRecord, list[dict[str, Any]], list[int]], pd.DataFrame] | None = None,
+        ) -> pd.DataFrame | None:
+    """The ending's re-runs: the finalists chosen from the ranking, each trained again with the
+    new seeds; returns the re-runs' table (a row per run per epoch, in the results model), or
+    None when the study has no finalists to re-run. `execute(record, configs, seeds)` runs the
+    re-runs' trial configs and returns their table: by default under Tune (`run_under_tune`),
+    and in the simulated study (study.simulate) by replaying them, so that both end alike.
 
     Raises:
         KeyboardInterrupt: the re-runs did not all end (Ctrl-C); --resume continues them.
     """
     from study.phases import reruns
-    from study.results import FINALISTS_FILE, save_table
 
     how = plan(record.space.study)
     picked = chosen(rows, ranking, how.count) if how.on else []
@@ -80,7 +85,17 @@ def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str]) -> 
     for row in picked:
         values = {k: row.get(k) for k in record.space.parameters if row.get(k) is not None}
         configs += reruns.configs(record, values, seeds, FINALIST, "finalist", **{FINALIST_OF: row["trial_id"]})
-    print(f"\nNoise-aware ending: the {len(picked)} best trial(s) again with seeds {', '.join(map(str, seeds))} "
+    return (execute or run_under_tune)(record, configs, seeds)
+
+
+def run_under_tune(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int]) -> pd.DataFrame:
+    """The re-runs as a Tune experiment STUDY-finalists beside the study's (continued if it
+    exists), their table saved as STUDY/finalists.parquet."""
+    from study.phases import reruns
+    from study.results import FINALISTS_FILE, save_table
+
+    finalists = len({c[FINALIST_OF] for c in configs})
+    print(f"\nNoise-aware ending: the {finalists} best trial(s) again with seeds {', '.join(map(str, seeds))} "
           f"({len(configs)} runs of {record.max_epochs} epochs); the best is named on the mean over seeds",
           flush=True)
     table, ended = reruns.run(record, f"{record.name}-finalists", record.finalists_path, configs, test=False)
