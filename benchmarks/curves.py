@@ -360,7 +360,7 @@ def draw(table: Path, seeds: int, out: Path, command: str) -> Path:
     return write_drawn(recorded.model, recorded.values, seeds, out, command, recorded.costs, recorded.metadata)
 
 
-def check(table: Path, held_out_every: int = 2, draws: int = 200) -> dict[str, Any]:
+def check(table: Path, held_out_every: int = 2, draws: int = 2000) -> dict[str, Any]:
     """The model fitted on part of a recorded table's seeds, tested on the recorded runs of the
     others. Held out: of each configuration with at least 6 seeds, every `held_out_every`-th seed
     after the first three (seeds every configuration has); those seeds are then absent from

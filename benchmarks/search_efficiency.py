@@ -225,7 +225,13 @@ def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: P
             for i, epoch in simulated.order]
     line += [{"trial": f"{trial_id}-seed{s}", "epoch": epoch, "val_acc": value, "full": False, "rerun": True,
               "true": table.true_final(truth[trial_id])} for trial_id, s, epoch, value in ending.reruns]
+    # the ending's values, by finalist and seed (the study's own run with train_seed, the re-runs
+    # with the seeds after it), with each finalist's table configuration: what the calibration
+    # of P(best) and of the intervals is measured on (benchmarks.calibration)
+    ending_values = {trial_id: {"config": truth[trial_id], "values": {str(s): v for s, v in by_seed.items()}}
+                     for trial_id, by_seed in ending.finalists.items()}
     out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "engine": "simulated",
+                               "train_seed": record.train_seed, "finalists": ending_values,
                                "named": truth.get(ending.named) if ending.named else None,
                                "best_single_run": truth.get(ending.plain) if ending.plain else None, "line": line}))
     return out

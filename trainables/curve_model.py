@@ -92,6 +92,15 @@ class CurveModel:
         """The configuration's truth: its mean curve's last value."""
         return float(self.metrics[metric].mean[config][-1])
 
+    def seed_effect(self, seed: int, metric: str = "val_acc", salt: str = REPLAY_SALT) -> list[float]:
+        """The shared effect of training seed `seed` at every epoch, in the draws of `salt`: what
+        every configuration trained with that seed is moved by (before the grid and bounds)."""
+        import numpy as np
+
+        model = self.metrics[metric]
+        z = _stream(salt, metric, "seed", seed).standard_normal(self.epochs)
+        return [float(x) for x in np.asarray(model.seed_factor) @ z]
+
     def draw(self, config: str, seed: int, salt: str = REPLAY_SALT) -> list[dict[str, float]]:
         """A run's metrics at every epoch, drawn for (configuration, seed)."""
         import numpy as np
@@ -174,8 +183,15 @@ def _fit_metric(paths: Mapping[tuple[str, int], list[float]]) -> MetricModel:
     shift = effects.mean(axis=0)
     mean = {n: (coef[col[n]] + shift).tolist() for n in names}
     centred = effects - shift
-    seed_cov = centred.T @ centred / max(len(seeds) - 1, 1)
     residual = y - design @ coef
+    # the seeds' effects are estimated from the runs of each seed, so their spread holds that
+    # estimate's noise too (the residual covariance over the number of runs of the seed): taken
+    # out, and what is left kept positive semi-definite
+    runs_of = np.bincount([seeds.index(s) for _, s in keys], minlength=len(seeds))
+    noise_cov = residual.T @ residual / max(len(keys) - design.shape[1], 1)
+    seed_cov = centred.T @ centred / max(len(seeds) - 1, 1) - float(np.mean(1.0 / runs_of)) * noise_cov
+    values, vectors = np.linalg.eigh(seed_cov)
+    seed_cov = (vectors * np.clip(values, 0.0, None)) @ vectors.T
     own: dict[str, list[np.ndarray]] = {}
     for (name, _), r in zip(keys, residual, strict=True):
         own.setdefault(name, []).append(r)

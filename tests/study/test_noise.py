@@ -54,8 +54,13 @@ def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_bein
     assert [f.key for f in named] == ["good", "lucky", "weak"]
     good = named[0]
     assert good.mean == pytest.approx(statistics.fmean([0.86, 0.80, 0.82])) and good.seeds == 3
-    low, high = stats.t.interval(0.95, 2, loc=good.mean, scale=statistics.stdev([0.86, 0.80, 0.82]) / math.sqrt(3))
+    # its interval: the paired noise (the seeds' shared effect out), with the fit's 4 degrees of freedom
+    low, high = stats.t.interval(0.95, 4, loc=good.mean, scale=noise.sd / math.sqrt(3))
     assert (good.low, good.high) == (pytest.approx(low), pytest.approx(high))
+    lucky = named[1]  # its gap to the best, paired on the same seeds
+    half = stats.t.ppf(0.975, 4) * noise.sd * math.sqrt(2 / 3)
+    assert lucky.gap == pytest.approx(lucky.mean - good.mean) and good.gap == 0 and good.gap_low is None
+    assert (lucky.gap_low, lucky.gap_high) == (pytest.approx(lucky.gap - half), pytest.approx(lucky.gap + half))
     assert sum(f.p_best for f in named if f.p_best is not None) == pytest.approx(1.0)
     assert named[0].p_best > named[1].p_best > named[2].p_best
     # minimising: the order turns over
@@ -68,6 +73,24 @@ def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_bein
     assert [f.p_best for f in tied] == [0.5, 0.5, 0.0]
     one, _ = finalists({"only": {0: 0.5}})
     assert one[0].p_best == 1.0 and one[0].low is None and noise.df == 4
+
+
+def test_the_run_that_chose_a_finalist_is_left_out_and_shrinking_tempers_certainty() -> None:
+    # seed 0 chose them: "lucky" was chosen by a run 28 points above its others (the winner's curse)
+    values = {"lucky": {0: 0.99, 1: 0.70, 2: 0.72, 3: 0.71}, "good": {0: 0.86, 1: 0.74, 2: 0.75, 3: 0.76},
+              "weak": {0: 0.80, 1: 0.69, 2: 0.70, 3: 0.68}}
+    named, noise = finalists(values, selection_seed=0)
+    assert [f.key for f in named] == ["good", "lucky", "weak"] and all(f.seeds == 3 for f in named)
+    assert named[1].mean == pytest.approx(0.71) and named[1].selection == 0.99 and noise.df == 4
+    assert finalists(values)[0][0].key == "lucky"  # counted in, the lucky run names the wrong one
+    # shrunk towards their average, the means leave the best less certain, never more
+    shrunk, _ = finalists(values, selection_seed=0, shrink=True)
+    assert [f.key for f in shrunk] == ["good", "lucky", "weak"]
+    assert 1 / 3 <= shrunk[0].p_best <= named[0].p_best
+    assert sum(f.p_best for f in shrunk) == pytest.approx(1.0)
+    # means alike up to the noise: shrinking leaves no favourite
+    alike, _ = finalists({"x": {1: 0.80, 2: 0.83}, "y": {1: 0.82, 2: 0.81}, "z": {1: 0.81, 2: 0.82}}, shrink=True)
+    assert [f.p_best for f in alike] == [pytest.approx(1 / 3)] * 3
 
 
 def test_the_ending_fits_in_its_share_of_the_epoch_budget() -> None:
