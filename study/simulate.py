@@ -153,7 +153,7 @@ def end(record: StudyRecord, simulated: Simulated) -> Ending:
     results = [] if reruns is None else [
         (str(r["finalist_of"]), int(r["config.seed"]), int(r["epoch"]), float(r[record.metric]))
         for r in reruns.to_dict("records")]
-    named, _ = noise_aware(values, record.mode)
+    named, _ = noise_aware(values, record.mode, record.train_seed)
     return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results)
 
 

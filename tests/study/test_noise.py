@@ -112,7 +112,7 @@ def _row(trial: str, value: float, epochs: int = 9, kind: str = "search") -> dic
 
 def _record(tmp_path: Path) -> Any:
     space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
-    return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path,
+    return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path, train_seed=0,
                            tune_path=str(tmp_path), finalists_path=str(tmp_path / "f"), stores=SimpleNamespace(optuna_storage="o", tracking_uri="t"))
 
 
@@ -129,13 +129,18 @@ def test_the_summary_names_the_best_mean_not_the_luckiest_run(tmp_path: Path,
     assert values == {"lucky": {0: 0.90, 1: 0.70, 2: 0.72}, "good": {0: 0.86, 1: 0.80, 2: 0.82}}
     built = summary.build(_record(tmp_path), [dict(r) for r in rows], {}, values, rerun_epochs=36)
     assert built["best"]["trial_id"] == "good" and built["ranking"][:3] == ["good", "lucky", "third"]
-    assert built["best"]["noise_aware"]["mean"] == pytest.approx(statistics.fmean([0.86, 0.80, 0.82]))
-    assert built["epochs_spent"] == 3 * 9 + 3 + 36 and built["seed_noise"]["df"] == 2
+    # named on the new seeds only: the runs that chose them (seed 0) are left out
+    named = built["best"]["noise_aware"]
+    assert named["mean"] == pytest.approx(statistics.fmean([0.80, 0.82])) and named["selection"] == 0.86
+    assert named["seeds"] == 2 and named["values"] == [0.80, 0.82]
+    assert built["epochs_spent"] == 3 * 9 + 3 + 36 and built["seed_noise"]["df"] == 1
+    assert built["seed_noise"]["selection_seed"] == 0
     plain = summary.build(_record(tmp_path), [dict(r) for r in rows], {})
     assert plain["best"]["trial_id"] == "lucky" and plain["finalists"] == []
     summary.print_finalists(built)
     out = capsys.readouterr().out
-    assert "Best: n-good, val_acc 0.827 over 3 seeds (95% interval" in out and "P(best)" in out
+    assert "Best: n-good, val_acc 0.81 over 2 new seed(s) (95% interval" in out and "P(best)" in out
+    assert "the run that chose each is left out" in out and "How far such a P(best) holds:" in out
 
 
 def test_holm_adjusts_as_the_textbook_does() -> None:
