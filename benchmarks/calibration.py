@@ -101,6 +101,15 @@ def reliability(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gap_interval_coverage": share("gap_covered"), "mean_interval_coverage": share("mean_covered")}
 
 
+def calibration_line(report: dict[str, Any], variant: str, source: str) -> str:
+    """The one line the study prints beside its P(best) (study.noise.CALIBRATION), from a report."""
+    result = report["variants"][variant]
+    return (f"on {report['studies']} replayed studies' fresh noise, the named best was stated at "
+            f"P(best) {result['named_stated_p_best']:.2f} on average and was truly the best in "
+            f"{100 * result['named_truly_best']:.0f}% of them; expected calibration error "
+            f"{result['ece']:.3f} ({source})")
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 

@@ -120,6 +120,7 @@ class Ending:
     finalists: dict[str, dict[int, float]]
     named: str | None
     reruns: list[tuple[str, int, int, float]]
+    race_stop: str | None = None  # why a raced ending stopped
 
 
 def rows(record: StudyRecord, trials: list[Trial]) -> list[dict[str, Any]]:
@@ -150,16 +151,17 @@ def end(record: StudyRecord, simulated: Simulated) -> Ending:
     plain = ranking[0] if ranking else None
     reruns = phase.run(record, table_rows, ranking, execute=replay_reruns)
     values = phase.values_by_seed(table_rows, reruns, record.metric, record.train_seed, record.max_epochs)
+    stop = None if reruns is None else reruns.attrs.get("race_stop")
     results = [] if reruns is None else [
         (str(r["finalist_of"]), int(r["config.seed"]), int(r["epoch"]), float(r[record.metric]))
         for r in reruns.to_dict("records")]
     named, _ = noise_aware(values, record.mode, record.train_seed)
-    return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results)
+    return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results, stop)
 
 
-def replay_reruns(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int]) -> Any:
-    """Re-runs executed by replaying their curves from the study's table, to max_t: their table
-    in the results model's columns that the ending reads (a row per run per epoch)."""
+def replay_reruns(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int], batch: int = 0) -> Any:
+    """A batch of re-runs executed by replaying their curves from the study's table, to max_t:
+    their table in the results model's columns that the ending reads (a row per run per epoch)."""
     import pandas as pd
 
     from study.keys import COMPLETED, FINALIST_OF, NAME

@@ -16,11 +16,13 @@ SUMMARY_FILE = "summary.json"
 
 
 def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]],
-          finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0) -> dict[str, Any]:
+          finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0,
+          race_stop: str | None = None) -> dict[str, Any]:
     """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
     trial id -> test metrics, added to the rows; finalists: the noise-aware ending's values,
     searched trial id -> seed -> metric at max_t, which rank the finalists first, by their mean
-    over seeds; rerun_epochs: the epochs their re-runs took)."""
+    over seeds; rerun_epochs: the epochs their re-runs took; race_stop: why a raced ending
+    stopped)."""
     metric = record.metric
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))
@@ -46,7 +48,7 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "tune_path": record.tune_path, "finalists_path": record.finalists_path if named else None,
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
         "counts": counts, "ranking": [r["trial_id"] for r in order], "best": best,
-        "finalists": named, "seed_noise": noise,
+        "finalists": named, "seed_noise": noise, "race_stop": race_stop,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
 
@@ -130,7 +132,9 @@ def print_finalists(summary: dict[str, Any]) -> None:
         f"sd {100 * sd:.2f} points a run ({noise['df']} degrees of freedom{paired})"
     left_out = "; the run that chose each is left out (the luckiest of many)" \
         if noise.get("selection_seed") is not None else ""
-    print(f"\nNamed on several seeds: each finalist trained again with new seeds{left_out}; seed noise {said}:")
+    raced = f" (raced: {summary['race_stop']})" if summary.get("race_stop") else ""
+    print(f"\nNamed on several seeds: each finalist trained again with new seeds{raced}{left_out}; seed noise "
+          f"{said}:")
     for row in [header, *lines]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     top = named[0]

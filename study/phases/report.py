@@ -257,8 +257,12 @@ def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[s
 
     left_out = (" The run that made each a finalist is left out of its figures: chosen for being high, it is "
                 "the luckiest of many (the winner's curse).") if noise.get("selection_seed") is not None else ""
+    stop = record.summary.get("race_stop")
+    raced = (f" The re-runs were raced (a round at a time, to the finalists most likely the best): {stop}."
+             if stop else "")
     doc.text(f"**Named on several seeds.** The {len(named)} best trials at max_t were trained again with new "
-             f"seeds (the same for each), and the best is the one with the best mean.{left_out} Interval: {level} "
+             f"seeds (the same for each), and the best is the one with the best mean.{raced}{left_out} Interval: "
+             f"{level} "
              "interval of the mean on these seeds, from the finalist + seed fit (a seed's shared effect, the same "
              "for every finalist, is out of it); gap: the difference from the best's mean, with its interval. "
              "P(best): the probability that it is the best of the finalists, drawn from their means"

@@ -35,3 +35,16 @@ def test_a_study_is_judged_on_its_new_seeds_against_the_truth() -> None:
     # two finalists of one configuration share being the best
     run["finalists"]["t2"]["config"] = "a"
     assert [r["best"] for r in judge(run, truth, lambda seed: 0.0, {"selection": True, "shrink": False})] == [0.5, 0.5]
+
+
+def test_the_line_the_study_prints_is_the_committed_calibrations() -> None:
+    import json
+    from pathlib import Path
+
+    from benchmarks.calibration import calibration_line
+    from study.noise import CALIBRATION, SHRINK
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "calibration.json"
+    report = json.loads(results.read_text())
+    variant = "new_seeds_shrunk" if SHRINK else "new_seeds"
+    assert calibration_line(report, variant, "benchmarks/results/calibration.json") == CALIBRATION

@@ -93,6 +93,18 @@ def test_the_run_that_chose_a_finalist_is_left_out_and_shrinking_tempers_certain
     assert [f.p_best for f in alike] == [pytest.approx(1 / 3)] * 3
 
 
+def test_finalists_on_different_seeds_are_compared_on_the_same_ones() -> None:
+    # seed 2 is 10 points harder for everyone; "b" missed it, and its plain mean flatters it
+    values = {"a": {1: 0.80, 2: 0.70}, "b": {1: 0.78}, "c": {1: 0.60, 2: 0.50}}
+    named, noise = finalists(values)
+    assert [f.key for f in named] == ["a", "b", "c"]
+    assert named[1].mean == pytest.approx(0.78 - 0.05) and named[0].mean == pytest.approx(0.75)
+    assert noise.sd == 0.0 and named[0].p_best == 1.0  # the seed explains every difference here
+    # the fit's noise: one degree of freedom left when a's second seed is off by a point
+    values["a"][2] = 0.71
+    assert finalists(values)[1].df == 1
+
+
 def test_the_ending_fits_in_its_share_of_the_epoch_budget() -> None:
     free = StudySettings(max_epochs=9, finalists=3, finalist_seeds=2)
     assert ending.plan(free) == ending.Plan(3, 2, 54) and ending.search_budget(free) is None

@@ -100,3 +100,27 @@ def test_the_ending_names_the_best_on_its_finalists_mean_over_seeds(tmp_path: Pa
         assert seeds[1] == pytest.approx(table.metrics(match, 9)["val_acc"])
     assert ending.named == min(ending.finalists, key=lambda k: (-statistics.fmean(ending.finalists[k].values()), k))
     assert len(ending.reruns) == 2 * 9
+
+
+def test_a_raced_ending_spends_the_fixed_endings_runs_on_the_likely_best(tmp_path: Path) -> None:
+    """Race: 3 finalists x 2 seeds = 6 runs; round 1 gives up to 4 trials a new seed each (those
+    that reached max_t), then the two most likely best get the next seeds, until one is best with
+    P >= 0.9 or the runs are spent."""
+    from study.phases.finalists import chosen
+    from study.simulate import end, rows
+
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=9, num_samples=16, baselines=False))
+    record = _record(tmp_path, "race", finalists=3, finalist_seeds=2, ending="race")
+    simulated = simulate(record, workers=2)
+    ending = end(record, simulated)
+    runs = {(trial, seed) for trial, seed, _, _ in ending.reruns}
+    assert len(ending.reruns) == 9 * len(runs) and len(runs) <= 6 and len(ending.finalists) >= 2
+    first = {trial for trial, seed in runs if seed == 1}
+    # round 1: one more than the finalists (the first trials at max_t), one new seed each
+    assert first == {r["trial_id"] for r in chosen(rows(record, simulated.trials), ending.ranking, 4)}
+    later = {seed: {t for t, s in runs if s == seed} for seed in {s for _, s in runs} - {1}}
+    assert all(len(trials) == 2 and trials <= first for trials in later.values())
+    assert ending.named in first and ending.race_stop is not None
+    assert ending.race_stop.endswith(f"after {len(runs)} of 6 runs")
+    # it stops when one is the best with P >= 0.9, or when no round of two fits in what is left
+    assert "P(best)" in ending.race_stop or (ending.race_stop.startswith("runs spent") and 6 - len(runs) < 2)
