@@ -11,8 +11,9 @@ finalists or more, and for each way of stating the certainty (`VARIANTS`):
   truly the best of their study's finalists (a tie of configurations shares it); the expected
   calibration error (ECE: the bins' gaps weighted by their counts);
 - coverage: how often the 95% interval of a finalist's gap to the named best holds the true gap,
-  and how often the interval of its mean holds its truth on the seeds it ran with (its true mean
-  plus those seeds' shared effect, known in the model; the interval leaves that effect out).
+  and how often the interval of its mean holds its truth on the fit's seeds (its true mean plus
+  the mean shared effect of the finalists' new seeds, known in the model; the interval leaves
+  that effect out).
 
     python -m benchmarks.calibration --work DIR [--table T] [--methods tpe_asha ...] [--out FILE]
 
@@ -66,10 +67,11 @@ def judge(run: dict[str, Any], truth: Callable[[str], float], seed_effect: Calla
     top = max(true.values())
     winners = [k for k in values if true[k] == top]
     best = stated[0].key
+    # a mean is on the fit's seeds (every new seed of the finalists: study.noise.two_way)
+    shift = statistics.fmean(seed_effect(s) for s in {s for v in values.values() for s in v if s != selection})
     rows = []
     for f in stated:
-        seeds = [s for s in values[f.key] if s != selection]
-        on_seeds = true[f.key] + statistics.fmean(seed_effect(s) for s in seeds)
+        on_seeds = true[f.key] + shift
         true_gap = true[f.key] - true[best]
         mean_covered = None if f.low is None or f.high is None else f.low <= on_seeds <= f.high
         gap_covered = None if f.gap_low is None or f.gap_high is None else f.gap_low <= true_gap <= f.gap_high
