@@ -57,9 +57,10 @@ from typing import Any
 from trainables import curve_table
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
-# what a table varies: the ablation space's parameters (the search benchmark's table), or what
-# moves the inference cost (refine, recursion steps, patch size; the Pareto benchmark's)
-DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml"}
+# what a table varies: the ablation space's parameters (the search benchmark's table; "steady":
+# the same in a steadier regime, its second table), or what moves the inference cost (refine,
+# recursion steps, patch size; the Pareto benchmark's)
+DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml", "steady": SPACE.parent / "steady.yaml"}
 TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
 COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
 METADATA_KEY = b"rra_curves"
@@ -84,7 +85,7 @@ def configurations(count: int, seed: int = 0, design: str = "ablation") -> dict[
     or zoom), recursion steps, patch size (16, 32 or 48 px) and crop scale."""
     from scipy.stats import qmc
 
-    dims = 3 if design == "ablation" else 4
+    dims = 4 if design == "cost" else 3
     with warnings.catch_warnings():  # a count that is no power of 2 spreads a little less evenly
         warnings.filterwarnings("ignore", message="The balance properties of Sobol")
         points = qmc.Sobol(d=dims, scramble=True, seed=seed).random(count)
@@ -536,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="runs at a time, one thread each")
     rec.add_argument("--design", choices=tuple(DESIGNS), default="ablation",
                      help="ablation: recursion steps, crop scale, temperature (benchmarks/spaces/efficiency.yaml); "
-                          "cost: refine, recursion steps, patch size, crop scale (benchmarks/spaces/cost.yaml)")
+                          "cost: refine, recursion steps, patch size, crop scale (benchmarks/spaces/cost.yaml); "
+                          "steady: as ablation, in a steadier regime (benchmarks/spaces/steady.yaml)")
     rec.add_argument("--work", type=Path, default=default_work())
     wr = sub.add_parser("write", help="write the Parquet table from the runs recorded")
     wr.add_argument("--work", type=Path, default=default_work())

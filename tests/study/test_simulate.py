@@ -124,3 +124,48 @@ def test_a_raced_ending_spends_the_fixed_endings_runs_on_the_likely_best(tmp_pat
     assert ending.race_stop.endswith(f"after {len(runs)} of 6 runs")
     # it stops when one is the best with P >= 0.9, or when no round of two fits in what is left
     assert "P(best)" in ending.race_stop or (ending.race_stop.startswith("runs spent") and 6 - len(runs) < 2)
+
+
+@pytest.mark.slow  # a study under Ray Tune
+def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune(tmp_path: Path) -> None:
+    """One worker, a conditional parameter, an epoch budget that stops the search, and the
+    noise-aware ending: the same Optuna trials, the same finalists re-run with the same values,
+    and the same best named."""
+    import json
+
+    space = replay_space(max_epochs=4, num_samples=40, baselines=False).replace(
+        "finalists: 0}}", "finalists: 2, finalist_seeds: 1, epoch_budget: 80}}") + \
+        '  attention_temperature: {type: float, low: 0.1, high: 10.0, log: true, when: "recursion_steps > 1"}\n'
+    (tmp_path / "space.yaml").write_text(space)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
+                           "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
+                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", "1", "--seed", "3",
+                           "--no-baselines", "--no-test", "--no-report"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
+    record = _record(tmp_path, "sim")
+    simulated = simulate(record, workers=1)
+    assert _decisions(record.stores.optuna_storage, "sim") == tune
+    assert any(state == "PRUNED" for *_, state, _ in tune) and len(tune) < 40  # the budget stopped it
+    assert any("attention_temperature" not in params for _, params, _, _ in tune)  # the condition held
+    from study.simulate import end
+
+    ending = end(record, simulated)
+    summary = json.loads((tmp_path / "runs" / "tune" / "summary.json").read_text())
+    by_trial = {t["trial_id"]: t for t in summary["trials"]}
+    sim_params = {t.trial_id: {k: v for k, v in t.config[PARAMS].items() if v is not None} for t in simulated.trials}
+
+    def key(params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(sorted((k, round(float(v), 9)) for k, v in params.items() if v is not None and v == v))
+
+    tune_finalists = {key({k: by_trial[f["trial_id"]].get(k) for k in ("recursion_steps", "crop_scale",
+                                                                       "attention_temperature")}):
+                      f["values"] for f in summary["finalists"]}
+    sim_finalists = {key(sim_params[t]): [v for s, v in sorted(seeds.items()) if s != record.train_seed]
+                     for t, seeds in ending.finalists.items()}
+    assert set(tune_finalists) == set(sim_finalists) and len(sim_finalists) == 2
+    assert all(tune_finalists[k] == pytest.approx(v) for k, v in sim_finalists.items())
+    assert key({k: summary["best"].get(k) for k in ("recursion_steps", "crop_scale", "attention_temperature")}) \
+        == key(sim_params[ending.named])
