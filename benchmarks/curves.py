@@ -61,7 +61,8 @@ SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 # the same in a steadier regime, its second table), or what moves the inference cost (refine,
 # recursion steps, patch size; the Pareto benchmark's)
 DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml", "steady": SPACE.parent / "steady.yaml"}
-TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "benchmarks" / "data" / "rra_curves.parquet"
 COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
 METADATA_KEY = b"rra_curves"
 # per-epoch metrics kept in the table
@@ -417,7 +418,8 @@ def check(table: Path, held_out_every: int = 2, draws: int = 2000) -> dict[str, 
     held_paths = [(n, [row["val_acc"] for row in recorded.curves[(n, s)]]) for n, s in sorted(held)]
     fresh = [(n, [row["val_acc"] for row in model.draw(n, 10_000 + i)]) for i in range(draws // len(rich) + 1)
              for n in rich]
-    return {"table": str(table), "held_out_seeds": sorted(held_seeds), "held_out_runs": len(held),
+    shown = table.resolve().relative_to(ROOT) if table.resolve().is_relative_to(ROOT) else table
+    return {"table": str(shown), "held_out_seeds": sorted(held_seeds), "held_out_runs": len(held),
             "fitted_on_runs": len(fit_on), "configs_with_held_out_runs": len(rich),
             "final_value_coverage": coverage(pit), "paired_difference_coverage": coverage(pit_diff),
             "paired_differences": len(pit_diff),
