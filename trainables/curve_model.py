@@ -15,9 +15,10 @@ A run's curve of a metric, configuration c and training seed s, over epochs e = 
   estimate it poorly).
 
 Accuracies are then rounded to the validation split's grid (k / images) and kept in [0, 1], as
-a real run's are, and losses at least 0. A draw depends on (salt, metric, configuration, seed)
-only: a replayed run of the same configuration and seed reports the same curve (as training
-with a seed is repeatable), and no draw is a recorded run or a part of the truth. A model is
+a real run's are, and losses at least 0. A draw depends on (salt, metric, configuration, seed, run)
+only, `run` naming the trial's own values: the same trial and seed replay the same curve (as
+training with a seed is repeatable), two trials that replay one configuration draw their own
+residuals (their seed's effect is shared), and no draw is a recorded run or a part of the truth. A model is
 fitted from recorded runs (`fit`) or written with a table drawn from it (`benchmarks.curves
 draw`), whose truth is then known exactly.
 """
@@ -66,12 +67,13 @@ class MetricModel:
     seed_factor: list[list[float]]
     residual_factor: list[list[float]]
 
-    def draw(self, config: str, seed: int, metric: str, salt: str) -> np.ndarray:
+    def draw(self, config: str, seed: int, metric: str, salt: str, run: str = "") -> np.ndarray:
         import numpy as np
 
         epochs = len(self.seed_factor)
         shared = np.asarray(self.seed_factor) @ _stream(salt, metric, "seed", seed).standard_normal(epochs)
-        own = np.asarray(self.residual_factor) @ _stream(salt, metric, "run", config, seed).standard_normal(epochs)
+        noise = _stream(salt, metric, "run", config, run, seed).standard_normal(epochs)
+        own = np.asarray(self.residual_factor) @ noise
         return np.asarray(self.mean[config]) + shared + self.sigma[config] * own
 
 
@@ -101,13 +103,14 @@ class CurveModel:
         z = _stream(salt, metric, "seed", seed).standard_normal(self.epochs)
         return [float(x) for x in np.asarray(model.seed_factor) @ z]
 
-    def draw(self, config: str, seed: int, salt: str = REPLAY_SALT) -> list[dict[str, float]]:
-        """A run's metrics at every epoch, drawn for (configuration, seed)."""
+    def draw(self, config: str, seed: int, salt: str = REPLAY_SALT, run: str = "") -> list[dict[str, float]]:
+        """A run's metrics at every epoch, drawn for (configuration, seed); `run` tells apart the
+        runs of different trials that replay one configuration (their own noise differs)."""
         import numpy as np
 
         columns = {}
         for metric, model in self.metrics.items():
-            values = model.draw(config, seed, metric, salt)
+            values = model.draw(config, seed, metric, salt, run)
             if metric in ACCURACIES or metric in BOUNDED:
                 values = np.clip(values, 0.0, 1.0)
                 if metric in ACCURACIES and self.grid:

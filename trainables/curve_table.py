@@ -96,6 +96,7 @@ class Match:
     config: str
     seed: int
     distance: float
+    run: str = ""  # the trial's own values: what its residual noise is drawn for
 
 
 class CurveTable:
@@ -137,7 +138,7 @@ class CurveTable:
             self._errors = dict.fromkeys(self.values, 0.0)
         else:
             self.model = CurveModel.fit(self.curves, METRICS, validation_images(self.metadata))
-        self._draws: dict[tuple[str, int], list[dict[str, float]]] = {}
+        self._draws: dict[tuple[str, int, str], list[dict[str, float]]] = {}
         self._points = {name: coordinates(v) for name, v in self.values.items() if v["local_stream"]}
 
     def match(self, values: dict[str, Any], seed: int = 0) -> Match:
@@ -147,7 +148,7 @@ class CurveTable:
             names = [n for n, v in self.values.items() if not v["local_stream"]]
             if not names:
                 raise CurveTableError(f"{self.path} holds no global-only curve")
-            return Match(names[0], seed, 0.0)
+            return Match(names[0], seed, 0.0, _run_key(values))
         if not self._points:
             raise CurveTableError(f"{self.path} holds no curve with the local stream")
         alike = {k: values.get(k) for k in CATEGORICAL if any(k in self.values[n] for n in self._points)}
@@ -157,7 +158,7 @@ class CurveTable:
                                   + ", ".join(f"{k}={v}" for k, v in alike.items()))
         here = coordinates(values)
         name, point = min(points.items(), key=lambda item: (math.dist(here, item[1]), item[0]))
-        return Match(name, seed, math.dist(here, point))
+        return Match(name, seed, math.dist(here, point), _run_key(values))
 
     def metrics(self, match: Match, epoch: int) -> dict[str, float]:
         """The metrics of a match at `epoch` (1-based), drawn from the model for its configuration
@@ -165,9 +166,9 @@ class CurveTable:
         records it (as a trial reports it)."""
         if not 1 <= epoch <= self.epochs:
             raise CurveTableError(f"{self.path} records epochs 1-{self.epochs}, not {epoch}")
-        key = (match.config, match.seed)
+        key = (match.config, match.seed, match.run)
         if key not in self._draws:
-            self._draws[key] = self.model.draw(*key)
+            self._draws[key] = self.model.draw(match.config, match.seed, run=match.run)
         out = dict(self._draws[key][epoch - 1])
         if epoch == 1:
             out.update(self.costs.get(match.config, {}))
@@ -219,6 +220,19 @@ class CurveTable:
                 "mae_points": round(100 * sum(abs(a - b) for a, b in zip(truth, guess, strict=True)) / len(names), 2),
                 "spearman": round(float(spearmanr(truth, guess).statistic), 3),
                 "seed_noise_points": round(100 * sum(noise) / len(noise), 2) if noise else float("nan")}
+
+
+def _run_key(values: dict[str, Any]) -> str:
+    """A trial's own values, as its replay's noise is drawn for them (rounded: a value read back
+    from a store may differ in its last digits)."""
+    keys = ("local_stream", "recursion_steps", "crop_scale", "attention_temperature", *CATEGORICAL)
+    out = []
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, float):
+            value = None if math.isnan(value) else round(value, 9)
+        out.append(f"{key}={value}")
+    return ",".join(out)
 
 
 def validation_images(metadata: dict[str, Any]) -> int | None:
