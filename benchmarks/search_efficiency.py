@@ -396,7 +396,11 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
             "curves": [[round(c[e - 1], 2) for e in grid] for c in curves],
         }
     pairs = [(m, a) for m, a in COMPARISONS if m in regrets and a in regrets]
+    # how well the table knows its truth near the top: the standard error of each of the true
+    # top 5's difference from the best (trainables.curve_table.difference_error; 0 in a drawn table)
+    near_top = {n: round(100 * table.difference_error(top[0], n), 2) for n in top[1:]}
     return {"table_best_true_val_acc": round(best, 4), "table_worst_true_val_acc": round(worst, 4),
+            "truth_difference_error_points": near_top,
             "true_top5": top, "methods": out, "comparisons": compare(regrets, pairs)}
 
 
