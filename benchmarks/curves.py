@@ -5,6 +5,8 @@ repository do for other models).
     python -m benchmarks.curves record [--configs 200] [--seeds 2] [--jobs 2] [--work DIR]
     python -m benchmarks.curves write  [--work DIR] [--out benchmarks/data/rra_curves.parquet]
     python -m benchmarks.curves show   [--table benchmarks/data/rra_curves.parquet]
+    python -m benchmarks.curves check  [--table ...] [--out benchmarks/results/curve_model_check.json]
+    python -m benchmarks.curves draw   --seeds 3 --out DRAWN.parquet [--table ...]
 
 `record` trains every configuration of the table to the full budget with each seed, in `--jobs`
 processes of one thread each, with the trial code itself (`trainables.loop.fit`, no Ray): the
@@ -20,6 +22,14 @@ command, the space, the machine and the library versions in its metadata (key `r
 global-only baseline, how much the crop scale matters, and how often curves cross (the rank
 correlation between each epoch's ranking and the final one).
 
+A replayed run never reports a recorded one: it draws from the table's generative model
+(trainables.curve_model), fitted to the recorded runs. `check` fits that model on part of the
+seeds and tests it on the recorded runs of the others: how often their final values fall in the
+model's central intervals (alone, and as differences of two configurations on one seed, which is
+what a ranking reads), and how their epoch-to-epoch paths compare with drawn ones. `draw` writes
+a table of the same schema drawn from the model (its own draws, never the replays'), whose truth
+is then known exactly: the model's mean curves, in its metadata.
+
 The space is benchmarks/spaces/efficiency.yaml: the ablation space on a smaller synthetic set
 (6 classes, 9 epochs), so the table records in one to two hours on 2 cores.
 """
@@ -30,6 +40,7 @@ import argparse
 import collections
 import fcntl
 import functools
+import itertools
 import json
 import math
 import os
@@ -46,10 +57,12 @@ from typing import Any
 from trainables import curve_table
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
-# what a table varies: the ablation space's parameters (the search benchmark's table), or what
-# moves the inference cost (refine, recursion steps, patch size; the Pareto benchmark's)
-DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml"}
-TABLE = Path(__file__).resolve().parent / "data" / "rra_curves.parquet"
+# what a table varies: the ablation space's parameters (the search benchmark's table; "steady":
+# the same in a steadier regime, its second table), or what moves the inference cost (refine,
+# recursion steps, patch size; the Pareto benchmark's)
+DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml", "steady": SPACE.parent / "steady.yaml"}
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "benchmarks" / "data" / "rra_curves.parquet"
 COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
 METADATA_KEY = b"rra_curves"
 # per-epoch metrics kept in the table
@@ -73,7 +86,7 @@ def configurations(count: int, seed: int = 0, design: str = "ablation") -> dict[
     or zoom), recursion steps, patch size (16, 32 or 48 px) and crop scale."""
     from scipy.stats import qmc
 
-    dims = 3 if design == "ablation" else 4
+    dims = 4 if design == "cost" else 3
     with warnings.catch_warnings():  # a count that is no power of 2 spreads a little less evenly
         warnings.filterwarnings("ignore", message="The balance properties of Sobol")
         points = qmc.Sobol(d=dims, scramble=True, seed=seed).random(count)
@@ -268,23 +281,41 @@ def _versions() -> dict[str, str]:
 def write(work: Path, out: Path, command: str, latency_repeats: int = 10) -> Path:
     """The Parquet table of the runs in work/runs.jsonl: a row per (config, seed, epoch), with
     each configuration's inference cost (`inference_cost`, latencies over `latency_repeats`)."""
+    runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
+    plan = json.loads((work / "plan.json").read_text())
+    design = str(plan.get("design", "ablation"))
+    costs = {run["config"]: run["values"] for run in runs}
+    costs = {name: inference_cost(values, design, latency_repeats) for name, values in sorted(costs.items())}
+    truth, errors = curve_table.seed_adjusted({(run["config"], run["seed"]): float(run["epochs"][-1]["val_acc"])
+                                               for run in runs})
+    meta = {"command": command, "plan": plan, "space": _space(design).to_raw(),
+            # each configuration's seeds and the standard error of its mean final accuracy (its truth)
+            # (seed-adjusted: `curve_table.seed_adjusted`)
+            "true_val_acc": {n: round(v, 5) for n, v in sorted(truth.items())},
+            "standard_error": {n: (round(v, 5) if math.isfinite(v) else None) for n, v in sorted(errors.items())},
+            # a run's wall time, which counts any pause of the recording (kill -STOP) too
+            "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None,
+            "cost": "cost_* columns: each configuration's inference cost, measured when the table was written, "
+                    "on the machine above's CPU, one thread (trainables.cost)"}
+    return _write_table(runs, costs, meta, out)
+
+
+def _write_table(runs: list[dict[str, Any]], costs: dict[str, dict[str, float]], meta: dict[str, Any],
+                 out: Path) -> Path:
+    """A table file: a row per (config, seed, epoch) of `runs`, each configuration's cost (None
+    where `costs` has none), and `meta` (with the machine, versions and seeds) in its metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from benchmarks.machine import machine
 
-    runs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
-    plan = json.loads((work / "plan.json").read_text())
-    design = str(plan.get("design", "ablation"))
     rows: dict[str, list[Any]] = {k: [] for k in ("config", "seed", "epoch", "local_stream", *PARAMETERS, *METRICS,
                                                    *COST)}
-    costs = {run["config"]: run["values"] for run in runs}
-    costs = {name: inference_cost(values, design, latency_repeats) for name, values in sorted(costs.items())}
     for run in sorted(runs, key=lambda r: (r["config"], r["seed"])):
         values = run["values"]
         for epoch, metrics in enumerate(run["epochs"], 1):
             for key in COST:
-                rows[key].append(costs[run["config"]][key])
+                rows[key].append(costs.get(run["config"], {}).get(key))
             rows["config"].append(run["config"])
             rows["seed"].append(run["seed"])
             rows["epoch"].append(epoch)
@@ -292,26 +323,111 @@ def write(work: Path, out: Path, command: str, latency_repeats: int = 10) -> Pat
             for key in PARAMETERS:
                 rows[key].append(values.get(key))
             for key in METRICS:
-                rows[key].append(metrics[key])
-    table = pa.table(rows)
-    truth, errors = curve_table.seed_adjusted({(run["config"], run["seed"]): float(run["epochs"][-1]["val_acc"])
-                                               for run in runs})
+                rows[key].append(metrics.get(key, 0.0))
     seeds_of = collections.Counter(str(run["config"]) for run in runs)
-    meta = {"command": command, "plan": plan, "space": _space(design).to_raw(), "machine": machine(),
-            "versions": _versions(), "recorded_runs": len(runs),
-            # each configuration's seeds and the standard error of its mean final accuracy (its truth)
-            # (seed-adjusted: `curve_table.seed_adjusted`)
-            "seeds_per_config": dict(sorted(seeds_of.items())),
-            "true_val_acc": {n: round(v, 5) for n, v in sorted(truth.items())},
-            "standard_error": {n: (round(v, 5) if math.isfinite(v) else None) for n, v in sorted(errors.items())},
-            # a run's wall time, which counts any pause of the recording (kill -STOP) too
-            "run_seconds_median": round(statistics.median(r["seconds"] for r in runs), 1) if runs else None,
-            "cost": "cost_* columns: each configuration's inference cost, measured when the table was written, "
-                    "on the machine above's CPU, one thread (trainables.cost)"}
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    meta = {**meta, "machine": machine(), "versions": _versions(), "recorded_runs": len(runs),
+            "seeds_per_config": dict(sorted(seeds_of.items()))}
+    table = pa.table(rows).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
     return out
+
+
+DRAW_SALT = "table"  # a drawn table's own runs; replays draw with another salt (curve_model.REPLAY_SALT)
+
+
+def write_drawn(model: Any, values: dict[str, dict[str, Any]], seeds: int, out: Path, command: str,
+                costs: dict[str, dict[str, float]] | None = None, source: dict[str, Any] | None = None) -> Path:
+    """A table of `seeds` runs (seeds 0..seeds-1) of every configuration in `values` (name ->
+    its values), drawn from `model` (a trainables.curve_model.CurveModel): the same schema as a
+    recorded table, with the model in its metadata, so its truth (the model's mean curves) is
+    known exactly and replays draw from that model. `source`: the recorded table's metadata it
+    was fitted to (its plan and space), if any; `costs`: each configuration's inference cost."""
+    runs = [{"config": name, "seed": seed, "values": v, "seconds": 0.0, "epochs": model.draw(name, seed, DRAW_SALT)}
+            for name, v in values.items() for seed in range(seeds)]
+    source = source or {}
+    meta = {"command": command, "plan": source.get("plan", {"design": "ablation"}),
+            "space": source.get("space", _space().to_raw()),
+            "drawn": {"seeds": seeds, "salt": DRAW_SALT, "from": source.get("command")},
+            "model": model.to_dict(),
+            "true_val_acc": {n: round(model.true_final(n), 5) for n in sorted(values)},
+            "standard_error": dict.fromkeys(sorted(values), 0.0)}
+    return _write_table(runs, costs or {}, meta, out)
+
+
+def draw(table: Path, seeds: int, out: Path, command: str) -> Path:
+    """A table drawn from the model fitted to the recorded `table`, with its configurations and
+    costs (`write_drawn`)."""
+    recorded = curve_table.CurveTable(table)
+    return write_drawn(recorded.model, recorded.values, seeds, out, command, recorded.costs, recorded.metadata)
+
+
+def check(table: Path, held_out_every: int = 2, draws: int = 2000) -> dict[str, Any]:
+    """The model fitted on part of a recorded table's seeds, tested on the recorded runs of the
+    others. Held out: of each configuration with at least 6 seeds, every `held_out_every`-th seed
+    after the first three (seeds every configuration has); those seeds are then absent from
+    the fit altogether, so the model knows neither their runs nor their shared effect.
+
+    Reported: the share of held-out final values inside the model's central 50%, 80% and 95%
+    intervals (a run's value: mean + a new seed's effect + the configuration's own noise), the
+    same for differences of two configurations on one held-out seed (the seed's effect cancels:
+    what a ranking reads), the probability integral transform's spread, and the held-out
+    paths' epoch-to-epoch steps and lag-1 autocorrelation of residuals against drawn paths."""
+    import numpy as np
+    from scipy.stats import norm
+
+    from trainables.curve_model import CurveModel
+
+    recorded = curve_table.CurveTable(table)
+    counts = collections.Counter(n for n, _ in recorded.curves)
+    rich = sorted(n for n, k in counts.items() if k >= 6)
+    seeds_of = {n: sorted(s for m, s in recorded.curves if m == n) for n in rich}
+    held = {(n, s) for n in rich for i, s in enumerate(seeds_of[n]) if i >= 3 and (i - 3) % held_out_every == 0}
+    held_seeds = {s for _, s in held}
+    held = {(n, s) for (n, s) in recorded.curves if s in held_seeds}
+    fit_on = {k: c for k, c in recorded.curves.items() if k not in held}
+    model = CurveModel.fit(fit_on, curve_table.METRICS, recorded.model.grid)
+    acc = model.metrics["val_acc"]
+    last = model.epochs - 1
+    seed_var = float(np.sum(np.square(np.asarray(acc.seed_factor)[last])))
+    shape_var = float(np.sum(np.square(np.asarray(acc.residual_factor)[last])))
+    pit, pit_diff = [], []
+    for name, seed in sorted(held):
+        value = recorded.curves[(name, seed)][last]["val_acc"]
+        sd = math.sqrt(seed_var + acc.sigma[name] ** 2 * shape_var)
+        pit.append(float(norm.cdf((value - acc.mean[name][last]) / sd)))
+    for seed in sorted(held_seeds):
+        names = sorted(n for n, s in held if s == seed)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                diff = recorded.curves[(a, seed)][last]["val_acc"] - recorded.curves[(b, seed)][last]["val_acc"]
+                sd = math.sqrt((acc.sigma[a] ** 2 + acc.sigma[b] ** 2) * shape_var)
+                pit_diff.append(float(norm.cdf((diff - (acc.mean[a][last] - acc.mean[b][last])) / sd)))
+
+    def coverage(values: list[float]) -> dict[str, float]:
+        u = np.asarray(values)
+        return {f"{level}%": round(float(np.mean(np.abs(u - 0.5) <= level / 200)), 3) for level in (50, 80, 95)}
+
+    def paths(runs: list[tuple[str, list[float]]]) -> dict[str, float]:
+        steps = [b - a for _, path in runs for a, b in itertools.pairwise(path)]
+        resid = [np.asarray(path) - np.asarray(acc.mean[name]) for name, path in runs]
+        lag1 = [float(np.corrcoef(r[:-1], r[1:])[0, 1]) for r in resid if np.std(r[:-1]) > 0 and np.std(r[1:]) > 0]
+        return {"step_sd_points": round(100 * float(np.std(steps)), 2),
+                "residual_lag1_autocorrelation": round(float(np.median(lag1)), 3)}
+
+    held_paths = [(n, [row["val_acc"] for row in recorded.curves[(n, s)]]) for n, s in sorted(held)]
+    fresh = [(n, [row["val_acc"] for row in model.draw(n, 10_000 + i)]) for i in range(draws // len(rich) + 1)
+             for n in rich]
+    shown = table.resolve().relative_to(ROOT) if table.resolve().is_relative_to(ROOT) else table
+    return {"table": str(shown), "held_out_seeds": sorted(held_seeds), "held_out_runs": len(held),
+            "fitted_on_runs": len(fit_on), "configs_with_held_out_runs": len(rich),
+            "final_value_coverage": coverage(pit), "paired_difference_coverage": coverage(pit_diff),
+            "paired_differences": len(pit_diff),
+            "pit_sd": round(float(np.std(pit)), 3), "pit_sd_uniform": round(1 / math.sqrt(12), 3),
+            "held_out_paths": paths(held_paths), "drawn_paths": paths(fresh),
+            "seed_effect_sd_points": round(100 * math.sqrt(seed_var), 2),
+            "residual_sd_points_median": round(100 * float(np.median([acc.sigma[n] for n in rich])) *
+                                               math.sqrt(shape_var), 2)}
 
 
 def show(path: Path) -> dict[str, Any]:
@@ -341,7 +457,7 @@ def show(path: Path) -> dict[str, Any]:
         "configs": len(final), "seeds": int(frame["seed"].nunique()), "epochs": last,
         "seeds_shared_by_every_config": [int(s) for s in shared],
         "seeds_per_config": {str(k): int(v) for k, v in count.value_counts().sort_index().items()},
-        "validation_images": _validation_images(path),
+        "validation_images": curve_table.validation_images(_metadata(path)),
         "standard_error_points": {
             "top30_max": round(100 * float(error[top].max()), 2),
             "top30_median": round(100 * float(error[top].median()), 2),
@@ -401,18 +517,11 @@ def _paired_points(last: Any, count: Any) -> dict[str, Any]:
             "standard_error": round(100 * paired_standard_error(finals, most), 2)}
 
 
-def _validation_images(path: Path) -> int | None:
-    """The validation split's size the table was recorded with (from its space, as the stratified
-    split takes it: a rounded share of each class)."""
+def _metadata(path: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    meta = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
-    constants = meta.get("space", {}).get("constants", {})
-    try:
-        return int(constants["synthetic_classes"]) * round(int(constants["synthetic_images_per_class"])
-                                                           * float(constants["val_fraction"]))
-    except KeyError:
-        return None
+    meta: dict[str, Any] = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
+    return meta
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -430,14 +539,24 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="runs at a time, one thread each")
     rec.add_argument("--design", choices=tuple(DESIGNS), default="ablation",
                      help="ablation: recursion steps, crop scale, temperature (benchmarks/spaces/efficiency.yaml); "
-                          "cost: refine, recursion steps, patch size, crop scale (benchmarks/spaces/cost.yaml)")
+                          "cost: refine, recursion steps, patch size, crop scale (benchmarks/spaces/cost.yaml); "
+                          "steady: as ablation, in a steadier regime (benchmarks/spaces/steady.yaml)")
     rec.add_argument("--work", type=Path, default=default_work())
     wr = sub.add_parser("write", help="write the Parquet table from the runs recorded")
     wr.add_argument("--work", type=Path, default=default_work())
     wr.add_argument("--out", type=Path, default=TABLE)
     sh = sub.add_parser("show", help="print what the table shows")
     sh.add_argument("--table", type=Path, default=TABLE)
+    ch = sub.add_parser("check", help="test the replays' model on recorded seeds it was not fitted on")
+    ch.add_argument("--table", type=Path, default=TABLE)
+    ch.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
+    dr = sub.add_parser("draw", help="write a table drawn from the model fitted to a recorded one")
+    dr.add_argument("--table", type=Path, default=TABLE)
+    dr.add_argument("--seeds", type=int, default=3, help="seeds (0, 1, ...) of every configuration")
+    dr.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command in ("show", "check", "draw") and not args.table.is_file():
+        parser.error(f"no table at {args.table}")
     if args.command == "record":
         if args.configs < 1 or args.seeds < 1 or args.jobs < 1 or args.top < 0 or args.max_seeds < args.seeds:
             parser.error("--configs, --seeds and --jobs must be at least 1, --top at least 0, "
@@ -455,9 +574,21 @@ def main(argv: list[str] | None = None) -> None:
                    + (f" --top {plan['top']} --target-se {plan['target_se']} --max-seeds {plan['max_seeds']}"
                       if "top" in plan else ""))
         print(write(args.work, args.out, command))
+    elif args.command == "check":
+        figures = {"command": "python -m benchmarks.curves check " + " ".join(argv or sys.argv[2:]),
+                   **check(args.table)}
+        if args.out:
+            from benchmarks.machine import machine
+
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({**figures, "machine": machine()}, indent=1) + "\n")
+        print(json.dumps(figures, indent=2))
+    elif args.command == "draw":
+        if args.seeds < 1:
+            parser.error("--seeds must be at least 1")
+        print(draw(args.table, args.seeds, args.out, f"python -m benchmarks.curves draw --table {args.table} "
+                                                      f"--seeds {args.seeds}"))
     else:
-        if not args.table.is_file():
-            parser.error(f"no table at {args.table}")
         print(json.dumps(show(args.table), indent=2))
 
 

@@ -18,7 +18,8 @@ Writes benchmarks/results/embedded_default.json, with `lscpu`'s model and flags.
 
     python -m benchmarks.embedded_default --isa [--rounds 1]
 
-runs the tree as it is now instead, with this CPU's own kernels and with AVX2 only
+runs the tree as it is now instead (`--space smoke --native-only`: a test's smoke study, with
+this CPU's kernels only), with this CPU's own kernels and with AVX2 only
 (`DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`: what oneDNN and ATen pick on a CPU without
 AVX-512, which the trials' processes inherit), interleaved, and times the command's phases from
 its output (start-up, search, ending and final test, report, exit). Writes
@@ -80,14 +81,26 @@ def phase_seconds(stamped: list[tuple[float, str]], wall: float) -> dict[str, fl
     return seconds
 
 
-def run_study(root: Path, out: Path, log: Path, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """The ablation study from the source tree at `root` (with `env_extra` in its environment);
-    its costs, its phases and its gain."""
+def _machine_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent (user, nice, system, irq), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
+def run_study(root: Path, out: Path, log: Path, env_extra: dict[str, str] | None = None,
+              space: str = "ablation") -> dict[str, Any]:
+    """The study of `space` (the ablation one: the embedded default) from the source tree at
+    `root` (with `env_extra` in its environment); its costs, its phases and its gain. Its
+    machine CPU seconds count every process (Ray's too), and whatever else runs meanwhile."""
     env = {**os.environ, "PYTHONPATH": str(root), **(env_extra or {})}
     start = time.perf_counter()
+    cpu_before = _machine_cpu_s()
     stamped = []
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "study.run", "--space", "ablation", "--out", str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "study.run", "--space", space, "--out", str(out)],
                                 cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -95,6 +108,7 @@ def run_study(root: Path, out: Path, log: Path, env_extra: dict[str, str] | None
             sink.write(line)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    cpu_after = _machine_cpu_s()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the study from {root} failed; see {log}")
     summary = json.loads(next(out.glob("*/summary.json")).read_text())
@@ -105,6 +119,7 @@ def run_study(root: Path, out: Path, log: Path, env_extra: dict[str, str] | None
         "trials_compute_s": round(compute, 1), "epochs": epochs, "command_wall_s": round(wall, 1),
         "phases_s": phase_seconds(stamped, wall),
         "command_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "machine_cpu_s": round(cpu_after - cpu_before, 1) if cpu_after is not None and cpu_before is not None else None,
         "best": best["name"], f"best_{metric}": best[metric], f"global_only_{metric}": baseline[metric],
         "rra_gain_points": round(100 * (best[metric] - baseline[metric]), 1),
         "best_test_acc": best.get("test_acc"), "global_only_test_acc": baseline.get("test_acc"),
@@ -116,11 +131,15 @@ def main() -> None:
     parser.add_argument("--before", default="36281e6", help="the git ref measured as 'before'")
     parser.add_argument("--isa", action="store_true", help="this tree with this CPU's kernels and with AVX2 only")
     parser.add_argument("--rounds", type=int, default=1, help="with --isa: runs of each arm, interleaved")
+    parser.add_argument("--space", default="ablation", help="with --isa: the space studied (smoke: a test's study)")
+    parser.add_argument("--native-only", action="store_true", help="with --isa: this CPU's kernels only")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/embedded_default.json (embedded_default_isa.json with --isa)")
     args = parser.parse_args()
     if args.isa:
-        return isa_main(args.rounds, args.out or Path("benchmarks/results/embedded_default_isa.json"))
+        isas = ["native"] if args.native_only else list(ISAS)
+        return isa_main(args.rounds, args.out or Path("benchmarks/results/embedded_default_isa.json"), args.space,
+                        isas)
     args.out = args.out or Path("benchmarks/results/embedded_default.json")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,24 +158,30 @@ def main() -> None:
     print(json.dumps({k: report[k] for k in ("compute_before_over_now", "wall_before_over_now")}))
 
 
-def isa_main(rounds: int, out: Path) -> None:
-    """The tree as it is, with this CPU's kernels and with AVX2 only, `rounds` times each, interleaved."""
-    runs: dict[str, list[dict[str, Any]]] = {isa: [] for isa in ISAS}
+def isa_main(rounds: int, out: Path, space: str = "ablation", isas: list[str] | None = None) -> None:
+    """The tree as it is, with this CPU's kernels and with AVX2 only (`isas`), `rounds` times
+    each, interleaved, studying `space`."""
+    isas = isas or list(ISAS)
+    runs: dict[str, list[dict[str, Any]]] = {isa: [] for isa in isas}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
-            for isa, env in ISAS.items():
-                row = run_study(HERE, Path(tmp) / f"runs-{isa}-{i}", Path(tmp) / f"{isa}-{i}.log", env)
+            for isa in isas:
+                row = run_study(HERE, Path(tmp) / f"runs-{isa}-{i}", Path(tmp) / f"{isa}-{i}.log", ISAS[isa], space)
                 runs[isa].append(row)
                 print(isa, json.dumps(row), flush=True)
     walls = {isa: statistics.median(r["command_wall_s"] for r in rows) for isa, rows in runs.items()}
     report = {
         "command": "python -m benchmarks.embedded_default " + " ".join(sys.argv[1:]),
-        "machine": machine(), "isa_env": ISAS, "runs": runs, "median_wall_s": walls,
-        "avx2_over_native": round(walls["avx2"] / walls["native"], 2),
+        "space": space, "machine": machine(), "isa_env": {isa: ISAS[isa] for isa in isas}, "runs": runs,
+        "median_wall_s": walls,
+        "avx2_over_native": round(walls["avx2"] / walls["native"], 2) if "avx2" in walls else None,
+        "median_phases_s": {isa: {phase: statistics.median(r["phases_s"].get(phase, 0.0) for r in rows)
+                                  for phase in rows[0]["phases_s"]} for isa, rows in runs.items()},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"median_wall_s": walls, "avx2_over_native": report["avx2_over_native"]}))
+    print(json.dumps({"median_wall_s": walls, "avx2_over_native": report["avx2_over_native"],
+                      "median_phases_s": report["median_phases_s"]}))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from the worst true accuracy to the best; FLOPs on a log scale, from the cheapes
 dearest), with the reference point at (0, 1.1) so the dearest configuration still counts; the
 regret is the true front's hypervolume minus the named front's, in percent of the true one.
 Over the seeds: interquartile mean with a 95% bootstrap interval, quartiles, and paired
-Wilcoxon tests on the same seeds with Holm's correction (benchmarks.search_efficiency).
+permutation tests of the mean difference on the same seeds with Holm's correction
+(benchmarks.search_efficiency.compare).
 
     python -m benchmarks.pareto_search [--seeds 30] [--budget 270] [--grace-period N] [--table FILE]
 

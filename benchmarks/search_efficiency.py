@@ -7,14 +7,17 @@ as `study.run` builds them, fed the table's results without Ray's runtime, 8 tri
 about a second a study. `--engine tune` runs the real study instead (`study.cli.run_study`:
 Tune, its storage, MLflow) with the replay trainable (`--trainable replay --replay-table`) at
 `--epoch-s` seconds an epoch; with one trial at a time the two make the same decisions
-(tests/study/test_simulate.py). Either way a trial reports the recorded curve of the table's
-configuration nearest to its own. Study seed N trains every trial with seed N (`--train-seed`), so
-it replays one recorded seed of every configuration, as a real study's trials share its seed;
-the finalists' re-runs replay the next recorded seeds (see trainables.curve_table). Methods:
+(tests/study/test_simulate.py). Either way a trial reports a curve of the table's configuration
+nearest to its own, drawn from the table's model (trainables.curve_table) for its training seed:
+fresh noise, never a recorded run and never the noise the truth was computed from. Study N trains
+every trial with seed N x SEED_STRIDE (`--train-seed`), as a real study's trials share its seed,
+and its finalists' re-runs with the next seeds: no two studies of the benchmark share a training
+seed, so each is an independent draw of the noise. Methods:
 
 - random_fifo: random search, every trial to max_t;
 - random_asha: random search, ASHA;
 - tpe_asha: the project's TPE (stopped trials PRUNED), ASHA;
+- tpe_asha_race: the same, its ending raced (`--ending race`: as many re-runs, a round at a time);
 - tpe_asha_plain: the same without the noise-aware ending: the best single run is named;
 - tpe_hyperband: the project's TPE, ASHA with Hyperband's brackets drawn uniformly;
 - tpe_adaptive: the project's TPE, brackets drawn by measured rank agreement (study.policies.adaptive);
@@ -30,7 +33,8 @@ regret is the table's best true accuracy minus the true accuracy of the configur
 named (its summary's best), in points; the benchmark reports, per method over the seeds, the
 interquartile mean (IQM) with a 95% bootstrap interval, the median and quartiles, the share of
 studies whose named best is in the table's true top 5, and paired comparisons of methods on the
-same seeds (Wilcoxon signed-rank, Holm-corrected over `COMPARISONS`). The anytime curve (plot)
+same seeds (the mean difference, its bootstrap interval and a paired permutation test of it,
+Holm-corrected over `COMPARISONS`). The anytime curve (plot)
 is the regret of the incumbent, the best single run at max_t so far, at every epoch spent;
 "epochs to within 1 point" counts from the epoch it stays there to the end of the budget (a
 study that touched it and left does not count).
@@ -69,19 +73,27 @@ METHODS = {
     "random_fifo": ("random", "fifo", None),
     "random_asha": ("random", "asha", None),
     "tpe_asha": ("optuna", "asha", None),
+    "tpe_asha_race": ("optuna", "asha", None),
     "tpe_asha_plain": ("optuna", "asha", 0),
     "tpe_hyperband": ("optuna", "hyperband", None),
     "tpe_adaptive": ("optuna", "adaptive", None),
     "stock_asha": ("optuna-stock", "asha", None),
 }
+# more study options of a method (the others: the space's)
+OPTIONS: dict[str, dict[str, Any]] = {"tpe_asha_race": {"ending": "race"}}
 DEFAULT_METHODS = [m for m in METHODS if m != "stock_asha"]
-# The comparisons the README draws, paired over seeds (Wilcoxon), Holm-corrected together:
+# The comparisons the README draws, paired over seeds (permutation test of the mean difference),
+# Holm-corrected together:
 # (method, against).
 COMPARISONS = (("random_asha", "random_fifo"), ("tpe_asha", "random_asha"), ("tpe_hyperband", "tpe_asha"),
-               ("tpe_adaptive", "tpe_asha"), ("tpe_asha", "tpe_asha_plain"))
+               ("tpe_adaptive", "tpe_asha"), ("tpe_asha", "tpe_asha_plain"), ("tpe_asha_race", "tpe_asha"),
+               ("tpe_asha", "random_fifo"))
 TOLERANCE_POINTS = 1.0
 LOOSER_POINTS = (3.0, 5.0)  # beside the goal's 1 point: tolerances nearer the table's seed noise
 TOP = 5  # "in the true top 5": the share of studies whose named best is one of the table's 5 best
+# study N trains with seed N * SEED_STRIDE and re-runs with the seeds after it: no two studies
+# share a training seed (and so a draw of the noise) while they re-run fewer than this many
+SEED_STRIDE = 1000
 
 
 def timeline(tune_path: Path, table: Any, max_epochs: int) -> list[dict[str, Any]]:
@@ -127,7 +139,8 @@ def run_one(method: str, seed: int, budget: int, epoch_s: float, table_path: Pat
         opts = StudyOptions(space=str(SPACE), name=f"{method}-{seed}", out=str(runs), seed=seed, num_cpus=cpus,
                             cpus_per_trial=0.25, baselines=False, evaluate_test=False, verbose=0, report=False,
                             searcher=searcher, policy=policy, num_samples=budget, max_epochs=max_epochs,
-                            epoch_budget=budget, finalists=finalists, train_seed=seed,
+                            epoch_budget=budget, finalists=finalists, train_seed=seed * SEED_STRIDE,
+                            **OPTIONS.get(method, {}),
                             trainable="replay", replay_epoch_s=epoch_s, replay_table=str(table_path),
                             tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
         start = time.perf_counter()
@@ -160,7 +173,8 @@ def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: 
     (study.simulate), seed `seed` for the sampler and the training, at an epoch budget, without
     baselines, test or report; `grace_period`: the rungs' first epoch, where not the space's;
     `flags`: the study's other options (searcher, policy, ...). Returns its record, the
-    simulated search and the search's wall time; its folder is removed."""
+    simulated search and the search's wall time; its folder is removed. Its trials train with
+    seed `seed` x SEED_STRIDE (no other study of a benchmark draws their noise)."""
     import yaml
 
     from benchmarks.curves import DESIGNS
@@ -178,10 +192,10 @@ def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: 
             raw["study"]["grace_period"] = grace_period
             space = runs / space.name
             space.write_text(yaml.safe_dump(raw, sort_keys=False))
-        opts = StudyOptions(space=str(space), name=name, out=str(runs), seed=seed, train_seed=seed, baselines=False,
-                            evaluate_test=False, report=False, num_samples=budget, max_epochs=table.epochs,
-                            epoch_budget=budget, trainable="replay", replay_epoch_s=0.0, replay_table=str(table_path),
-                            concurrency=workers, **flags)
+        opts = StudyOptions(space=str(space), name=name, out=str(runs), seed=seed, train_seed=seed * SEED_STRIDE,
+                            baselines=False, evaluate_test=False, report=False, num_samples=budget,
+                            max_epochs=table.epochs, epoch_budget=budget, trainable="replay", replay_epoch_s=0.0,
+                            replay_table=str(table_path), concurrency=workers, **flags)
         record = new_record(opts, resolve_space(opts))
         record.folder.mkdir(parents=True)
         start = time.perf_counter()
@@ -207,7 +221,8 @@ def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: P
     table = load(str(table_path))
     start = time.perf_counter()
     record, simulated, _ = simulated_study(table_path, work, f"{method}-{seed}", seed, budget, workers,
-                                           searcher=searcher, policy=policy, finalists=finalists)
+                                           searcher=searcher, policy=policy, finalists=finalists,
+                                           **OPTIONS.get(method, {}))
     ending = end(record, simulated)
     wall = time.perf_counter() - start
     truth = {t.trial_id: replayed_config(table, t.config) for t in simulated.trials}
@@ -217,7 +232,14 @@ def run_simulated(method: str, seed: int, budget: int, table_path: Path, work: P
             for i, epoch in simulated.order]
     line += [{"trial": f"{trial_id}-seed{s}", "epoch": epoch, "val_acc": value, "full": False, "rerun": True,
               "true": table.true_final(truth[trial_id])} for trial_id, s, epoch, value in ending.reruns]
+    # the ending's values, by finalist and seed (the study's own run with train_seed, the re-runs
+    # with the seeds after it), with each finalist's table configuration: what the calibration
+    # of P(best) and of the intervals is measured on (benchmarks.calibration)
+    ending_values = {trial_id: {"config": truth[trial_id], "values": {str(s): v for s, v in by_seed.items()}}
+                     for trial_id, by_seed in ending.finalists.items()}
     out.write_text(json.dumps({"method": method, "seed": seed, "wall_s": round(wall, 1), "engine": "simulated",
+                               "train_seed": record.train_seed, "finalists": ending_values,
+                               "race_stop": ending.race_stop,
                                "named": truth.get(ending.named) if ending.named else None,
                                "best_single_run": truth.get(ending.plain) if ending.plain else None, "line": line}))
     return out
@@ -290,28 +312,34 @@ def _median_epochs(reached: list[int | None], budget: int) -> float:
 
 
 def compare(regrets: dict[str, list[float]], pairs: list[tuple[str, str]], alpha: float = 0.05) -> list[dict[str, Any]]:
-    """Paired comparisons of final regret over the same seeds: the mean difference (method minus
-    against; negative: the method does better) with a 95% bootstrap interval, the Wilcoxon
-    signed-rank p-value (scipy.stats.wilcoxon; a seed where both are equal carries no sign),
-    Holm's correction over every pair, and the verdict at `alpha`."""
+    """Paired comparisons of final regret over the same studies: the mean difference (method
+    minus against; negative: the method does better) with a 95% bootstrap interval, and the test
+    of that same statistic: a paired permutation test of the mean difference (each study's sign
+    flipped at random, 20,000 resamples; scipy.stats.permutation_test), Holm's correction over
+    every pair, and the verdict at `alpha`. Beside it, the paired t test's p-value, and how many
+    studies the two tie in (both named configurations equally good: a zero difference)."""
     import numpy as np
-    from scipy.stats import bootstrap, wilcoxon
+    from scipy.stats import bootstrap, permutation_test, ttest_rel
 
     from study.analysis import holm
 
     out: list[dict[str, Any]] = []
     for method, against in pairs:
-        diff = np.asarray(regrets[method]) - np.asarray(regrets[against])
-        nonzero = diff[diff != 0]
-        p = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else 1.0
+        a, b = np.asarray(regrets[method]), np.asarray(regrets[against])
+        diff = a - b
         if len(set(diff.tolist())) > 1:
             res = bootstrap((diff,), np.mean, n_resamples=10_000, method="percentile", random_state=0)
             low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            p = float(permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
+                                       permutation_type="samples", n_resamples=20_000, random_state=0).pvalue)
+            t_p = float(ttest_rel(a, b).pvalue)
         else:
             low = high = float(diff[0])
+            p = t_p = 1.0
         out.append({"method": method, "against": against, "seeds": len(diff), "mean_difference": float(diff.mean()),
                     "interval": [round(low, 2), round(high, 2)], "better_in": int((diff < 0).sum()),
-                    "worse_in": int((diff > 0).sum()), "p": p})
+                    "worse_in": int((diff > 0).sum()), "ties": int((diff == 0).sum()), "p": p, "p_paired_t": t_p,
+                    "test": "paired permutation test of the mean difference"})
     for row, adjusted in zip(out, holm([float(r["p"]) for r in out]), strict=True):
         row["p_holm"] = adjusted
         row["significant"] = adjusted < alpha
@@ -368,7 +396,11 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
             "curves": [[round(c[e - 1], 2) for e in grid] for c in curves],
         }
     pairs = [(m, a) for m, a in COMPARISONS if m in regrets and a in regrets]
+    # how well the table knows its truth near the top: the standard error of each of the true
+    # top 5's difference from the best (trainables.curve_table.difference_error; 0 in a drawn table)
+    near_top = {n: round(100 * table.difference_error(top[0], n), 2) for n in top[1:]}
     return {"table_best_true_val_acc": round(best, 4), "table_worst_true_val_acc": round(worst, 4),
+            "truth_difference_error_points": near_top,
             "true_top5": top, "methods": out, "comparisons": compare(regrets, pairs)}
 
 

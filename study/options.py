@@ -22,7 +22,7 @@ SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
             "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
             "evaluate_test", "checkpoint_every", "epoch_budget", "trainable", "replay_epoch_s",
-            "replay_table", "finalists", "finalist_seeds", "train_seed", "objectives")
+            "replay_table", "finalists", "finalist_seeds", "ending", "race_target", "train_seed", "objectives")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class StudyOptions:
     epoch_budget: int | None = None
     finalists: int | None = None
     finalist_seeds: int | None = None
+    ending: str | None = None
+    race_target: float | None = None
     train_seed: int | None = None
     objectives: tuple[tuple[str, str], ...] | None = None  # None: the space's (study.objectives)
     cpus_per_trial: float = 1.0
@@ -99,6 +101,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0.5, 1), got {text}")
+    return value
+
+
 def objectives(text: str) -> tuple[tuple[str, str], ...]:
     """`val_acc:max,cost_flops_per_image:min`: the study's metric first, then costs it measures."""
     from study.keys import COST_METRICS
@@ -150,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the space's study.finalists, 3 unless it says; 0: name the best on one run)")
     budget.add_argument("--finalist-seeds", type=positive_int, metavar="N",
                         help="new seeds per finalist (the space's study.finalist_seeds, 2 unless it says)")
+    budget.add_argument("--ending", choices=("fixed", "race"),
+                        help="fixed: every finalist gets its new seeds; race: as many runs, a round at a time, to "
+                             "the finalists that could still be best (the space's study.ending, fixed unless it says)")
+    budget.add_argument("--race-target", type=_probability, metavar="P",
+                        help="a race ends once one finalist is the best with probability P (study.race_target, 0.9)")
     res = p.add_argument_group("resources (may change on --resume)")
     res.add_argument("--cpus-per-trial", type=non_negative_float, help=_d("cpus_per_trial"))
     res.add_argument("--gpus-per-trial", type=non_negative_float, help=f"fractional allowed, e.g. 0.5 "

@@ -67,8 +67,8 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
 
 
 def check_replay(settings: dict[str, Any], study: StudySettings) -> None:
-    """A curve table to replay (--replay-table) is readable, long enough for the study, and
-    records enough seeds of every configuration for the finalists' re-runs to replay new ones."""
+    """A curve table to replay (--replay-table) is readable and long enough for the study (a
+    replayed run draws fresh noise for its seed, so any number of re-runs can replay it)."""
     table = settings.get("replay_table")
     if table is None:
         return
@@ -83,12 +83,6 @@ def check_replay(settings: dict[str, Any], study: StudySettings) -> None:
     if recorded.epochs < study.max_epochs:
         raise StudyInputError(f"--replay-table: {table} records {recorded.epochs} epochs; the study runs up to "
                               f"{study.max_epochs} (--max-epochs)")
-    shared = len(recorded.shared_seeds)
-    if study.finalist_count() and study.finalist_seeds >= shared:
-        fix = f"--finalist-seeds {shared - 1} or --finalists 0" if shared > 1 else "--finalists 0"
-        raise StudyInputError(f"--replay-table: {table} records {shared} seed(s) of every configuration, so a "
-                              f"replayed finalist has {shared - 1} new one(s) to re-run with, not "
-                              f"{study.finalist_seeds}; pass {fix}")
 
 
 def _is_file(weights: str) -> bool:

@@ -194,6 +194,10 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         study = dataclasses.replace(study, finalists=opts.finalists)
     if opts.finalist_seeds is not None:
         study = dataclasses.replace(study, finalist_seeds=opts.finalist_seeds)
+    if opts.ending is not None:
+        study = dataclasses.replace(study, ending=opts.ending)
+    if opts.race_target is not None:
+        study = dataclasses.replace(study, race_target=opts.race_target)
     if opts.objectives is not None:
         (metric, mode), *costs = opts.objectives
         study = dataclasses.replace(study, metric=metric, mode=mode, objectives=opts.objectives if costs else ())
@@ -303,6 +307,7 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
         "checkpoint_every": space.study.checkpoint_every, "epoch_budget": space.study.epoch_budget,
         "finalists": space.study.finalists, "finalist_seeds": space.study.finalist_seeds,
+        "ending": space.study.ending, "race_target": space.study.race_target,
         "train_seed": space.constants.get("seed", 0), "objectives": tuple(space.study.objective_list()),
         "trainable": "rra", "replay_epoch_s": 1.0,
         "replay_table": None,

@@ -120,6 +120,7 @@ class Ending:
     finalists: dict[str, dict[int, float]]
     named: str | None
     reruns: list[tuple[str, int, int, float]]
+    race_stop: str | None = None  # why a raced ending stopped
 
 
 def rows(record: StudyRecord, trials: list[Trial]) -> list[dict[str, Any]]:
@@ -137,36 +138,45 @@ def rows(record: StudyRecord, trials: list[Trial]) -> list[dict[str, Any]]:
 
 
 def end(record: StudyRecord, simulated: Simulated) -> Ending:
-    """The study's ending, as study.phases.finish ends a real one: the ranking, and with the
-    noise-aware ending on, its finalists re-run with the next seeds (replaying the table's
-    other recorded seeds), the best named on the mean over seeds (study.summary.noise_aware)."""
+    """The study's ending, the one study.phases.finish ends a real study with: the ranking, and
+    with the noise-aware ending on, its finalists and their re-runs with the next seeds
+    (study.phases.finalists.run, here executed by replaying each re-run's curve from the table),
+    the best named on the mean over seeds (study.summary.noise_aware)."""
     from study.phases import finalists as phase
-    from study.phases import reruns
     from study.ranking import ranked
     from study.summary import noise_aware
+
+    table_rows = rows(record, simulated.trials)
+    ranking = [str(r["trial_id"]) for r in ranked(table_rows, record.metric, record.mode, record.max_epochs)]
+    plain = ranking[0] if ranking else None
+    reruns = phase.run(record, table_rows, ranking, execute=replay_reruns)
+    values = phase.values_by_seed(table_rows, reruns, record.metric, record.train_seed, record.max_epochs)
+    stop = None if reruns is None else reruns.attrs.get("race_stop")
+    results = [] if reruns is None else [
+        (str(r["finalist_of"]), int(r["config.seed"]), int(r["epoch"]), float(r[record.metric]))
+        for r in reruns.to_dict("records")]
+    named, _ = noise_aware(values, record.mode, record.train_seed)
+    return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results, stop)
+
+
+def replay_reruns(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int], batch: int = 0) -> Any:
+    """A batch of re-runs executed by replaying their curves from the study's table, to max_t:
+    their table in the results model's columns that the ending reads (a row per run per epoch)."""
+    import pandas as pd
+
+    from study.keys import COMPLETED, FINALIST_OF, NAME
     from trainables.config import TrialConfig, settings
     from trainables.replay import replayed
 
     table = str(record.settings["replay_table"])
-    table_rows = rows(record, simulated.trials)
-    ranking = [str(r["trial_id"]) for r in ranked(table_rows, record.metric, record.mode, record.max_epochs)]
-    plain = ranking[0] if ranking else None
-    how = phase.plan(record.space.study)
-    picked = phase.chosen(table_rows, ranking, how.count) if how.on else []
-    by_id = {t.trial_id: t for t in simulated.trials}
-    values: dict[str, dict[int, float]] = {}
-    results = []
-    for row in picked:
-        trial = by_id[row["trial_id"]]
-        values[trial.trial_id] = {record.train_seed: float(row[record.metric])}
-        for seed in reruns.seeds(record, how.seeds):
-            cfg = TrialConfig.from_dict(settings({**trial.config, "seed": seed}))
-            for epoch in range(1, record.max_epochs + 1):
-                value = float(replayed(cfg, epoch, table)[record.metric])
-                results.append((trial.trial_id, seed, epoch, value))
-            values[trial.trial_id][seed] = value
-    named, _ = noise_aware(values, record.mode)
-    return Ending(ranking, plain, values, named[0]["trial_id"] if named else plain, results)
+    out = []
+    for config in configs:
+        cfg = TrialConfig.from_dict(settings(config))
+        for epoch in range(1, cfg.epochs + 1):
+            out.append({"trial_id": config[NAME], "epoch": epoch, "epochs_run": cfg.epochs, "outcome": COMPLETED,
+                        "finalist_of": config[FINALIST_OF], "config.seed": cfg.seed,
+                        record.metric: float(replayed(cfg, epoch, table)[record.metric])})
+    return pd.DataFrame(out)
 
 
 def searched_values(trial: Trial) -> dict[str, Any]:

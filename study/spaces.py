@@ -4,7 +4,7 @@ A space file has five blocks:
 
     description: one line
     study:        {metric, mode, max_epochs, grace_period, reduction_factor, num_samples, checkpoint_every,
-                   policy, epoch_budget, finalists, finalist_seeds, finalist_share, objectives}
+                   policy, epoch_budget, finalists, finalist_seeds, finalist_share, ending, race_target, objectives}
     constants:    trial config keys fixed for every trial
     parameters:   NAME: {type: int|float|categorical, low, high, log, step, choices, when}
     baselines:    NAME: {trial config overrides}   # run once each, outside the sampler
@@ -146,6 +146,12 @@ class StudySettings:
     finalists: int = 3
     finalist_seeds: int = 2
     finalist_share: float = 0.2
+    # How the re-runs are spent: "fixed", every finalist `finalist_seeds` times; or "race", the
+    # same number of runs a round at a time to the finalists that could still be best, from one
+    # more trial than `finalists`, until one is the best with probability `race_target`
+    # (study.phases.finalists.race).
+    ending: str = "fixed"
+    race_target: float = 0.9
     # A multi-objective study: the metric and mode first, then costs the trial measures once
     # (keys.COST_METRICS), each with its mode: ((metric, mode), ...). Empty: the metric alone.
     objectives: tuple[tuple[str, str], ...] = ()
@@ -327,6 +333,8 @@ class _Loader:
             "finalists": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no noise-aware ending)"),
             "finalist_seeds": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             "finalist_share": (lambda v: _is_number(v) and 0 < v < 1, "a share of the epoch budget in (0, 1)"),
+            "ending": (lambda v: v in ("fixed", "race"), "fixed or race"),
+            "race_target": (lambda v: _is_number(v) and 0.5 <= v < 1, "a probability in [0.5, 1)"),
             "objectives": (lambda v: isinstance(v, dict) and all(m in ("min", "max") for m in v.values()),
                            "a mapping of metric to min or max, the study's metric first"),
         }

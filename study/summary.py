@@ -16,16 +16,18 @@ SUMMARY_FILE = "summary.json"
 
 
 def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]],
-          finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0) -> dict[str, Any]:
+          finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0,
+          race_stop: str | None = None) -> dict[str, Any]:
     """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
     trial id -> test metrics, added to the rows; finalists: the noise-aware ending's values,
     searched trial id -> seed -> metric at max_t, which rank the finalists first, by their mean
-    over seeds; rerun_epochs: the epochs their re-runs took)."""
+    over seeds; rerun_epochs: the epochs their re-runs took; race_stop: why a raced ending
+    stopped)."""
     metric = record.metric
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))
     order = ranked(rows, metric, record.mode, record.max_epochs)
-    named, noise = noise_aware(finalists or {}, record.mode)
+    named, noise = noise_aware(finalists or {}, record.mode, record.train_seed)
     if named:
         by_id = {r["trial_id"]: r for r in order}
         first = [by_id[f["trial_id"]] for f in named]
@@ -46,7 +48,7 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "tune_path": record.tune_path, "finalists_path": record.finalists_path if named else None,
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
         "counts": counts, "ranking": [r["trial_id"] for r in order], "best": best,
-        "finalists": named, "seed_noise": noise,
+        "finalists": named, "seed_noise": noise, "race_stop": race_stop,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
 
@@ -76,16 +78,20 @@ def front(rows: list[dict[str, Any]], objectives: list[tuple[str, str]],
     return sorted((out[i] for i in first), key=lambda e: (1.0 if mode == "min" else -1.0) * e[cost])
 
 
-def noise_aware(values: dict[str, dict[int, float]], mode: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def noise_aware(values: dict[str, dict[int, float]], mode: str,
+                selection_seed: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The finalists best first under seed noise (study.noise), each as the searched trial's id
-    with its mean, sd, seeds, interval and probability of being the best; and the seed noise."""
+    with its mean over its new seeds, interval, gap to the best and probability of being the
+    best (the means shrunk: study.noise.SHRINK); and the seed noise. `selection_seed`: the
+    study's own training seed, whose runs chose the finalists and are left out."""
     if not values:
         return [], None
-    from study.noise import CONFIDENCE, finalists
+    from study.noise import CONFIDENCE, SHRINK, finalists
 
-    stats, noise = finalists(values, mode)
+    stats, noise = finalists(values, mode, selection_seed=selection_seed, shrink=SHRINK)
     named = [{"trial_id": f.key, **{k: v for k, v in f.as_dict().items() if k != "key"}} for f in stats]
-    return named, {"sd": noise.sd, "df": noise.df, "paired": noise.paired, "confidence": CONFIDENCE}
+    return named, {"sd": noise.sd, "df": noise.df, "paired": noise.paired, "confidence": CONFIDENCE,
+                   "selection_seed": selection_seed, "shrunk": SHRINK}
 
 
 def save(summary: dict[str, Any], folder: Path) -> None:
@@ -106,29 +112,38 @@ def _fmt(value: Any) -> str:
 
 
 def print_finalists(summary: dict[str, Any]) -> None:
-    """The noise-aware ending's table: each finalist's mean over seeds, its interval and the
-    probability that it is the best; then the best, named in one line."""
+    """The noise-aware ending's table: each finalist's mean over its new seeds, its interval, its
+    gap to the best and the probability that it is the best; then the best, named in one line,
+    and how well such probabilities held on the benchmark's fresh noise."""
+    from study.noise import CALIBRATION
+
     named, noise, metric = summary.get("finalists") or [], summary.get("seed_noise") or {}, summary["metric"]
     if not named:
         return
     names = {r["trial_id"]: r["name"] for r in summary["trials"]}
     level = f"{100 * noise.get('confidence', 0.95):.0f}%"
-    header = ["finalist", "seeds", f"mean {metric}", f"{level} interval", "P(best)"]
-    lines = [[names.get(f["trial_id"], f["trial_id"]), str(f["seeds"]), _fmt(f["mean"]), _interval(f),
+    header = ["finalist", "new seeds", f"mean {metric}", f"{level} interval", "gap to the best", "P(best)"]
+    lines = [[names.get(f["trial_id"], f["trial_id"]), str(f["seeds"]), _fmt(f["mean"]), _interval(f), _gap(f),
               "-" if f["p_best"] is None else f"{f['p_best']:.2f}"] for f in named]
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     sd = noise.get("sd")
     paired = ", seeds paired" if noise.get("paired") else ""
-    said = "not measured (one seed each)" if sd is None else \
+    said = "not measured (one new seed each)" if sd is None else \
         f"sd {100 * sd:.2f} points a run ({noise['df']} degrees of freedom{paired})"
-    print(f"\nNamed on several seeds: each finalist trained again with new seeds; seed noise {said}:")
+    left_out = "; the run that chose each is left out (the luckiest of many)" \
+        if noise.get("selection_seed") is not None else ""
+    raced = f" (raced: {summary['race_stop']})" if summary.get("race_stop") else ""
+    print(f"\nNamed on several seeds: each finalist trained again with new seeds{raced}{left_out}; seed noise "
+          f"{said}:")
     for row in [header, *lines]:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     top = named[0]
     sure = "" if top["p_best"] is None else \
         f"; the probability that it is the best of the finalists: {top['p_best']:.2f}"
     print(f"Best: {names.get(top['trial_id'], top['trial_id'])}, {metric} {_fmt(top['mean'])} over {top['seeds']} "
-          f"seeds ({level} interval {_interval(top)}){sure}.")
+          f"new seed(s) ({level} interval {_interval(top)}){sure}.")
+    if top["p_best"] is not None:
+        print(f"How far such a P(best) holds: {CALIBRATION}")
 
 
 def print_front(summary: dict[str, Any]) -> None:
@@ -157,6 +172,12 @@ def _flops(value: Any) -> str:
         if value >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.0f}"
+
+
+def _gap(finalist: dict[str, Any]) -> str:
+    if finalist.get("gap_low") is None:
+        return "-" if finalist.get("gap", 0.0) != 0.0 else "0"
+    return f"{finalist['gap']:+.3f} ({finalist['gap_low']:+.3f} to {finalist['gap_high']:+.3f})"
 
 
 def _interval(finalist: dict[str, Any]) -> str:

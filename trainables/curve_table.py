@@ -6,16 +6,15 @@ same kind (global-only, or with the local stream; in a table that varies them, w
 refine and patch size) nearest to it, in the space's coordinates scaled to [0, 1] (recursion
 steps, crop scale, log temperature), is the surrogate whose curve
 the trial reports (a nearest-neighbour surrogate, as Syne Tune's blackbox repository uses for
-points off its grid). Which recorded seed it reports follows the trial's training seed, as a
-real trial's result does: seed N replays the table's seed N modulo the seeds every
-configuration has (`shared_seeds`), so a study, whose trials all train with its one seed,
-replays one recorded seed of every configuration, and re-runs with the next seeds (a finalist,
-a confirmation) replay the next recorded seeds: the table's own noise, paired as real seeds
-are (a seed moves every configuration alike), not a made-up one. `CurveTable.held_out` says
-how good the surrogate is: each configuration's mean final accuracy predicted from its nearest
-other configuration.
+points off its grid). The curve it reports is drawn for its training seed from the table's
+generative model (trainables.curve_model: the configuration's mean curve, the seed's shared
+effect, the run's own path), fitted to the recorded runs, or the model a drawn table was drawn
+from: fresh noise, never a recorded run, so that no replay reuses the noise the truth (each
+configuration's mean) was computed from. A study's trials, which all train with its one seed,
+share that seed's effect, as real seeds are shared; re-runs with the next seeds draw new ones.
+`CurveTable.held_out` says how good the surrogate is: each configuration's mean final accuracy
+predicted from its nearest other configuration.
 """
-
 from __future__ import annotations
 
 import json
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from trainables.curve_model import CurveModel
 
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc")
 # what a configuration must match exactly where the table varies it (a cost table's; see
@@ -89,11 +90,13 @@ def seed_adjusted(finals: Mapping[tuple[str, int], float]) -> tuple[dict[str, fl
 
 @dataclass(frozen=True)
 class Match:
-    """The recorded configuration a trial replays, and how far it is from the trial's."""
+    """The recorded configuration a trial replays, the training seed its draw is for, and how far
+    the configuration is from the trial's."""
 
     config: str
     seed: int
     distance: float
+    run: str = ""  # the trial's own values: what its residual noise is drawn for
 
 
 class CurveTable:
@@ -128,18 +131,24 @@ class CurveTable:
         if not self.shared_seeds:
             raise CurveTableError(f"{path}: no seed is recorded for every configuration")
         self.epochs = min(len(c) for c in self.curves.values())
-        self._truth, self._errors = seed_adjusted({k: c[self.epochs - 1]["val_acc"] for k, c in self.curves.items()})
+        self._errors = seed_adjusted({k: c[self.epochs - 1]["val_acc"] for k, c in self.curves.items()})[1]
+        self.drawn = "model" in self.metadata  # drawn from a model, which is then the truth itself
+        if self.drawn:
+            self.model = CurveModel.from_dict(self.metadata["model"])
+            self._errors = dict.fromkeys(self.values, 0.0)
+        else:
+            self.model = CurveModel.fit(self.curves, METRICS, validation_images(self.metadata))
+        self._draws: dict[tuple[str, int, str], list[dict[str, float]]] = {}
         self._points = {name: coordinates(v) for name, v in self.values.items() if v["local_stream"]}
 
     def match(self, values: dict[str, Any], seed: int = 0) -> Match:
-        """The recorded configuration nearest to `values` (a trial's config), and the recorded
-        seed a trial of training seed `seed` replays."""
-        pick = self.shared_seeds[seed % len(self.shared_seeds)]
+        """The recorded configuration nearest to `values` (a trial's config), for training seed
+        `seed`."""
         if not values.get("local_stream", True):
             names = [n for n, v in self.values.items() if not v["local_stream"]]
             if not names:
                 raise CurveTableError(f"{self.path} holds no global-only curve")
-            return Match(names[0], pick, 0.0)
+            return Match(names[0], seed, 0.0, _run_key(values))
         if not self._points:
             raise CurveTableError(f"{self.path} holds no curve with the local stream")
         alike = {k: values.get(k) for k in CATEGORICAL if any(k in self.values[n] for n in self._points)}
@@ -149,14 +158,18 @@ class CurveTable:
                                   + ", ".join(f"{k}={v}" for k, v in alike.items()))
         here = coordinates(values)
         name, point = min(points.items(), key=lambda item: (math.dist(here, item[1]), item[0]))
-        return Match(name, pick, math.dist(here, point))
+        return Match(name, seed, math.dist(here, point), _run_key(values))
 
     def metrics(self, match: Match, epoch: int) -> dict[str, float]:
-        """The recorded metrics of a match at `epoch` (1-based); with the first epoch, the
-        configuration's inference cost where the table records it (as a trial reports it)."""
+        """The metrics of a match at `epoch` (1-based), drawn from the model for its configuration
+        and seed; with the first epoch, the configuration's inference cost where the table
+        records it (as a trial reports it)."""
         if not 1 <= epoch <= self.epochs:
             raise CurveTableError(f"{self.path} records epochs 1-{self.epochs}, not {epoch}")
-        out = dict(self.curves[(match.config, match.seed)][epoch - 1])
+        key = (match.config, match.seed, match.run)
+        if key not in self._draws:
+            self._draws[key] = self.model.draw(match.config, match.seed, run=match.run)
+        out = dict(self._draws[key][epoch - 1])
         if epoch == 1:
             out.update(self.costs.get(match.config, {}))
         return out
@@ -166,13 +179,26 @@ class CurveTable:
         return [self.curves[(config, s)][self.epochs - 1]["val_acc"] for s in self.seeds if (config, s) in self.curves]
 
     def true_final(self, config: str) -> float:
-        """A configuration's quality: its final validation accuracy, the mean over every seed of
-        the table (`seed_adjusted`: seeds it lacks count by their shared effect)."""
-        return self._truth[config]
+        """A configuration's quality: its mean final validation accuracy in the model replays draw
+        from. Fitted to recorded runs, that is the mean over every seed of the table
+        (`seed_adjusted`: seeds it lacks count by their shared effect); in a drawn table, the
+        model's own."""
+        return self.model.true_final(config)
 
     def standard_error(self, config: str) -> float:
-        """The standard error of `true_final` (`seed_adjusted`; infinite with one seed)."""
+        """How far `true_final` may be from the configuration's real mean (`seed_adjusted`;
+        infinite with one seed); 0 in a drawn table, whose truth is its model's."""
         return self._errors[config]
+
+    def difference_error(self, a: str, b: str) -> float:
+        """The standard error of `true_final(a) - true_final(b)` against the real difference: on
+        the seeds both have the seed's shared effect cancels, so the two errors add as
+        independent ones."""
+        return math.hypot(self._errors[a], self._errors[b])
+
+    def recorded(self, config: str, seed: int) -> list[dict[str, float]]:
+        """A recorded run's metrics by epoch (what no replay reports)."""
+        return self.curves[(config, seed)]
 
     def held_out(self) -> dict[str, float]:
         """How good the nearest-neighbour surrogate is on points it has not seen: each
@@ -194,6 +220,30 @@ class CurveTable:
                 "mae_points": round(100 * sum(abs(a - b) for a, b in zip(truth, guess, strict=True)) / len(names), 2),
                 "spearman": round(float(spearmanr(truth, guess).statistic), 3),
                 "seed_noise_points": round(100 * sum(noise) / len(noise), 2) if noise else float("nan")}
+
+
+def _run_key(values: dict[str, Any]) -> str:
+    """A trial's own values, as its replay's noise is drawn for them (rounded: a value read back
+    from a store may differ in its last digits)."""
+    keys = ("local_stream", "recursion_steps", "crop_scale", "attention_temperature", *CATEGORICAL)
+    out = []
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, float):
+            value = None if math.isnan(value) else round(value, 9)
+        out.append(f"{key}={value}")
+    return ",".join(out)
+
+
+def validation_images(metadata: dict[str, Any]) -> int | None:
+    """The validation split's size a table was recorded with (from its space, as the stratified
+    split takes it: a rounded share of each class); its accuracies are multiples of one over it."""
+    constants = metadata.get("space", {}).get("constants", {})
+    try:
+        return int(constants["synthetic_classes"]) * round(int(constants["synthetic_images_per_class"])
+                                                           * float(constants["val_fraction"]))
+    except KeyError:
+        return None
 
 
 @cache

@@ -17,6 +17,7 @@ on --resume.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,32 +62,105 @@ def chosen(rows: list[dict[str, Any]], ranking: list[str], count: int) -> list[d
     return picked[:count]
 
 
-def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str]) -> pd.DataFrame | None:
-    """Re-runs the finalists (or continues their re-runs); returns the re-runs' table, saved as
-    STUDY/finalists.parquet, or None when the study has no finalists to re-run.
+Execute = Callable[[StudyRecord, list[dict[str, Any]], list[int], int], pd.DataFrame]
+
+
+def run(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str],
+        execute: Execute | None = None) -> pd.DataFrame | None:
+    """The ending's re-runs: the finalists chosen from the ranking, each trained again with new
+    seeds (`study.ending` fixed), or raced for as many runs (`race`); returns the re-runs' table
+    (a row per run per epoch, in the results model), or None when the study has no finalists to
+    re-run. `execute(record, configs, seeds, batch)` runs a batch of re-runs' trial configs and
+    returns their table: by default under Tune (`run_under_tune`), and in the simulated study
+    (study.simulate) by replaying them, so that both end alike.
 
     Raises:
         KeyboardInterrupt: the re-runs did not all end (Ctrl-C); --resume continues them.
     """
     from study.phases import reruns
-    from study.results import FINALISTS_FILE, save_table
 
     how = plan(record.space.study)
+    execute = execute or run_under_tune
+    if how.on and record.space.study.ending == "race":
+        return race(record, rows, ranking, execute)
     picked = chosen(rows, ranking, how.count) if how.on else []
     if not picked:
         return None
     seeds = reruns.seeds(record, how.seeds)
     configs = []
     for row in picked:
-        values = {k: row.get(k) for k in record.space.parameters if row.get(k) is not None}
-        configs += reruns.configs(record, values, seeds, FINALIST, "finalist", **{FINALIST_OF: row["trial_id"]})
-    print(f"\nNoise-aware ending: the {len(picked)} best trial(s) again with seeds {', '.join(map(str, seeds))} "
-          f"({len(configs)} runs of {record.max_epochs} epochs); the best is named on the mean over seeds",
-          flush=True)
-    table, ended = reruns.run(record, f"{record.name}-finalists", record.finalists_path, configs, test=False)
+        configs += _configs(record, row, seeds)
+    return execute(record, configs, seeds, 0)
+
+
+def _configs(record: StudyRecord, row: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    from study.phases import reruns
+
+    values = {k: row.get(k) for k in record.space.parameters if row.get(k) is not None}
+    return reruns.configs(record, values, seeds, FINALIST, "finalist", **{FINALIST_OF: row["trial_id"]})
+
+
+def race(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str], execute: Execute) -> pd.DataFrame | None:
+    """The re-runs raced: the fixed ending's runs (finalists x finalist_seeds) spent a round at a
+    time. Round 1: one more trial than `finalists`, one new seed each; then each round one new
+    seed (the same for both) for the two finalists most likely the best, until one is the best
+    with probability `race_target` or the runs are spent. Decisions read P(best) as the study
+    names its best (study.noise.finalists, the choosing run left out of the means; its noise, while
+    each has one new seed, measured with the choosing runs in), so a resumed race replays them.
+    The re-runs' table says, in its `race_stop` attribute, why the race ended."""
+    from study.noise import SHRINK, finalists
+    from study.phases import reruns
+
+    study = record.space.study
+    how = plan(study)
+    budget = how.count * how.seeds
+    picked = chosen(rows, ranking, min(how.count + 1, budget))
+    if not picked:
+        return None
+    by_id = {r["trial_id"]: r for r in picked}
+    seeds = iter(reruns.seeds(record, budget))
+    tables: list[pd.DataFrame] = []
+    contenders, left, batch, why = [r["trial_id"] for r in picked], budget, 0, "runs spent"
+    while contenders and left >= len(contenders):
+        seed = next(seeds)
+        configs = [c for trial in contenders for c in _configs(record, by_id[trial], [seed])]
+        tables.append(execute(record, configs, [seed], batch))
+        left, batch = left - len(configs), batch + 1
+        values = values_by_seed(rows, pd.concat(tables, ignore_index=True), record.metric, record.train_seed,
+                                record.max_epochs)
+        stated, _ = finalists(values, record.mode, selection_seed=record.train_seed, shrink=SHRINK,
+                              noise_from_selection=True)
+        leader = stated[0]
+        if leader.p_best is not None and leader.p_best >= study.race_target:
+            why = f"P(best) {leader.p_best:.2f} >= {study.race_target:g}"
+            break
+        ranked_by = sorted(stated, key=lambda f: -(f.p_best if f.p_best is not None else -1.0))
+        contenders = [f.key for f in ranked_by[:2]] if left >= 2 else []
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["race_stop"] = f"{why} after {budget - left} of {budget} runs"
+    return table
+
+
+def run_under_tune(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int], batch: int = 0,
+                   ) -> pd.DataFrame:
+    """A batch of re-runs as a Tune experiment STUDY-finalists beside the study's (a race's later
+    rounds: STUDY-finalists-N), continued if it exists; returns the batch's table, and saves the
+    table of every batch so far as STUDY/finalists.parquet."""
+    from study.phases import reruns
+    from study.results import FINALISTS_FILE, save_table
+
+    count = len({c[FINALIST_OF] for c in configs})
+    said = f"the {count} best trial(s)" if not batch else f"round {batch + 1}, {count} trial(s)"
+    print(f"\nNoise-aware ending: {said} again with seeds {', '.join(map(str, seeds))} ({len(configs)} runs of "
+          f"{record.max_epochs} epochs); the best is named on the mean over seeds", flush=True)
+    suffix = f"-{batch}" if batch else ""
+    table, ended = reruns.run(record, f"{record.name}-finalists{suffix}", f"{record.finalists_path}{suffix}", configs,
+                              test=False)
     if not ended:
         raise KeyboardInterrupt
-    save_table(table, record.folder / FINALISTS_FILE)
+    saved = record.folder / FINALISTS_FILE
+    before = [pd.read_parquet(saved)] if batch and saved.is_file() else []
+    save_table(pd.concat([*before, table], ignore_index=True), saved)
     return table
 
 

@@ -36,9 +36,11 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     ranking = [r["trial_id"] for r in ranked(rows, record.metric, record.mode, record.max_epochs)]
     reruns = finalists.run(record, rows, ranking)
     values = finalists.values_by_seed(rows, reruns, record.metric, record.train_seed, record.max_epochs)
-    finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
+    if record.space.study.ending == "fixed":
+        finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
     spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())
-    first = summary.build(record, [dict(r) for r in rows], {}, values, spent)
+    race_stop = None if reruns is None else reruns.attrs.get("race_stop")
+    first = summary.build(record, [dict(r) for r in rows], {}, values, spent, race_stop)
     tested: dict[str, dict[str, float]] = {}
     if record.settings["evaluate_test"]:
         chosen = [*first["ranking"][:TEST_TOP], *(b["trial_id"] for b in first["baselines"])]
@@ -48,7 +50,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
             if checkpoint is not None:
                 jobs[trial_id] = (trials[trial_id].config, checkpoint)
         tested = execution.test_checkpoints(record, jobs)
-    result = summary.build(record, rows, tested, values, spent)
+    result = summary.build(record, rows, tested, values, spent, race_stop)
     summary.save(result, record.folder)
     queue.put(lambda: log_best(queue.tracker, record, analysis, result))
     return result
@@ -105,6 +107,8 @@ def _log_best(tracker: Any, record: StudyRecord, result: dict[str, Any], config:
         client.set_tag(parent, "best_trial", best["name"])
         client.log_metric(parent, f"best_{metric}", float(best[metric]))
         named = best.get("noise_aware")
+        if result.get("race_stop"):
+            client.set_tag(parent, "race_stop", str(result["race_stop"]))
         if named is not None:  # named on several seeds: the mean, its interval, how sure
             client.log_metric(parent, f"best_{metric}_mean", float(named["mean"]))
             client.set_tag(parent, "best_seeds", str(named["seeds"]))

@@ -253,18 +253,33 @@ def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[s
         return
     names = dict(zip(record.table["trial_id"], record.table["name"], strict=False))
     level = f"{100 * noise.get('confidence', 0.95):.0f}%"
+    from study.noise import CALIBRATION
+
+    left_out = (" The run that made each a finalist is left out of its figures: chosen for being high, it is "
+                "the luckiest of many (the winner's curse).") if noise.get("selection_seed") is not None else ""
+    stop = record.summary.get("race_stop")
+    raced = (f" The re-runs were raced (a round at a time, to the finalists most likely the best): {stop}."
+             if stop else "")
     doc.text(f"**Named on several seeds.** The {len(named)} best trials at max_t were trained again with new "
-             f"seeds (the same for each), and the best is the one with the best mean. Interval: {level} t interval "
-             "of the mean over its own seeds. P(best): the probability that it is the best of the finalists, "
-             "drawn from their means and the seed noise measured here"
-             + (" (seeds paired: a seed's shared effect taken out)." if noise.get("paired") else "."))
-    doc.table(pd.DataFrame([{"finalist": names.get(f["trial_id"], f["trial_id"]), "seeds": f["seeds"],
+             f"seeds (the same for each), and the best is the one with the best mean.{raced}{left_out} Interval: "
+             f"{level} "
+             "interval of the mean on these seeds, from the finalist + seed fit (a seed's shared effect, the same "
+             "for every finalist, is out of it); gap: the difference from the best's mean, with its interval. "
+             "P(best): the probability that it is the best of the finalists, drawn from their means"
+             + (" shrunk towards their average by the share of their spread the noise explains" if noise.get("shrunk")
+                else "") + " and the seed noise measured here.")
+    doc.table(pd.DataFrame([{"finalist": names.get(f["trial_id"], f["trial_id"]), "new seeds": f["seeds"],
                              f"mean {record.metric}": f"{f['mean']:.3f}",
                              f"{level} interval": "-" if f["low"] is None else f"{f['low']:.3f} to {f['high']:.3f}",
+                             "gap to the best": "-" if f.get("gap_low") is None else
+                             f"{f['gap']:+.3f} ({f['gap_low']:+.3f} to {f['gap_high']:+.3f})",
                              "P(best)": "-" if f["p_best"] is None else f"{f['p_best']:.2f}",
-                             "runs": ", ".join(f"{v:.3f}" for v in f["values"])} for f in named]))
+                             "runs": ", ".join(f"{v:.3f}" for v in f["values"]),
+                             "choosing run": "-" if f.get("selection") is None else f"{f['selection']:.3f}"}
+                            for f in named]))
     if noise.get("sd") is not None:
-        doc.text(f"Seed noise: sd {100 * noise['sd']:.2f} points for one run ({noise['df']} degrees of freedom).")
+        doc.text(f"Seed noise: sd {100 * noise['sd']:.2f} points for one run ({noise['df']} degrees of freedom). "
+                 f"How far such a P(best) holds: {CALIBRATION}")
 
 
 def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:

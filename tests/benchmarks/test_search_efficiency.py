@@ -37,6 +37,18 @@ def test_paired_comparisons_find_a_consistent_gain_and_not_a_noisy_one() -> None
     assert not same["significant"] and same["interval"][0] < 0 < same["interval"][1]
 
 
+def test_ties_count_in_the_mean_difference_and_its_test() -> None:
+    # half the studies tie (both name equally good configurations), half gain one point: the
+    # mean gain is half a point, and its test sees 20 studies, not the 10 that differ
+    base = [4.0 + i for i in range(20)]
+    regrets = {"m": [b - (1.0 if i % 2 else 0.0) for i, b in enumerate(base)], "base": base}
+    (row,) = compare(regrets, [("m", "base")])
+    assert row["mean_difference"] == -0.5 and (row["ties"], row["better_in"], row["worse_in"]) == (10, 10, 0)
+    assert row["test"].startswith("paired permutation") and row["significant"]
+    assert row["p"] == pytest.approx(2 / 2 ** 10, rel=0.5)  # only the all-gains sign pattern (and its mirror)
+    assert 0 < row["p_paired_t"] < 0.01
+
+
 def test_rescore_reads_the_final_regrets_of_a_results_file(tmp_path: Path) -> None:
     from benchmarks.search_efficiency import rescore
 

@@ -54,8 +54,13 @@ def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_bein
     assert [f.key for f in named] == ["good", "lucky", "weak"]
     good = named[0]
     assert good.mean == pytest.approx(statistics.fmean([0.86, 0.80, 0.82])) and good.seeds == 3
-    low, high = stats.t.interval(0.95, 2, loc=good.mean, scale=statistics.stdev([0.86, 0.80, 0.82]) / math.sqrt(3))
+    # its interval: the paired noise (the seeds' shared effect out), with the fit's 4 degrees of freedom
+    low, high = stats.t.interval(0.95, 4, loc=good.mean, scale=noise.sd / math.sqrt(3))
     assert (good.low, good.high) == (pytest.approx(low), pytest.approx(high))
+    lucky = named[1]  # its gap to the best, paired on the same seeds
+    half = stats.t.ppf(0.975, 4) * noise.sd * math.sqrt(2 / 3)
+    assert lucky.gap == pytest.approx(lucky.mean - good.mean) and good.gap == 0 and good.gap_low is None
+    assert (lucky.gap_low, lucky.gap_high) == (pytest.approx(lucky.gap - half), pytest.approx(lucky.gap + half))
     assert sum(f.p_best for f in named if f.p_best is not None) == pytest.approx(1.0)
     assert named[0].p_best > named[1].p_best > named[2].p_best
     # minimising: the order turns over
@@ -68,6 +73,36 @@ def test_finalists_are_named_on_their_mean_with_intervals_and_the_chance_of_bein
     assert [f.p_best for f in tied] == [0.5, 0.5, 0.0]
     one, _ = finalists({"only": {0: 0.5}})
     assert one[0].p_best == 1.0 and one[0].low is None and noise.df == 4
+
+
+def test_the_run_that_chose_a_finalist_is_left_out_and_shrinking_tempers_certainty() -> None:
+    # seed 0 chose them: "lucky" was chosen by a run 28 points above its others (the winner's curse)
+    values = {"lucky": {0: 0.99, 1: 0.70, 2: 0.72, 3: 0.71}, "good": {0: 0.86, 1: 0.74, 2: 0.75, 3: 0.76},
+              "weak": {0: 0.80, 1: 0.69, 2: 0.70, 3: 0.68}}
+    named, noise = finalists(values, selection_seed=0)
+    assert [f.key for f in named] == ["good", "lucky", "weak"] and all(f.seeds == 3 for f in named)
+    assert named[1].mean == pytest.approx(0.71) and named[1].selection == 0.99 and noise.df == 4
+    assert finalists(values)[0][0].key == "lucky"  # counted in, the lucky run names the wrong one
+    # shrunk towards their average, the means leave the best less certain, never more
+    shrunk, _ = finalists(values, selection_seed=0, shrink=True)
+    assert [f.key for f in shrunk] == ["good", "lucky", "weak"]
+    assert 1 / 3 <= shrunk[0].p_best <= named[0].p_best
+    assert sum(f.p_best for f in shrunk) == pytest.approx(1.0)
+    # means alike up to the noise: shrinking leaves no favourite
+    alike, _ = finalists({"x": {1: 0.80, 2: 0.83}, "y": {1: 0.82, 2: 0.81}, "z": {1: 0.81, 2: 0.82}}, shrink=True)
+    assert [f.p_best for f in alike] == [pytest.approx(1 / 3)] * 3
+
+
+def test_finalists_on_different_seeds_are_compared_on_the_same_ones() -> None:
+    # seed 2 is 10 points harder for everyone; "b" missed it, and its plain mean flatters it
+    values = {"a": {1: 0.80, 2: 0.70}, "b": {1: 0.78}, "c": {1: 0.60, 2: 0.50}}
+    named, noise = finalists(values)
+    assert [f.key for f in named] == ["a", "b", "c"]
+    assert named[1].mean == pytest.approx(0.78 - 0.05) and named[0].mean == pytest.approx(0.75)
+    assert noise.sd == 0.0 and named[0].p_best == 1.0  # the seed explains every difference here
+    # the fit's noise: one degree of freedom left when a's second seed is off by a point
+    values["a"][2] = 0.71
+    assert finalists(values)[1].df == 1
 
 
 def test_the_ending_fits_in_its_share_of_the_epoch_budget() -> None:
@@ -89,7 +124,7 @@ def _row(trial: str, value: float, epochs: int = 9, kind: str = "search") -> dic
 
 def _record(tmp_path: Path) -> Any:
     space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
-    return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path,
+    return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path, train_seed=0,
                            tune_path=str(tmp_path), finalists_path=str(tmp_path / "f"), stores=SimpleNamespace(optuna_storage="o", tracking_uri="t"))
 
 
@@ -106,13 +141,18 @@ def test_the_summary_names_the_best_mean_not_the_luckiest_run(tmp_path: Path,
     assert values == {"lucky": {0: 0.90, 1: 0.70, 2: 0.72}, "good": {0: 0.86, 1: 0.80, 2: 0.82}}
     built = summary.build(_record(tmp_path), [dict(r) for r in rows], {}, values, rerun_epochs=36)
     assert built["best"]["trial_id"] == "good" and built["ranking"][:3] == ["good", "lucky", "third"]
-    assert built["best"]["noise_aware"]["mean"] == pytest.approx(statistics.fmean([0.86, 0.80, 0.82]))
-    assert built["epochs_spent"] == 3 * 9 + 3 + 36 and built["seed_noise"]["df"] == 2
+    # named on the new seeds only: the runs that chose them (seed 0) are left out
+    named = built["best"]["noise_aware"]
+    assert named["mean"] == pytest.approx(statistics.fmean([0.80, 0.82])) and named["selection"] == 0.86
+    assert named["seeds"] == 2 and named["values"] == [0.80, 0.82]
+    assert built["epochs_spent"] == 3 * 9 + 3 + 36 and built["seed_noise"]["df"] == 1
+    assert built["seed_noise"]["selection_seed"] == 0
     plain = summary.build(_record(tmp_path), [dict(r) for r in rows], {})
     assert plain["best"]["trial_id"] == "lucky" and plain["finalists"] == []
     summary.print_finalists(built)
     out = capsys.readouterr().out
-    assert "Best: n-good, val_acc 0.827 over 3 seeds (95% interval" in out and "P(best)" in out
+    assert "Best: n-good, val_acc 0.81 over 2 new seed(s) (95% interval" in out and "P(best)" in out
+    assert "the run that chose each is left out" in out and "How far such a P(best) holds:" in out
 
 
 def test_holm_adjusts_as_the_textbook_does() -> None:

@@ -50,7 +50,7 @@ def test_the_study_writes_a_report_with_its_pictures(study: dict[str, Any]) -> N
                     "Accuracy against inference cost"):
         assert f"## {section}" in md
     # smoke names its best on two seeds: the finalists' table, and what the noise allows
-    assert "**Named on several seeds.**" in md and "| finalist | seeds | mean val_acc | 95% interval | P(best) |" in md
+    assert "**Named on several seeds.**" in md and "| finalist | new seeds | mean val_acc | 95% interval | gap to the best | P(best) |" in md
     assert "What the noise allows" in md or "no difference between levels can be told from the noise" in md
 
 

@@ -79,15 +79,14 @@ def test_a_budget_is_spent_and_what_still_runs_is_pruned(tmp_path: Path) -> None
 
 
 def test_the_ending_names_the_best_on_its_finalists_mean_over_seeds(tmp_path: Path) -> None:
-    """As a real study ends: the best two at max_t re-run with the next seed (the table's other
-    recorded seed), named on the mean; the plain maximum is the first of the ranking."""
-    import statistics
-
+    """As a real study ends: the best two at max_t re-run with the next seed (drawn for it), named
+    on the new seed's values; the plain maximum is the first of the ranking."""
     from study.simulate import end
+    from trainables.config import TrialConfig, settings
     from trainables.curve_table import load
 
     (tmp_path / "space.yaml").write_text(replay_space(max_epochs=9, num_samples=12, baselines=False))
-    record = _record(tmp_path, "ending", finalists=2, finalist_seeds=1)
+    record = _record(tmp_path, "ending", finalists=2, finalist_seeds=1, policy="fifo")  # every trial at max_t
     simulated = simulate(record, workers=2)
     ending = end(record, simulated)
     assert set(ending.finalists) == set(ending.ranking[:2]) and ending.plain == ending.ranking[0]
@@ -95,8 +94,81 @@ def test_the_ending_names_the_best_on_its_finalists_mean_over_seeds(tmp_path: Pa
     by_id = {t.trial_id: t for t in simulated.trials}
     for trial_id, seeds in ending.finalists.items():
         assert sorted(seeds) == [0, 1]
-        values = by_id[trial_id].config[PARAMS]
-        match = table.match({"local_stream": True, **{k: v for k, v in values.items() if v is not None}}, 1)
-        assert seeds[1] == pytest.approx(table.metrics(match, 9)["val_acc"])
-    assert ending.named == min(ending.finalists, key=lambda k: (-statistics.fmean(ending.finalists[k].values()), k))
+        # its re-run: what the trial itself replays with seed 1 (its own values, the next seed)
+        cfg = TrialConfig.from_dict(settings({**by_id[trial_id].config, "seed": 1}))
+        assert seeds[1] == pytest.approx(table.metrics(table.match(cfg.to_dict(), 1), 9)["val_acc"])
+        assert table.match(cfg.to_dict(), 1).config == table.match(cfg.to_dict(), 0).config
+    # named on the new seed only: the run that chose them (seed 0) is left out
+    assert ending.named == min(ending.finalists, key=lambda k: (-ending.finalists[k][1], k))
     assert len(ending.reruns) == 2 * 9
+
+
+def test_a_raced_ending_spends_the_fixed_endings_runs_on_the_likely_best(tmp_path: Path) -> None:
+    """Race: 3 finalists x 2 seeds = 6 runs; round 1 gives 4 trials a new seed each (every trial
+    reaches max_t under FIFO), then the two most likely best get the next seeds, until one is best
+    with P >= 0.9 or the runs are spent."""
+    from study.phases.finalists import chosen
+    from study.simulate import end, rows
+
+    (tmp_path / "space.yaml").write_text(replay_space(max_epochs=9, num_samples=8, baselines=False))
+    record = _record(tmp_path, "race", finalists=3, finalist_seeds=2, ending="race", policy="fifo")
+    simulated = simulate(record, workers=2)
+    ending = end(record, simulated)
+    runs = {(trial, seed) for trial, seed, _, _ in ending.reruns}
+    assert len(ending.reruns) == 9 * len(runs) and len(runs) <= 6 and len(ending.finalists) >= 2
+    first = {trial for trial, seed in runs if seed == 1}
+    # round 1: one more than the finalists (the first trials at max_t), one new seed each
+    assert first == {r["trial_id"] for r in chosen(rows(record, simulated.trials), ending.ranking, 4)}
+    assert len(first) == 4 and len(ending.finalists) == 4
+    later = {seed: {t for t, s in runs if s == seed} for seed in {s for _, s in runs} - {1}}
+    assert all(len(trials) == 2 and trials <= first for trials in later.values())
+    assert ending.named in first and ending.race_stop is not None
+    assert ending.race_stop.endswith(f"after {len(runs)} of 6 runs")
+    # it stops when one is the best with P >= 0.9, or when no round of two fits in what is left
+    assert "P(best)" in ending.race_stop or (ending.race_stop.startswith("runs spent") and 6 - len(runs) < 2)
+
+
+@pytest.mark.slow  # a study under Ray Tune
+def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune(tmp_path: Path) -> None:
+    """One worker, a conditional parameter, an epoch budget that stops the search, and the
+    noise-aware ending: the same Optuna trials, the same finalists re-run with the same values,
+    and the same best named."""
+    import json
+
+    space = replay_space(max_epochs=4, num_samples=40, baselines=False).replace(
+        "finalists: 0}", "finalists: 2, finalist_seeds: 1, epoch_budget: 50}") + \
+        '  attention_temperature: {type: float, low: 0.1, high: 10.0, log: true, when: "recursion_steps > 1"}\n'
+    (tmp_path / "space.yaml").write_text(space)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
+                           "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
+                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", "1", "--seed", "3",
+                           "--no-baselines", "--no-test", "--no-report"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
+    record = _record(tmp_path, "sim")
+    simulated = simulate(record, workers=1)
+    assert _decisions(record.stores.optuna_storage, "sim") == tune
+    # the budget held it: 50 epochs less the ending's 2 x 4 (the ending ran, below)
+    assert any(state == "PRUNED" for *_, state, _ in tune) and sum(epochs for *_, epochs in tune) <= 42
+    assert any("attention_temperature" not in params for _, params, _, _ in tune)  # the condition held
+    from study.simulate import end
+
+    ending = end(record, simulated)
+    summary = json.loads((tmp_path / "runs" / "tune" / "summary.json").read_text())
+    by_trial = {t["trial_id"]: t for t in summary["trials"]}
+    sim_params = {t.trial_id: {k: v for k, v in t.config[PARAMS].items() if v is not None} for t in simulated.trials}
+
+    def key(params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(sorted((k, round(float(v), 9)) for k, v in params.items() if v is not None and v == v))
+
+    tune_finalists = {key({k: by_trial[f["trial_id"]].get(k) for k in ("recursion_steps", "crop_scale",
+                                                                       "attention_temperature")}):
+                      f["values"] for f in summary["finalists"]}
+    sim_finalists = {key(sim_params[t]): [v for s, v in sorted(seeds.items()) if s != record.train_seed]
+                     for t, seeds in ending.finalists.items()}
+    assert set(tune_finalists) == set(sim_finalists) and len(sim_finalists) == 2
+    assert all(tune_finalists[k] == pytest.approx(v) for k, v in sim_finalists.items())
+    assert key({k: summary["best"].get(k) for k in ("recursion_steps", "crop_scale", "attention_temperature")}) \
+        == key(sim_params[ending.named])

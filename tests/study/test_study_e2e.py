@@ -69,16 +69,16 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert len(children) == 5 == len(summary["trials"]) and len(reruns) == 2
     assert {c.data.tags["tune_trial_id"] for c in children} == {t["trial_id"] for t in summary["trials"]}
     assert all(c.info.status == "FINISHED" for c in runs) and parent.info.status == "FINISHED"
-    # the best is named on the mean over the study's seed (0) and the new one (1)
+    # the best is named on the new seed (1): the run that made it a finalist (seed 0) is left out
     named = summary["finalists"]
-    assert len(named) == 2 and all(f["seeds"] == 2 for f in named) and summary["best"]["noise_aware"] == named[0]
+    assert len(named) == 2 and all(f["seeds"] == 1 for f in named) and summary["best"]["noise_aware"] == named[0]
     assert named[0]["mean"] >= named[1]["mean"] and summary["ranking"][:2] == [f["trial_id"] for f in named]
     by_trial = {t["trial_id"]: t for t in summary["trials"]}
     for finalist in named:
-        assert finalist["values"][0] == pytest.approx(by_trial[finalist["trial_id"]]["val_acc"])  # seed 0: its own run
+        assert finalist["selection"] == pytest.approx(by_trial[finalist["trial_id"]]["val_acc"])  # seed 0: its own run
         mine = [r for r in reruns if r.info.run_name.startswith(f"finalist-{by_trial[finalist['trial_id']]['name']}-")]
         assert len(mine) == 1 and mine[0].data.params["seed"] == "1" and mine[0].data.params["epochs"] == "3"
-        assert finalist["values"][1] == pytest.approx(mine[0].data.metrics["val_acc"])
+        assert finalist["values"] == [pytest.approx(mine[0].data.metrics["val_acc"])]
     assert "Named on several seeds" in proc.stdout and f"Best: {summary['best']['name']}, val_acc" in proc.stdout
     assert parent.data.metrics["best_val_acc_mean"] == pytest.approx(named[0]["mean"])
     assert (tmp_path / "runs" / "e2e" / "finalists.parquet").is_file()
@@ -345,7 +345,7 @@ def test_an_interrupted_noise_aware_ending_continues_on_resume(tmp_path: Path) -
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(list((tmp_path / "runs" / "ending").glob("*/result.json"))) == searched == 4  # no new search trial
     summary = json.loads((tmp_path / "runs" / "ending" / "summary.json").read_text())
-    assert len(summary["finalists"]) == 2 and all(f["seeds"] == 3 for f in summary["finalists"])
+    assert len(summary["finalists"]) == 2 and all(f["seeds"] == 2 for f in summary["finalists"])
     assert summary["best"]["trial_id"] == summary["finalists"][0]["trial_id"]
     reruns = {p.parent.name.rsplit("_", 1)[0] for p in finalists.glob("*/result.json")}
     assert len(reruns) == 4  # 2 finalists x 2 seeds, each run once

@@ -1,0 +1,50 @@
+"""benchmarks.calibration on values with known answers: bins and the calibration error, and a
+study's finalists judged against a truth that is given."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.calibration import judge, reliability
+
+
+def test_reliability_bins_stated_against_realized_and_weighs_the_gaps() -> None:
+    rows = ([{"p_best": 0.9, "best": 1.0, "named": True, "gap_covered": None, "mean_covered": True}] * 6
+            + [{"p_best": 0.9, "best": 0.0, "named": True, "gap_covered": None, "mean_covered": False}] * 4
+            + [{"p_best": 0.1, "best": 0.0, "named": False, "gap_covered": True, "mean_covered": True}] * 10)
+    found = reliability(rows)
+    assert found["bins"] == [{"bin": "0.0-0.2", "finalists": 10, "stated": 0.1, "realized": 0.0},
+                             {"bin": "0.8-1.0", "finalists": 10, "stated": 0.9, "realized": 0.6}]
+    assert found["ece"] == pytest.approx((10 * 0.1 + 10 * 0.3) / 20)
+    assert (found["named_stated_p_best"], found["named_truly_best"]) == (0.9, 0.6)
+    assert found["gap_interval_coverage"] == 1.0 and found["mean_interval_coverage"] == 0.8
+
+
+def test_a_study_is_judged_on_its_new_seeds_against_the_truth() -> None:
+    # seed 0 chose them; "a" is truly best, and on seeds 1-3 it shows, though its choosing run was low
+    run = {"train_seed": 0, "finalists": {
+        "t1": {"config": "a", "values": {"0": 0.50, "1": 0.81, "2": 0.79, "3": 0.80}},
+        "t2": {"config": "b", "values": {"0": 0.90, "1": 0.70, "2": 0.71, "3": 0.69}}}}
+    truth = {"a": 0.80, "b": 0.70}.__getitem__
+    rows = judge(run, truth, lambda seed: 0.0, {"selection": True, "shrink": False})
+    assert [r["named"] for r in rows] == [True, False] and [r["best"] for r in rows] == [1.0, 0.0]
+    assert rows[0]["p_best"] > 0.9 and rows[0]["mean_covered"] and rows[1]["gap_covered"]
+    # with the choosing runs counted, "b" is named: it was not the best
+    counted = judge(run, truth, lambda seed: 0.0, {"selection": False, "shrink": False})
+    assert counted[0]["named"] and counted[0]["best"] == 0.0 and counted[1]["best"] == 1.0
+    # two finalists of one configuration share being the best
+    run["finalists"]["t2"]["config"] = "a"
+    assert [r["best"] for r in judge(run, truth, lambda seed: 0.0, {"selection": True, "shrink": False})] == [0.5, 0.5]
+
+
+def test_the_line_the_study_prints_is_the_committed_calibrations() -> None:
+    import json
+    from pathlib import Path
+
+    from benchmarks.calibration import calibration_line
+    from study.noise import CALIBRATION, SHRINK
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "calibration.json"
+    report = json.loads(results.read_text())
+    variant = "new_seeds_shrunk" if SHRINK else "new_seeds"
+    assert calibration_line(report, variant, "benchmarks/results/calibration.json") == CALIBRATION
