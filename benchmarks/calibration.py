@@ -10,6 +10,9 @@ finalists or more, and for each way of stating the certainty (`VARIANTS`):
 - reliability: the finalists' stated P(best) in bins of 0.2, against the share of them that were
   truly the best of their study's finalists (a tie of configurations shares it); the expected
   calibration error (ECE: the bins' gaps weighted by their counts);
+- recalibration: for each share of P(best) spread evenly over the finalists (study.noise's
+  `recalibrate`), the ECE on the even-numbered studies and on the odd ones: the share the study
+  uses (`RECALIBRATION`) was fitted on the efficiency table's even studies;
 - coverage: how often the 95% interval of a finalist's gap to the named best holds the true gap,
   and how often the interval of its mean holds its truth on the fit's seeds (its true mean plus
   the mean shared effect of the finalists' new seeds, known in the model; the interval leaves
@@ -33,6 +36,7 @@ from typing import Any
 
 from benchmarks.curves import TABLE
 from benchmarks.machine import machine
+from study.noise import RECALIBRATION
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # how the ending may state its certainty: study.noise.finalists' options
@@ -40,7 +44,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "every_run": {"selection": False, "shrink": False},  # the ending before: the choosing run counted
     "new_seeds": {"selection": True, "shrink": False},  # the choosing run left out
     "new_seeds_shrunk": {"selection": True, "shrink": True},  # ... and the means shrunk (empirical Bayes)
+    # ... and a share of P(best) spread evenly (study.noise.RECALIBRATION): what the study states
+    "recalibrated": {"selection": True, "shrink": True, "recalibrate": RECALIBRATION},
 }
+# the shares of P(best) spread evenly that `fit_recalibration` tries
+SHARES = tuple(round(0.05 * i, 2) for i in range(11))
 
 
 def studies(work: Path, methods: list[str] | None) -> list[dict[str, Any]]:
@@ -62,7 +70,8 @@ def judge(run: dict[str, Any], truth: Callable[[str], float], seed_effect: Calla
     values = {k: {int(s): float(v) for s, v in f["values"].items()} for k, f in run["finalists"].items()}
     config = {k: f["config"] for k, f in run["finalists"].items()}
     selection = int(run["train_seed"]) if variant["selection"] else None
-    stated, _ = finalists(values, selection_seed=selection, shrink=variant["shrink"])
+    stated, _ = finalists(values, selection_seed=selection, shrink=variant["shrink"],
+                          recalibrate=variant.get("recalibrate", 0.0))
     true = {k: truth(config[k]) for k in values}
     top = max(true.values())
     winners = [k for k in values if true[k] == top]
@@ -101,6 +110,26 @@ def reliability(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "named_stated_p_best": round(statistics.fmean(r["p_best"] for r in named), 3) if named else None,
             "named_truly_best": round(statistics.fmean(r["best"] for r in named), 3) if named else None,
             "gap_interval_coverage": share("gap_covered"), "mean_interval_coverage": share("mean_covered")}
+
+
+def fit_recalibration(runs: list[dict[str, Any]], truth: Callable[[str], float],
+                      seed_effect: Callable[[int], float]) -> dict[str, Any]:
+    """The share of P(best) to spread evenly over a study's finalists (`SHARES`) that calibrates
+    best: the shrunk P(best) recalibrated by each share, its ECE on the even-numbered studies (fitted
+    on) and on the odd ones (checked on); the share with the least ECE on the even ones."""
+    shrunk = {"selection": True, "shrink": True}
+    judged = [(run["seed"], judge(run, truth, seed_effect, shrunk)) for run in runs]
+    found = []
+    for share in SHARES:
+        halves: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+        for seed, rows in judged:
+            halves[int(seed) % 2] += [{**r, "p_best": None if r["p_best"] is None
+                                       else (1 - share) * r["p_best"] + share / len(rows)} for r in rows]
+        found.append({"share": share, "ece_fitted_on": reliability(halves[0])["ece"],
+                      "ece_checked_on": reliability(halves[1])["ece"]})
+    best = min(found, key=lambda f: (f["ece_fitted_on"], f["share"]))
+    return {"fitted_on": "even-numbered studies", "checked_on": "odd-numbered studies", "shares": found,
+            "best_share": best["share"], "study_share": RECALIBRATION}
 
 
 def calibration_line(report: dict[str, Any], variant: str, source: str) -> str:
@@ -164,9 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     for name, variant in VARIANTS.items():
         rows = [row for run in runs for row in judge(run, table.true_final, seed_effect, variant)]
         report["variants"][name] = {**variant, **reliability(rows)}
+    report["recalibration"] = fit_recalibration(runs, table.true_final, seed_effect)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     plot(report, args.out.with_suffix(".png"))
+    fit = report["recalibration"]
+    print(f"recalibration: least ECE on the even studies with share {fit['best_share']} "
+          f"(the study's: {fit['study_share']}); " + ", ".join(
+              f"{f['share']}: {f['ece_fitted_on']}/{f['ece_checked_on']}" for f in fit["shares"]))
     for name, result in report["variants"].items():
         print(f"{name:18s} ECE {result['ece']:.3f}  named: stated {result['named_stated_p_best']} truly "
               f"{result['named_truly_best']}  gap coverage {result['gap_interval_coverage']}  "

@@ -64,6 +64,7 @@ DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml", "steady": SPAC
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "data" / "rra_curves.parquet"
 COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
+STEADY_TABLE = TABLE.parent / "rra_steady_curves.parquet"  # --design steady: the second regime
 METADATA_KEY = b"rra_curves"
 # per-epoch metrics kept in the table
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc",

@@ -6,13 +6,14 @@ study's own searcher, its policy's scheduler and its noise-aware ending, built f
 as `study.run` builds them, fed the table's results without Ray's runtime, 8 trials at once,
 about a second a study. `--engine tune` runs the real study instead (`study.cli.run_study`:
 Tune, its storage, MLflow) with the replay trainable (`--trainable replay --replay-table`) at
-`--epoch-s` seconds an epoch; with one trial at a time the two make the same decisions
-(tests/study/test_simulate.py). Either way a trial reports a curve of the table's configuration
-nearest to its own, drawn from the table's model (trainables.curve_table) for its training seed:
-fresh noise, never a recorded run and never the noise the truth was computed from. Study N trains
-every trial with seed N x SEED_STRIDE (`--train-seed`), as a real study's trials share its seed,
-and its finalists' re-runs with the next seeds: no two studies of the benchmark share a training
-seed, so each is an independent draw of the noise. Methods:
+`--epoch-s` seconds an epoch; the two make the same decisions with one trial at a time, and with
+several where the results come in the same order (tests/study/test_simulate.py). Either way a
+trial reports a curve of the table's configuration nearest to its own, drawn from the table's
+model (trainables.curve_table) for its training seed: fresh noise, never a recorded run and
+never the noise the truth was computed from. Study N trains every trial with seed N x
+SEED_STRIDE (`--train-seed`), as a real study's trials share its seed, and its finalists'
+re-runs with the next seeds: no two studies of the benchmark share a training seed, so each is an
+independent draw of the noise. Methods:
 
 - random_fifo: random search, every trial to max_t;
 - random_asha: random search, ASHA;

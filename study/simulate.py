@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +47,12 @@ class Simulated:
     order: list[tuple[int, int]]
 
 
-def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0) -> Simulated:
+def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
+             order: Sequence[tuple[int, int]] | None = None) -> Simulated:
     """Runs the search of a replayed study (`record.settings`: trainable `replay` with a
-    `replay_table`) in simulated time."""
+    `replay_table`) in simulated time. `order`: the results in the order another run of the study
+    received them ((trial index in start order, epoch), e.g. a Tune run's, `results_order`), taken
+    in that order rather than by simulated time; a ValueError if one of them is not due."""
     from study import searchers
     from study.phases.finalists import search_budget
     from study.policies import load_policy
@@ -66,7 +70,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0) -> Sim
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
     max_t, budget = record.max_epochs, search_budget(record.space.study)
     trials: list[Trial] = []
-    order: list[tuple[int, int]] = []
+    order_: list[tuple[int, int]] = []
     events: list[tuple[float, int, int]] = []  # (simulated time, start order, epoch)
     ids = itertools.count()
     spent = 0
@@ -85,14 +89,14 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0) -> Sim
     for _ in range(workers):
         if len(trials) >= record.expected_trials() or not start(0.0):
             break
-    while events and (budget is None or spent < budget):
-        now, index, epoch = heapq.heappop(events)
+    while events and (budget is None or spent < budget) and (order is None or len(order_) < len(order)):
+        now, index, epoch = heapq.heappop(events) if order is None else _take(events, order[len(order_)])
         trial = trials[index]
         cfg = TrialConfig.from_dict(settings(trial.config))
         result = {**replayed(cfg, epoch, table), EPOCH: epoch, "training_iteration": epoch}
         trial.results.append(result)
         trial.epochs = epoch
-        order.append((index, epoch))
+        order_.append((index, epoch))
         spent += 1
         decision = scheduler.on_trial_result(None, trial, result)
         searcher.on_trial_result(trial.trial_id, result)
@@ -106,7 +110,37 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0) -> Sim
             heapq.heappush(events, (now + epoch_s, index, epoch + 1))
     if events:  # the budget ran out: the trials still running are PRUNED, as Tune's path does
         searchers.prune_unfinished(record.stores.optuna_storage, record.name)
-    return Simulated(trials, order)
+    return Simulated(trials, order_)
+
+
+def _take(events: list[tuple[float, int, int]], wanted: tuple[int, int]) -> tuple[float, int, int]:
+    """The pending event of result `wanted` (trial index, epoch), out of the heap."""
+    for i, event in enumerate(events):
+        if event[1:] == tuple(wanted):
+            events[i] = events[-1]
+            events.pop()
+            heapq.heapify(events)
+            return event
+    raise ValueError(f"result {tuple(wanted)} (trial index, epoch) of the given order is not due; due: "
+                     f"{sorted(e[1:] for e in events)}")
+
+
+def results_order(storage: str, study_name: str) -> list[tuple[int, int]]:
+    """The order in which a study's searcher received its trials' results: (trial number, epoch)
+    in the order the intermediate values were written to its Optuna storage (every result is
+    written when it comes, study.searchers). An RDB storage's row ids: the one internal this reads
+    (tests/study/test_simulate.py fails if Optuna's schema changes)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(storage)
+    query = sqlalchemy.text(
+        "SELECT t.number, v.step FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id "
+        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :name ORDER BY v.trial_intermediate_value_id")
+    try:
+        with engine.connect() as conn:
+            return [(int(number), int(step)) for number, step in conn.execute(query, {"name": study_name})]
+    finally:
+        engine.dispose()
 
 
 @dataclass

@@ -82,16 +82,17 @@ def noise_aware(values: dict[str, dict[int, float]], mode: str,
                 selection_seed: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The finalists best first under seed noise (study.noise), each as the searched trial's id
     with its mean over its new seeds, interval, gap to the best and probability of being the
-    best (the means shrunk: study.noise.SHRINK); and the seed noise. `selection_seed`: the
+    best (the means shrunk, study.noise.SHRINK, and recalibrated, study.noise.RECALIBRATION); and
+    the seed noise. `selection_seed`: the
     study's own training seed, whose runs chose the finalists and are left out."""
     if not values:
         return [], None
-    from study.noise import CONFIDENCE, SHRINK, finalists
+    from study.noise import CONFIDENCE, RECALIBRATION, SHRINK, finalists
 
-    stats, noise = finalists(values, mode, selection_seed=selection_seed, shrink=SHRINK)
+    stats, noise = finalists(values, mode, selection_seed=selection_seed, shrink=SHRINK, recalibrate=RECALIBRATION)
     named = [{"trial_id": f.key, **{k: v for k, v in f.as_dict().items() if k != "key"}} for f in stats]
     return named, {"sd": noise.sd, "df": noise.df, "paired": noise.paired, "confidence": CONFIDENCE,
-                   "selection_seed": selection_seed, "shrunk": SHRINK}
+                   "selection_seed": selection_seed, "shrunk": SHRINK, "recalibrated": RECALIBRATION}
 
 
 def save(summary: dict[str, Any], folder: Path) -> None:

@@ -104,9 +104,11 @@ def race(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str], ex
     """The re-runs raced: the fixed ending's runs (finalists x finalist_seeds) spent a round at a
     time. Round 1: one more trial than `finalists`, one new seed each; then each round one new
     seed (the same for both) for the two finalists most likely the best, until one is the best
-    with probability `race_target` or the runs are spent. Decisions read P(best) as the study
-    names its best (study.noise.finalists, the choosing run left out of the means; its noise, while
-    each has one new seed, measured with the choosing runs in), so a resumed race replays them.
+    with probability `race_target` or the runs are spent. Decisions read the model's P(best)
+    (study.noise.finalists, the choosing run left out of the means; its noise, while each has one
+    new seed, measured with the choosing runs in; not recalibrated, as the stated one is: the
+    race was measured so, and a share spread evenly would keep it from ever reaching a target of
+    0.9), so a resumed race replays them.
     The re-runs' table says, in its `race_stop` attribute, why the race ended."""
     from study.noise import SHRINK, finalists
     from study.phases import reruns
@@ -132,7 +134,7 @@ def race(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str], ex
                               noise_from_selection=True)
         leader = stated[0]
         if leader.p_best is not None and leader.p_best >= study.race_target:
-            why = f"P(best) {leader.p_best:.2f} >= {study.race_target:g}"
+            why = f"the model's P(best) {leader.p_best:.2f} >= {study.race_target:g}"
             break
         ranked_by = sorted(stated, key=lambda f: -(f.p_best if f.p_best is not None else -1.0))
         contenders = [f.key for f in ranked_by[:2]] if left >= 2 else []

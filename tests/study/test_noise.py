@@ -274,3 +274,16 @@ def test_the_report_of_a_full_space_study_shows_its_pareto_section(tmp_path: Pat
     assert [r.split("|")[1].strip() for r in front_rows[:4]] == ["T1-t1", "T1-t1b", "T4-t4b", "T4-t4"]
     assert "| T4-t4 | 0.810 | 3 | 0.780 to 0.840 |" in md  # the finalist at its mean, with its interval
     assert ("the study's own front, on its objectives" in md) == bool(objectives)
+
+
+def test_recalibration_spreads_its_share_of_p_best_evenly() -> None:
+    values = {"a": {1: 0.80, 2: 0.82, 3: 0.81}, "b": {1: 0.70, 2: 0.73, 3: 0.71}, "c": {1: 0.60, 2: 0.62, 3: 0.64}}
+    model, _ = finalists(values)
+    spread, _ = finalists(values, recalibrate=0.3)
+    assert [f.key for f in spread] == [f.key for f in model]  # the order and every figure but P(best) kept
+    assert [f.mean for f in spread] == [f.mean for f in model] and [f.low for f in spread] == [f.low for f in model]
+    assert [f.p_best for f in spread] == pytest.approx([0.7 * f.p_best + 0.1 for f in model])
+    assert sum(f.p_best for f in spread) == pytest.approx(1.0)
+    assert finalists({"only": {1: 0.5, 2: 0.6}}, recalibrate=0.3)[0][0].p_best == 1.0
+    with pytest.raises(ValueError, match="recalibrate is a share"):
+        finalists(values, recalibrate=1.5)

@@ -1,6 +1,7 @@
 """A study in simulated time (study.simulate) drives the study's own searcher and policy over a
 curve table: with one worker it makes the decisions `study.run --trainable replay` makes, trial
-for trial; with an epoch budget it spends that budget and prunes what still runs."""
+for trial, and with several where it is given the order in which Tune's results came; with an
+epoch budget it spends that budget and prunes what still runs."""
 
 from __future__ import annotations
 
@@ -129,11 +130,15 @@ def test_a_raced_ending_spends_the_fixed_endings_runs_on_the_likely_best(tmp_pat
 
 
 @pytest.mark.slow  # a study under Ray Tune
-def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune(tmp_path: Path) -> None:
-    """One worker, a conditional parameter, an epoch budget that stops the search, and the
-    noise-aware ending: the same Optuna trials, the same finalists re-run with the same values,
-    and the same best named."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune(tmp_path: Path, workers: int) -> None:
+    """One worker or three, a conditional parameter, an epoch budget that stops the search, and
+    the noise-aware ending: the same Optuna trials, the same finalists re-run with the same
+    values, and the same best named. With three, the results come in an order Ray's scheduling
+    sets; the simulation is given that order (`results_order`) and must decide as Tune did."""
     import json
+
+    from study.simulate import results_order
 
     space = replay_space(max_epochs=4, num_samples=40, baselines=False).replace(
         "finalists: 0}", "finalists: 2, finalist_seeds: 1, epoch_budget: 50}") + \
@@ -142,14 +147,22 @@ def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
                            "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
-                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", "1", "--seed", "3",
+                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", str(workers), "--seed", "3",
                            "--no-baselines", "--no-test", "--no-report"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    tune = _decisions(f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}", "tune")
+    tune_storage = f"sqlite:///{tmp_path / 'runs' / 'tune' / 'optuna.db'}"
+    tune = _decisions(tune_storage, "tune")
     record = _record(tmp_path, "sim")
-    simulated = simulate(record, workers=1)
+    seen = results_order(tune_storage, "tune")
+    simulated = simulate(record, workers=workers, order=None if workers == 1 else seen)
     assert _decisions(record.stores.optuna_storage, "sim") == tune
+    # the order read from the storage is the order the results came in: with one worker, the
+    # simulation's own (this fails if Optuna's schema no longer holds what results_order reads)
+    assert simulated.order == seen and len(seen) == sum(epochs for *_, epochs in tune)
+    if workers > 1:  # the trials' results came interleaved: another order than one worker's
+        spans = {i: [k for k, (j, _) in enumerate(seen) if j == i] for i, _ in seen}
+        assert any(at[-1] - at[0] + 1 > len(at) for at in spans.values())
     # the budget held it: 50 epochs less the ending's 2 x 4 (the ending ran, below)
     assert any(state == "PRUNED" for *_, state, _ in tune) and sum(epochs for *_, epochs in tune) <= 42
     assert any("attention_temperature" not in params for _, params, _, _ in tune)  # the condition held
