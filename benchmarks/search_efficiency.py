@@ -357,9 +357,10 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
     out: dict[str, Any] = {}
     regrets: dict[str, list[float]] = {}
     for method in methods:
-        curves, walls, trials, named, single = [], [], [], [], []
+        curves, walls, trials, named, single, finalists = [], [], [], [], [], []
         for seed in range(seeds):
             run = json.loads((work / f"{method}-{seed}.json").read_text())
+            finalists.append([f["config"] for f in (run.get("finalists") or {}).values()])
             curves.append(regret_curve(run["line"], best, worst, budget))
             walls.append(run["wall_s"])
             trials.append(len({r["trial"] for r in run["line"][:budget] if not r.get("rerun")}))
@@ -368,6 +369,11 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
         # the final regret is the named best's: the study's answer at its end, not the best touched on the way
         final = [100 * (best - sampled[n]) if n in sampled else 100 * (best - worst) for n in named]
         regrets[method] = final
+        # the best the ending could have named from its own finalists (an oracle's pick): what is
+        # left is the regret of a search whose finalists missed the truly best
+        among = [min((100 * (best - sampled[c]) for c in cs if c in sampled), default=None) if cs else None
+                 for cs in finalists]
+        picked = [f - a for f, a in zip(final, among, strict=True) if a is not None]
         reach = [sustained(c, TOLERANCE_POINTS) for c in curves]
         looser = {}
         for points in LOOSER_POINTS:
@@ -382,6 +388,10 @@ def score(work: Path, methods: list[str], seeds: int, budget: int, table: Any) -
             "final_regret_quartiles": [round(v, 2) for v in _quartiles(final)],
             "named_in_true_top5": round(sum(n in top for n in named) / len(named), 3),
             "named": named,
+            "best_finalist_regret_points": [None if a is None else round(a, 2) for a in among],
+            # what naming another of its finalists than the truly best among them cost, on average
+            "pick_cost_mean_points": round(statistics.fmean(picked), 2) if picked else None,
+            "picked_the_best_finalist": round(sum(abs(p) < 1e-9 for p in picked) / len(picked), 3) if picked else None,
             # the plain maximum of the same study (the best single run at max_t), for the ending's effect
             "best_single_run_regret_points": [round(100 * (best - sampled[n]), 2) if n in sampled else None
                                               for n in single],

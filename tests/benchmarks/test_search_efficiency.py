@@ -59,3 +59,32 @@ def test_rescore_reads_the_final_regrets_of_a_results_file(tmp_path: Path) -> No
     assert out["methods"]["random_asha"]["iqm"] == pytest.approx(round(iqm(regrets["random_asha"]), 2))
     (pair,) = out["comparisons"]  # the one planned comparison both methods allow
     assert (pair["method"], pair["against"], pair["better_in"]) == ("random_asha", "random_fifo", 6)
+
+
+def test_the_score_says_what_a_better_pick_among_the_finalists_could_have_gained(tmp_path: Path) -> None:
+    from benchmarks.search_efficiency import score
+    from tests.trainables.test_curve_model import _drawn
+
+    model, table = _drawn(tmp_path, seeds=1)
+    truth = {n: model.true_final(n) for n in table.values if table.values[n].get("local_stream", True)}
+    ranked = sorted(truth, key=lambda n: -truth[n])
+    best = truth[ranked[0]]
+    work = tmp_path / "work"
+    work.mkdir()
+    # study 0 named its second finalist though its first was truly better; study 1 named its best
+    # finalist, which was not the table's best; study 2 had no finalists
+    studies = [(ranked[3], {ranked[1]: 0.5, ranked[3]: 0.6}), (ranked[2], {ranked[2]: 0.7, ranked[4]: 0.4}),
+               (ranked[0], {})]
+    for seed, (named, finals) in enumerate(studies):
+        line = [{"trial": "t", "epoch": table.epochs, "val_acc": 0.5, "true": truth[named], "full": True}]
+        run = {"line": line, "wall_s": 1.0, "named": named, "best_single_run": named,
+               "finalists": {f"t{i}": {"config": c, "values": {"1": v}} for i, (c, v) in enumerate(finals.items())}}
+        (work / f"m-{seed}.json").write_text(json.dumps(run))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("benchmarks.search_efficiency.COMPARISONS", ())
+        found = score(work, ["m"], 3, table.epochs, table)["methods"]["m"]
+    regret = {n: round(100 * (best - truth[n]), 2) for n in ranked[:5]}
+    assert found["best_finalist_regret_points"] == [regret[ranked[1]], regret[ranked[2]], None]
+    cost = (regret[ranked[3]] - regret[ranked[1]]) / 2  # the two studies with finalists
+    assert found["pick_cost_mean_points"] == pytest.approx(cost, abs=0.01)
+    assert found["picked_the_best_finalist"] == 0.5
