@@ -132,13 +132,22 @@ def fit_recalibration(runs: list[dict[str, Any]], truth: Callable[[str], float],
             "best_share": best["share"], "study_share": RECALIBRATION}
 
 
-def calibration_line(report: dict[str, Any], variant: str, source: str) -> str:
-    """The one line the study prints beside its P(best) (study.noise.CALIBRATION), from a report."""
-    result = report["variants"][variant]
-    return (f"on {report['studies']} replayed studies' fresh noise, the named best was stated at "
-            f"P(best) {result['named_stated_p_best']:.2f} on average and was truly the best in "
-            f"{100 * result['named_truly_best']:.0f}% of them; expected calibration error "
-            f"{result['ece']:.3f} ({source})")
+def calibration_line(reports: dict[str, dict[str, Any]], variant: str = "recalibrated") -> str:
+    """The one line the study prints beside its P(best) (study.noise.CALIBRATION), from the
+    reports of each table by their files (the first: the table the recalibration was fitted on)."""
+    results = [report["variants"][variant] for report in reports.values()]
+    tables = [Path(str(report["table"])).stem for report in reports.values()]
+
+    def each(values: list[str]) -> str:
+        return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+    studies = each([str(report["studies"]) for report in reports.values()])
+    stated = each([f"{r['named_stated_p_best']:.2f}" for r in results])
+    best = each([f"{100 * r['named_truly_best']:.0f}%" for r in results])
+    ece = each([f"{r['ece']:.3f}" for r in results])
+    return (f"on replayed studies' fresh noise ({studies} studies of the tables {each(tables)}), the named best "
+            f"was stated at P(best) {stated} on average and was truly the best in {best} of them; expected "
+            f"calibration error {ece} ({each(list(reports))})")
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
