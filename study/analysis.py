@@ -21,10 +21,6 @@ from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
 from study.spaces import Parameter, SearchSpace, StudySettings
 
 INACTIVE = "inactive"
-# Below this rank agreement between a rung and a later one, early stopping is flagged as
-# unreliable; with fewer trials than MIN_TRIALS it is not computed (study.ranking: the adaptive
-# policy reacts to the same measure).
-LOW_CORRELATION = LOW_AGREEMENT
 # Importance from fewer trials than this is noise (PED-ANOVA's top 10% would be one trial).
 MIN_IMPORTANCE_TRIALS = 8
 
@@ -184,7 +180,7 @@ def early_stopping_verdict(correlation: pd.DataFrame, max_t: int) -> tuple[bool,
                        "not be checked. Treat early-stopped trials as unranked, or rerun with more samples or a "
                        "larger grace period.")
     worst = known.loc[known["spearman"].idxmin()]
-    if worst["spearman"] < LOW_CORRELATION:
+    if worst["spearman"] < LOW_AGREEMENT:
         return False, (f"Warning: the ranking of trials at epoch {int(worst['rung'])} agrees poorly with their "
                        f"ranking at epoch {int(worst['against'])} (Spearman {worst['spearman']:.2f} over "
                        f"{int(worst['n'])} trials). Learning curves cross in this study, so early stopping may have "

@@ -3,7 +3,7 @@
 It holds the space as resolved with every flag applied, the settings, the resources and where
 every store lives. Resume, report and confirmation read this record and nothing else; on
 `--resume`, a flag that contradicts it is a one-line error, and only the flags that say where
-or how fast to run (`RUNTIME`) may change. No heavy imports.
+or how fast to run (those outside `study.options.DEFINING`) may change. No heavy imports.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from study.spaces import SearchSpace, SpaceError, load_space, space_from_raw
 RECORD_FILE = "study.json"
 SPACE_COPY = "space.yaml"  # the space file as the user wrote it, for people to read
 FORMAT = 2
-# Flags that only say where or how fast to run: they may change on --resume.
-RUNTIME = ("cpus_per_trial", "gpus_per_trial", "num_cpus", "concurrency", "address", "verbose", "report",
-           "confirm_seeds")
 # Settings of the search itself, recorded as given (the rest of the options are places and resources).
 SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test", "trainable",
             "replay_epoch_s", "replay_table")

@@ -43,7 +43,6 @@ from study.spaces import SearchSpace
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "val_acc_global", "val_acc_local", "val_loss",
                  "lr", "best_val_acc", "epoch_seconds", "val_seconds", "images_per_second", "time_total_s",
                  "node_ip")
-TEST_COLUMNS = TEST_METRICS
 CONFIRM_FILE = "confirm.parquet"
 FINALISTS_FILE = "finalists.parquet"  # the noise-aware ending's re-runs (study.phases.finalists)
 
@@ -106,7 +105,7 @@ def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, 
             "optuna_number": config.get(OPTUNA_NUMBER),
             **{p: config.get(PARAMS, {}).get(p) for p in space.parameters},
             **{f"config.{k}": list(v) if isinstance(v, tuple) else v for k, v in trial_params(config).items()},
-            **{k: tested.get(trial.trial_id, {}).get(k) for k in TEST_COLUMNS},
+            **{k: tested.get(trial.trial_id, {}).get(k) for k in TEST_METRICS},
             **({"variant": config[VARIANT], "level": config.get(LEVEL)} if VARIANT in config else {}),
             **({"finalist_of": config[FINALIST_OF]} if FINALIST_OF in config else {}),
         }
@@ -157,7 +156,7 @@ def load_results(record: StudyRecord) -> StudyResults:
     from ray.tune import ExperimentAnalysis
 
     summary = summaries.load(record.folder) or {}
-    tested = {r["trial_id"]: {k: r[k] for k in TEST_COLUMNS if k in r} for r in summary.get("trials", [])}
+    tested = {r["trial_id"]: {k: r[k] for k in TEST_METRICS if k in r} for r in summary.get("trials", [])}
     from study.execution import trials_without_results
 
     try:
@@ -173,12 +172,6 @@ def load_results(record: StudyRecord) -> StudyResults:
     if (record.folder / CONFIRM_FILE).is_file():
         confirm = pd.read_parquet(record.folder / CONFIRM_FILE)
     return StudyResults(record, summary, table, confirm, analysis)
-
-
-def load_finalists(record: StudyRecord) -> pd.DataFrame | None:
-    """The noise-aware ending's re-runs (a row per run per epoch), if the study made them."""
-    path = record.folder / FINALISTS_FILE
-    return pd.read_parquet(path) if path.is_file() else None
 
 
 def save_table(table: pd.DataFrame, path: Path) -> Path:
