@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from study.keys import COST_METRICS, TEST_METRICS
+from study.keys import sign as direction
 from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
 from study.spaces import Parameter, SearchSpace, StudySettings
 
@@ -342,7 +343,7 @@ def level_differences(table: pd.DataFrame, space: SearchSpace, rung: int, alpha:
     Holm's first step, power POWER)."""
     from scipy import stats
 
-    metric, sign = space.study.metric, (1.0 if space.study.mode == "max" else -1.0)
+    metric, sign = space.study.metric, direction(space.study.mode)
     rows = searched(table)
     per_trial = trials(rows)
     values = at_epoch(rows, rung, metric)
@@ -422,7 +423,7 @@ def pareto_front(candidates: pd.DataFrame, metric: str, mode: str, cost: str = "
 
     if candidates.empty:
         return candidates
-    sign = 1.0 if mode == "max" else -1.0
+    sign = direction(mode)
     points: list[tuple[float, ...]] = [(sign * float(v), -float(c))
                                        for v, c in zip(candidates[metric], candidates[cost], strict=True)]
     first = candidates.iloc[fronts(points)[0]]
@@ -437,7 +438,7 @@ def cost_answer(candidates: pd.DataFrame, space: SearchSpace, cost: str = "cost_
     longer (more recursion steps) pay in this study, and at what cost (`noise_sd`, the seed
     noise of one run where measured, says whether the gain is beyond it)."""
     metric, mode = space.study.metric, space.study.mode
-    sign = 1.0 if mode == "max" else -1.0
+    sign = direction(mode)
     if candidates.empty:
         return {"sentence": "No trial that reached max_t has a measured cost: nothing to compare."}
     best_id = (sign * candidates[metric]).idxmax()

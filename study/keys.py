@@ -53,3 +53,8 @@ def outcome(last_result: dict[str, Any] | None, max_epochs: int, errored: bool) 
     if last_result and int(last_result.get(EPOCH, 0)) >= max_epochs:
         return COMPLETED
     return STOPPED_EARLY
+
+
+def sign(mode: str) -> float:
+    """+1 for a metric to maximise ("max"), -1 for one to minimise: sign x value is better higher."""
+    return 1.0 if mode == "max" else -1.0

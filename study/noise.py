@@ -172,7 +172,7 @@ def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", conf
         whole = two_way(values)
         sd, df = whole.sd, whole.df
     noise = Noise(sd, df, True)
-    sign = 1.0 if mode == "max" else -1.0
+    sign = 1.0 if mode == "max" else -1.0  # study.keys.sign (this module imports nothing of the study)
     means = dict(zip(fit.keys, fit.means, strict=True))
     index = {k: i for i, k in enumerate(fit.keys)}
     order = sorted(fresh, key=lambda k: (-sign * means[k], k))

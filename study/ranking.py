@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from study.keys import ERRORED, SEARCH
+from study.keys import ERRORED, SEARCH, sign
 
 
 def ranked(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epochs: int) -> list[Mapping[str, Any]]:
@@ -21,10 +21,10 @@ def ranked(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epoc
         trials: one mapping per trial with keys trial_id, name, kind, outcome, epochs (the last
             epoch it reported) and `metric` (its value at that epoch).
     """
-    sign = 1.0 if mode == "max" else -1.0
+    direction = sign(mode)
     candidates = [t for t in trials if t["kind"] == SEARCH and _number(t.get(metric))]
     return sorted(candidates, key=lambda t: (not (int(t["epochs"]) >= max_epochs and t.get("outcome") != ERRORED),
-                                             -sign * float(t[metric]), str(t["name"]), str(t["trial_id"])))
+                                             -direction * float(t[metric]), str(t["name"]), str(t["trial_id"])))
 
 
 # The rank agreement between two epochs (the report's early-stopping check and the adaptive

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from study.keys import BASELINE, COMPLETED, COST_METRICS, ERRORED, SEARCH, STOPPED_EARLY, TEST_METRICS
+from study.keys import BASELINE, COMPLETED, COST_METRICS, ERRORED, SEARCH, STOPPED_EARLY, TEST_METRICS, sign
 from study.ranking import ranked
 
 SUMMARY_FILE = "summary.json"
@@ -72,7 +72,7 @@ def front(rows: list[dict[str, Any]], objectives: list[tuple[str, str]],
                     **{name: float(r[name]) for name, _ in objectives[1:]}})
     if not out:
         return []
-    signed = [tuple((1.0 if mode == "max" else -1.0) * e[name] for name, mode in objectives) for e in out]
+    signed = [tuple(sign(mode) * e[name] for name, mode in objectives) for e in out]
     first = fronts(signed)[0]
     cost, mode = objectives[1]
     return sorted((out[i] for i in first), key=lambda e: (1.0 if mode == "min" else -1.0) * e[cost])

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.keys import BASELINE, EPOCH, KIND
+from study.keys import sign as direction
 from study.policies.rungs import Records, bracket_milestones
 from study.spaces import StudySettings
 
@@ -95,7 +96,7 @@ class BaselineExemptASHA(FIFOScheduler):
         """+1 when the metric is maximised, -1 when minimised."""
         if self._metric is None or self._mode not in ("max", "min"):
             raise ValueError(f"{type(self).__name__} needs a metric and a mode (give them to tune.TuneConfig)")
-        return 1.0 if self._mode == "max" else -1.0
+        return direction(self._mode)
 
     def place(self, trial_id: str) -> None:
         """Puts a new trial in a bracket: one chosen from its id (the same one on every run)."""
@@ -114,7 +115,7 @@ class BaselineExemptASHA(FIFOScheduler):
         known = self.measured.get(trial_id, {})
         if any(name not in known for name, _ in self.cost_objectives):
             return None
-        costs = ((1.0 if mode == "max" else -1.0) * known[name] for name, mode in self.cost_objectives)
+        costs = (direction(mode) * known[name] for name, mode in self.cost_objectives)
         return (self.sign() * value, *costs)
 
     def rebuild(self, history: History, measured: dict[str, dict[str, float]] | None = None) -> int:
