@@ -365,9 +365,10 @@ def draw(table: Path, seeds: int, out: Path, command: str) -> Path:
 
 def check(table: Path, held_out_every: int = 2, draws: int = 2000) -> dict[str, Any]:
     """The model fitted on part of a recorded table's seeds, tested on the recorded runs of the
-    others. Held out: of each configuration with at least 6 seeds, every `held_out_every`-th seed
-    after the first three (seeds every configuration has); those seeds are then absent from
-    the fit altogether, so the model knows neither their runs nor their shared effect.
+    others. Held out: of each configuration with at least 3 seeds more than the first ones (the
+    seeds every configuration has, at most 3), every `held_out_every`-th seed after those; the
+    seeds held out are then absent from the fit altogether, so the model knows neither their
+    runs nor their shared effect.
 
     Reported: the share of held-out final values inside the model's central 50%, 80% and 95%
     intervals (a run's value: mean + a new seed's effect + the configuration's own noise), the
@@ -381,9 +382,12 @@ def check(table: Path, held_out_every: int = 2, draws: int = 2000) -> dict[str, 
 
     recorded = curve_table.CurveTable(table)
     counts = collections.Counter(n for n, _ in recorded.curves)
-    rich = sorted(n for n, k in counts.items() if k >= 6)
+    # the first seeds, those every configuration has (at most 3), are never held out
+    base = min(3, len(set.intersection(*({s for m, s in recorded.curves if m == n} for n in counts))))
+    rich = sorted(n for n, k in counts.items() if k >= base + 3)
     seeds_of = {n: sorted(s for m, s in recorded.curves if m == n) for n in rich}
-    held = {(n, s) for n in rich for i, s in enumerate(seeds_of[n]) if i >= 3 and (i - 3) % held_out_every == 0}
+    held = {(n, s) for n in rich for i, s in enumerate(seeds_of[n])
+            if i >= base and (i - base) % held_out_every == 0}
     held_seeds = {s for _, s in held}
     held = {(n, s) for (n, s) in recorded.curves if s in held_seeds}
     fit_on = {k: c for k, c in recorded.curves.items() if k not in held}
