@@ -115,9 +115,12 @@ def small_space(study: str, images: int, rest: str) -> str:
     """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
     32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after
     the constants (parameters, baselines, enqueue). The noise-aware ending is off unless `study`
-    names `finalists` (tests/study/test_study_e2e.py and test_noise.py test it)."""
+    names `finalists` (tests/study/test_study_e2e.py and test_noise.py test it); the policy is
+    ASHA unless `study` names one (the tests check its stops; the default is adaptive)."""
     if "finalists" not in study:
         study += ", finalists: 0"
+    if "policy" not in study:
+        study += ", policy: asha"
     return f"""study: {{{study}}}
 constants:
   synthetic_classes: 4
@@ -139,7 +142,7 @@ def replay_space(max_epochs: int, num_samples: int, baselines: bool = True, fina
     space = f"""\
 description: replayed curves
 study: {{metric: val_acc, mode: max, max_epochs: {max_epochs}, grace_period: 1, reduction_factor: 2,
-        num_samples: {num_samples}, checkpoint_every: 2, finalists: {finalists}}}
+        num_samples: {num_samples}, checkpoint_every: 2, finalists: {finalists}, policy: asha}}
 constants: {{backbone: tiny, image_size: 32, patch_size: 32, synthetic_classes: 4}}
 parameters:
   recursion_steps: {{type: int, low: 1, high: 6}}

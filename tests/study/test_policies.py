@@ -282,14 +282,16 @@ def test_a_space_names_its_default_policy_and_the_flag_overrides_it(tmp_path: Pa
 
     space = tmp_path / "s.yaml"
     text = (Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml").read_text()
-    assert "policy" not in text
-    space.write_text(text.replace("study:\n", "study:\n  policy: adaptive\n", 1))
-    for flag, expected in ((None, "adaptive"), ("fifo", "fifo")):
+    assert "  policy: asha" in text
+    space.write_text(text.replace("  policy: asha", "  policy: hyperband", 1))
+    for flag, expected in ((None, "hyperband"), ("fifo", "fifo")):
         opts = StudyOptions(space=str(space), name=f"p{flag}", out=str(tmp_path), policy=flag)
         assert new_record(opts, resolve_space(opts)).settings["policy"] == expected
-    plain = StudyOptions(space="smoke", name="plain", out=str(tmp_path))
-    assert new_record(plain, resolve_space(plain)).settings["policy"] == "asha"
-    space.write_text(text.replace("study:\n", "study:\n  policy: bohb\n", 1))
+    # a space that names none: the default, the adaptive policy
+    (tmp_path / "plain.yaml").write_text("\n".join(line for line in text.splitlines() if "policy:" not in line))
+    plain = StudyOptions(space=str(tmp_path / "plain.yaml"), name="plain", out=str(tmp_path))
+    assert new_record(plain, resolve_space(plain)).settings["policy"] == "adaptive"
+    space.write_text(text.replace("  policy: asha", "  policy: bohb", 1))
     with pytest.raises((SpaceError, StudyInputError), match=r"study\.policy"):
         load_space(str(space))
 

@@ -141,7 +141,7 @@ def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune
     from study.simulate import results_order
 
     space = replay_space(max_epochs=4, num_samples=40, baselines=False).replace(
-        "finalists: 0}", "finalists: 2, finalist_seeds: 1, epoch_budget: 50}") + \
+        "finalists: 0,", "finalists: 2, finalist_seeds: 1, epoch_budget: 50,") + \
         '  attention_temperature: {type: float, low: 0.1, high: 10.0, log: true, when: "recursion_steps > 1"}\n'
     (tmp_path / "space.yaml").write_text(space)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
