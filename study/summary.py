@@ -18,7 +18,7 @@ SUMMARY_FILE = "summary.json"
 def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]],
           finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0,
           race_stop: str | None = None) -> dict[str, Any]:
-    """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
+    """The summary of a finished study (rows: `study.analysis.trial_rows` of its table; tested:
     trial id -> test metrics, added to the rows; finalists: the noise-aware ending's values,
     searched trial id -> seed -> metric at max_t, which rank the finalists first, by their mean
     over seeds; rerun_epochs: the epochs their re-runs took; race_stop: why a raced ending
