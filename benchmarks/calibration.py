@@ -13,6 +13,8 @@ finalists or more, and for each way of stating the certainty (`VARIANTS`):
 - recalibration: for each share of P(best) spread evenly over the finalists (study.noise's
   `recalibrate`), the ECE on the even-numbered studies and on the odd ones: the share the study
   uses (`RECALIBRATION`) was fitted on the efficiency table's even studies;
+- interval_scales: how often the intervals would hold the truth if 1, 1.1, ... times as wide
+  (the study states them `WIDEN` times as wide, a scale fitted on the efficiency table);
 - coverage: how often the 95% interval of a finalist's gap to the named best holds the true gap,
   and how often the interval of its mean holds its truth on the fit's seeds (its true mean plus
   the mean shared effect of the finalists' new seeds, known in the model; the interval leaves
@@ -36,7 +38,7 @@ from typing import Any
 
 from benchmarks.curves import TABLE
 from benchmarks.machine import machine
-from study.noise import RECALIBRATION
+from study.noise import RECALIBRATION, WIDEN
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # how the ending may state its certainty: study.noise.finalists' options
@@ -45,8 +47,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "new_seeds": {"selection": True, "shrink": False},  # the choosing run left out
     "new_seeds_shrunk": {"selection": True, "shrink": True},  # ... and the means shrunk (empirical Bayes)
     # ... and a share of P(best) spread evenly (study.noise.RECALIBRATION): what the study states
-    "recalibrated": {"selection": True, "shrink": True, "recalibrate": RECALIBRATION},
+    "recalibrated": {"selection": True, "shrink": True, "recalibrate": RECALIBRATION, "widen": WIDEN},
 }
+# the widenings of the intervals that `interval_scales` tries
+SCALES = (1.0, 1.1, 1.2, 1.3, 1.5)
 # the shares of P(best) spread evenly that `fit_recalibration` tries
 SHARES = tuple(round(0.05 * i, 2) for i in range(11))
 
@@ -71,7 +75,7 @@ def judge(run: dict[str, Any], truth: Callable[[str], float], seed_effect: Calla
     config = {k: f["config"] for k, f in run["finalists"].items()}
     selection = int(run["train_seed"]) if variant["selection"] else None
     stated, _ = finalists(values, selection_seed=selection, shrink=variant["shrink"],
-                          recalibrate=variant.get("recalibrate", 0.0))
+                          recalibrate=variant.get("recalibrate", 0.0), widen=variant.get("widen", 1.0))
     true = {k: truth(config[k]) for k in values}
     top = max(true.values())
     winners = [k for k in values if true[k] == top]
@@ -84,9 +88,21 @@ def judge(run: dict[str, Any], truth: Callable[[str], float], seed_effect: Calla
         true_gap = true[f.key] - true[best]
         mean_covered = None if f.low is None or f.high is None else f.low <= on_seeds <= f.high
         gap_covered = None if f.gap_low is None or f.gap_high is None else f.gap_low <= true_gap <= f.gap_high
+        # how far off the truth is, in half-widths of the interval (<= 1: covered)
+        mean_off = None if f.low is None or f.high is None else _off(on_seeds - f.mean, (f.high - f.low) / 2)
+        gap_off = None if f.gap_low is None or f.gap_high is None else \
+            _off(true_gap - f.gap, (f.gap_high - f.gap_low) / 2)
         rows.append({"p_best": f.p_best, "best": 1.0 / len(winners) if f.key in winners else 0.0,
-                     "mean_covered": mean_covered, "gap_covered": gap_covered, "named": f.key == best})
+                     "mean_covered": mean_covered, "gap_covered": gap_covered, "named": f.key == best,
+                     "mean_off": mean_off, "gap_off": gap_off})
     return rows
+
+
+def _off(error: float, half: float) -> float:
+    """An error in half-widths of its interval; a zero-width interval holds only an exact truth."""
+    if half > 0:
+        return abs(error) / half
+    return 0.0 if error == 0 else float("inf")
 
 
 def reliability(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +146,20 @@ def fit_recalibration(runs: list[dict[str, Any]], truth: Callable[[str], float],
     best = min(found, key=lambda f: (f["ece_fitted_on"], f["share"]))
     return {"fitted_on": "even-numbered studies", "checked_on": "odd-numbered studies", "shares": found,
             "best_share": best["share"], "study_share": RECALIBRATION}
+
+
+def interval_scales(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How often the intervals of `rows` (judged unwidened) would hold the truth if each
+    `SCALES` times as wide: the means' and the gaps'."""
+    out = []
+    for scale in SCALES:
+        share = {}
+        for key in ("mean_off", "gap_off"):
+            off = [r[key] for r in rows if r[key] is not None]
+            share[key] = round(sum(x <= scale for x in off) / len(off), 3) if off else None
+        out.append({"scale": scale, "mean_interval_coverage": share["mean_off"],
+                    "gap_interval_coverage": share["gap_off"]})
+    return out
 
 
 def calibration_line(reports: dict[str, dict[str, Any]], variant: str = "recalibrated") -> str:
@@ -203,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [row for run in runs for row in judge(run, table.true_final, seed_effect, variant)]
         report["variants"][name] = {**variant, **reliability(rows)}
     report["recalibration"] = fit_recalibration(runs, table.true_final, seed_effect)
+    unwidened = [row for run in runs for row in judge(run, table.true_final, seed_effect, VARIANTS["new_seeds"])]
+    report["interval_scales"] = {"scales": interval_scales(unwidened), "study_scale": WIDEN}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     plot(report, args.out.with_suffix(".png"))

@@ -11,7 +11,10 @@ shared effect out), the interval of its gap to the best, and the probability tha
 best, drawn from a multivariate t around the finalists' means (scipy.stats.multivariate_t);
 with `shrink`, around means shrunk towards their average by how much of their spread the noise
 explains (empirical Bayes: finalists are chosen for being alike, and a flat prior reads their
-spread as all real). With `recalibrate`, that share of the probability is then spread evenly
+spread as all real). With `widen`, the intervals are that much wider than the fit's t
+intervals: the fit assumes one noise for every finalist, and real curves' spreads differ (the
+study widens them by `WIDEN`, measured on the benchmark's replays). With `recalibrate`, that
+share of the probability is then spread evenly
 over the finalists: the model (normal noise of one spread for every finalist, a few seeds) is
 surer than fresh noise bears out, by a share measured on the benchmark's replays
 (`RECALIBRATION`, benchmarks/calibration.py). With one new seed each, or one finalist, nothing is measured and the
@@ -36,6 +39,10 @@ SHRINK = True
 # the efficiency table's replayed studies (the even ones; checked on the odd ones and on the
 # steady table's: benchmarks/results/calibration*.json)
 RECALIBRATION = 0.3
+# How much wider than the t interval the study states its intervals (see `finalists`): fitted on
+# the efficiency table's replayed studies to hold 95% of the truths there, checked on the steady
+# table's (benchmarks/results/calibration*.json, `interval_scales`)
+WIDEN = 1.2
 # One line on how well the study's P(best) held on the benchmark's fresh noise, from these files
 # (benchmarks/calibration.py; tests/benchmarks/test_calibration.py keeps them equal)
 CALIBRATION_FILES = ("benchmarks/results/calibration.json", "benchmarks/results/calibration_steady.json")
@@ -146,7 +153,8 @@ def two_way(values: Mapping[str, Mapping[int, float]]) -> Fit:
 
 def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", confidence: float = CONFIDENCE,
               draws: int = DRAWS, seed: int = 0, selection_seed: int | None = None, shrink: bool = False,
-              noise_from_selection: bool = False, recalibrate: float = 0.0) -> tuple[list[Finalist], Noise]:
+              noise_from_selection: bool = False, recalibrate: float = 0.0,
+              widen: float = 1.0) -> tuple[list[Finalist], Noise]:
     """The finalists best first (by their mean on their new seeds, from the two-way fit; ties by
     key), and the noise.
 
@@ -160,6 +168,7 @@ def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", conf
             with the choosing runs in (they are biased high, alike for every finalist, which the
             seed's term of the fit takes out): what a race decides its next runs on.
         recalibrate: the share of P(best) spread evenly over the finalists (0: the model's own).
+        widen: the intervals' half-widths times this (1: the t intervals of the fit).
     """
     if not 0.0 <= recalibrate <= 1.0:
         raise ValueError(f"recalibrate is a share, from 0 to 1, not {recalibrate}")
@@ -190,11 +199,11 @@ def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", conf
         gap = means[key] - means[best]
         i, b = index[key], index[best]
         if quantile is not None and sd is not None:
-            half = quantile * sd * math.sqrt(fit.unit_cov[i][i])
+            half = widen * quantile * sd * math.sqrt(fit.unit_cov[i][i])
             low, high = means[key] - half, means[key] + half
             if key != best:
                 spread = fit.unit_cov[i][i] + fit.unit_cov[b][b] - 2 * fit.unit_cov[i][b]
-                gap_half = quantile * sd * math.sqrt(max(spread, 0.0))
+                gap_half = widen * quantile * sd * math.sqrt(max(spread, 0.0))
                 gap_low, gap_high = gap - gap_half, gap + gap_half
         out.append(Finalist(key, means[key], own, len(seen), low, high, p_best[key], seen, gap, gap_low, gap_high,
                             chosen_by.get(key)))

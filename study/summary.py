@@ -87,12 +87,14 @@ def noise_aware(values: dict[str, dict[int, float]], mode: str,
     study's own training seed, whose runs chose the finalists and are left out."""
     if not values:
         return [], None
-    from study.noise import CONFIDENCE, RECALIBRATION, SHRINK, finalists
+    from study.noise import CONFIDENCE, RECALIBRATION, SHRINK, WIDEN, finalists
 
-    stats, noise = finalists(values, mode, selection_seed=selection_seed, shrink=SHRINK, recalibrate=RECALIBRATION)
+    stats, noise = finalists(values, mode, selection_seed=selection_seed, shrink=SHRINK, recalibrate=RECALIBRATION,
+                             widen=WIDEN)
     named = [{"trial_id": f.key, **{k: v for k, v in f.as_dict().items() if k != "key"}} for f in stats]
     return named, {"sd": noise.sd, "df": noise.df, "paired": noise.paired, "confidence": CONFIDENCE,
-                   "selection_seed": selection_seed, "shrunk": SHRINK, "recalibrated": RECALIBRATION}
+                   "selection_seed": selection_seed, "shrunk": SHRINK, "recalibrated": RECALIBRATION,
+                   "widened": WIDEN}
 
 
 def save(summary: dict[str, Any], folder: Path) -> None:

@@ -43,14 +43,16 @@ def test_the_line_the_study_prints_is_the_committed_calibrations() -> None:
     import json
 
     from benchmarks.calibration import calibration_line
-    from study.noise import CALIBRATION, CALIBRATION_FILES, RECALIBRATION, SHRINK
+    from study.noise import CALIBRATION, CALIBRATION_FILES, RECALIBRATION, SHRINK, WIDEN
 
     root = Path(__file__).resolve().parents[2]
     reports = {name: json.loads((root / name).read_text()) for name in CALIBRATION_FILES}
     assert calibration_line(reports) == CALIBRATION
     for report in reports.values():  # each scored P(best) as the study states it
         stated = report["variants"]["recalibrated"]
-        assert (stated["selection"], stated["shrink"], stated["recalibrate"]) == (True, SHRINK, RECALIBRATION)
+        assert (stated["selection"], stated["shrink"], stated["recalibrate"], stated["widen"]) == \
+            (True, SHRINK, RECALIBRATION, WIDEN)
+        assert report["interval_scales"]["study_scale"] == WIDEN
 
 
 def test_p_best_is_calibrated_on_a_drawn_table_whose_truth_is_known(tmp_path: Path) -> None:
@@ -91,3 +93,15 @@ def test_p_best_is_calibrated_on_a_drawn_table_whose_truth_is_known(tmp_path: Pa
     stated = {"selection": True, "shrink": True}
     assert ece(stated) <= 0.05
     assert ece({**stated, "recalibrate": 0.6}) > 0.08
+
+
+def test_interval_scales_count_the_truths_a_wider_interval_would_hold() -> None:
+    from benchmarks.calibration import _off, interval_scales
+
+    rows = [{"mean_off": 0.5, "gap_off": 0.9}, {"mean_off": 1.05, "gap_off": None}, {"mean_off": 2.0, "gap_off": None}]
+    found = {s["scale"]: s for s in interval_scales(rows)}
+    assert found[1.0]["mean_interval_coverage"] == pytest.approx(1 / 3, abs=1e-3)
+    assert found[1.1]["mean_interval_coverage"] == pytest.approx(2 / 3, abs=1e-3)
+    assert found[1.0]["gap_interval_coverage"] == 1.0
+    # a zero-width interval holds only an exact truth, however widened
+    assert _off(0.0, 0.0) == 0.0 and _off(0.01, 0.0) == float("inf") and _off(-0.02, 0.04) == 0.5

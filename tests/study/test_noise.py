@@ -287,3 +287,14 @@ def test_recalibration_spreads_its_share_of_p_best_evenly() -> None:
     assert finalists({"only": {1: 0.5, 2: 0.6}}, recalibrate=0.3)[0][0].p_best == 1.0
     with pytest.raises(ValueError, match="recalibrate is a share"):
         finalists(values, recalibrate=1.5)
+
+
+def test_widened_intervals_keep_their_centre_and_grow_by_the_factor() -> None:
+    values = {"a": {1: 0.80, 2: 0.82, 3: 0.81}, "b": {1: 0.70, 2: 0.73, 3: 0.71}}
+    plain, _ = finalists(values)
+    wide, _ = finalists(values, widen=1.2)
+    for p, w in zip(plain, wide, strict=True):
+        assert w.mean == p.mean and w.p_best == p.p_best
+        assert (w.high - w.low) == pytest.approx(1.2 * (p.high - p.low))
+        assert (w.low + w.high) / 2 == pytest.approx((p.low + p.high) / 2)
+    assert (wide[1].gap_high - wide[1].gap_low) == pytest.approx(1.2 * (plain[1].gap_high - plain[1].gap_low))
