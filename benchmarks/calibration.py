@@ -128,13 +128,11 @@ def reliability(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gap_interval_coverage": share("gap_covered"), "mean_interval_coverage": share("mean_covered")}
 
 
-def fit_recalibration(runs: list[dict[str, Any]], truth: Callable[[str], float],
-                      seed_effect: Callable[[int], float]) -> dict[str, Any]:
+def fit_recalibration(judged: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
     """The share of P(best) to spread evenly over a study's finalists (`SHARES`) that calibrates
-    best: the shrunk P(best) recalibrated by each share, its ECE on the even-numbered studies (fitted
-    on) and on the odd ones (checked on); the share with the least ECE on the even ones."""
-    shrunk = {"selection": True, "shrink": True}
-    judged = [(run["seed"], judge(run, truth, seed_effect, shrunk)) for run in runs]
+    best, from each study's seed and its finalists judged with the shrunk P(best) (`judge`): that
+    P(best) recalibrated by each share, its ECE on the even-numbered studies (fitted on) and on the
+    odd ones (checked on); the share with the least ECE on the even ones."""
     found = []
     for share in SHARES:
         halves: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
@@ -229,11 +227,12 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m benchmarks.calibration " + " ".join(sys.argv[1:] if argv is None else argv),
         "table": str(args.table), "studies": len(runs), "methods": sorted({r["method"] for r in runs}),
         "machine": machine(), "variants": {}}
+    judged = {name: [(int(run["seed"]), judge(run, table.true_final, seed_effect, variant)) for run in runs]
+              for name, variant in VARIANTS.items()}
     for name, variant in VARIANTS.items():
-        rows = [row for run in runs for row in judge(run, table.true_final, seed_effect, variant)]
-        report["variants"][name] = {**variant, **reliability(rows)}
-    report["recalibration"] = fit_recalibration(runs, table.true_final, seed_effect)
-    unwidened = [row for run in runs for row in judge(run, table.true_final, seed_effect, VARIANTS["new_seeds"])]
+        report["variants"][name] = {**variant, **reliability([row for _, rows in judged[name] for row in rows])}
+    report["recalibration"] = fit_recalibration(judged["new_seeds_shrunk"])
+    unwidened = [row for _, rows in judged["new_seeds"] for row in rows]
     report["interval_scales"] = {"scales": interval_scales(unwidened), "study_scale": WIDEN}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

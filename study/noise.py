@@ -13,14 +13,13 @@ with `shrink`, around means shrunk towards their average by how much of their sp
 explains (empirical Bayes: finalists are chosen for being alike, and a flat prior reads their
 spread as all real). With `widen`, the intervals are that much wider than the fit's t
 intervals: the fit assumes one noise for every finalist, and real curves' spreads differ (the
-study widens them by `WIDEN`, measured on the benchmark's replays). With `recalibrate`, that
-share of the probability is then spread evenly
-over the finalists: the model (normal noise of one spread for every finalist, a few seeds) is
-surer than fresh noise bears out, by a share measured on the benchmark's replays
-(`RECALIBRATION`, benchmarks/calibration.py). With one new seed each, or one finalist, nothing is measured and the
-fields are None.
+study widens them by `WIDEN`). With `recalibrate`, that share of the probability is then spread
+evenly over the finalists: the model (normal noise of one spread for every finalist, a few
+seeds) is surer than fresh noise bears out (the study spreads `RECALIBRATION`). Both were
+measured on the benchmark's replays (benchmarks/calibration.py). With one new seed each, or one
+finalist, nothing is measured and the fields are None.
 
-Pure functions of plain values (scipy is imported when called).
+Pure functions of plain values (scipy is imported when called; study.keys is standard library only).
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from study.keys import sign as direction
 
 CONFIDENCE = 0.95
 DRAWS = 20_000
@@ -182,7 +183,7 @@ def finalists(values: Mapping[str, Mapping[int, float]], mode: str = "max", conf
         whole = two_way(values)
         sd, df = whole.sd, whole.df
     noise = Noise(sd, df, True)
-    sign = 1.0 if mode == "max" else -1.0  # study.keys.sign (this module imports nothing of the study)
+    sign = direction(mode)
     means = dict(zip(fit.keys, fit.means, strict=True))
     index = {k: i for i, k in enumerate(fit.keys)}
     order = sorted(fresh, key=lambda k: (-sign * means[k], k))

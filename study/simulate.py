@@ -70,7 +70,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
     max_t, budget = record.max_epochs, search_budget(record.space.study)
     trials: list[Trial] = []
-    order_: list[tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []
     events: list[tuple[float, int, int]] = []  # (simulated time, start order, epoch)
     ids = itertools.count()
     spent = 0
@@ -89,14 +89,14 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
     for _ in range(workers):
         if len(trials) >= record.expected_trials() or not start(0.0):
             break
-    while events and (budget is None or spent < budget) and (order is None or len(order_) < len(order)):
-        now, index, epoch = heapq.heappop(events) if order is None else _take(events, order[len(order_)])
+    while events and (budget is None or spent < budget) and (order is None or len(taken) < len(order)):
+        now, index, epoch = heapq.heappop(events) if order is None else _take(events, order[len(taken)])
         trial = trials[index]
         cfg = TrialConfig.from_dict(settings(trial.config))
         result = {**replayed(cfg, epoch, table), EPOCH: epoch, "training_iteration": epoch}
         trial.results.append(result)
         trial.epochs = epoch
-        order_.append((index, epoch))
+        taken.append((index, epoch))
         spent += 1
         decision = scheduler.on_trial_result(None, trial, result)
         searcher.on_trial_result(trial.trial_id, result)
@@ -110,7 +110,7 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
             heapq.heappush(events, (now + epoch_s, index, epoch + 1))
     if events:  # the budget ran out: the trials still running are PRUNED, as Tune's path does
         searchers.prune_unfinished(record.stores.optuna_storage, record.name)
-    return Simulated(trials, order_)
+    return Simulated(trials, taken)
 
 
 def _take(events: list[tuple[float, int, int]], wanted: tuple[int, int]) -> tuple[float, int, int]:
