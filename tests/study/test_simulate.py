@@ -153,7 +153,8 @@ def test_with_a_condition_a_budget_and_the_ending_the_simulation_decides_as_tune
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "study.run", "--quiet", "--space", str(tmp_path / "space.yaml"),
                            "--name", "tune", "--out", str(tmp_path / "runs"), "--trainable", "replay",
-                           "--replay-table", TABLE, "--replay-epoch-s", "0", "--concurrency", str(workers), "--seed", "3",
+                           "--replay-table", TABLE, "--replay-epoch-s", "0" if workers == 1 else "0.2",  # in step: interleaved
+                           "--concurrency", str(workers), "--seed", "3",
                            "--no-baselines", "--no-test", "--no-report"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
