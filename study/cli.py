@@ -54,7 +54,9 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
           f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}{then}; "
           f"folder {rec.folder}", flush=True)
     execution.set_ray_env()
-    _, queue = execution.open_tracking(rec, resume=opts.resume)
+    from study import tracking
+
+    queue = tracking.start(rec, resume=opts.resume)
     import ray
 
     started = execution.init_ray(rec.resources)  # a caller's own Ray is left running
@@ -77,8 +79,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 
     # What the study found and where it is come first; then the wait for MLflow, if any.
     tracker = queue.tracker
-    front = (finish.FRONT_TAG, summary["objectives"][1][0]) if summary.get("front") is not None else None
-    print_summary(summary, tracker.runs_url(finish.RANK_METRIC, front) if tracker.parent_run_id else None)
+    front = (tracking.FRONT_TAG, summary["objectives"][1][0]) if summary.get("front") is not None else None
+    print_summary(summary, tracker.runs_url(tracking.RANK_METRIC, front) if tracker.parent_run_id else None)
     rec, healthy = _settle(rec, queue, searched, interrupted=False)
     if opts.confirm_seeds:
         from study.phases.confirm import run_confirmation
@@ -92,10 +94,10 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 
 
 def _settle(rec: StudyRecord, queue: Any, searched: Any, interrupted: bool) -> tuple[StudyRecord, bool]:
-    from study import execution
+    from study import tracking
 
     analysis = searched.analysis if searched is not None else None
-    rec, drained = execution.settle_tracking(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
+    rec, drained = tracking.settle(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
     rec.save()
     return rec, drained
 

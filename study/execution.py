@@ -1,16 +1,13 @@
-"""Execution: Ray start-up, the trainable with its resources, Tuner building, evaluation tasks.
-
-Shared by the search and the confirmation phases; knows nothing of either.
+"""Execution: Ray start-up, the trainable with its resources, Tune's configs and the Tuner,
+checkpoints and test tasks. Ray and Tune only (MLflow is `study.tracking`); shared by the search
+and the confirmation phases, it knows nothing of either.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -99,7 +96,7 @@ def tune_configs(record: StudyRecord, name: str, search_alg: Any, num_samples: i
     the callbacks that keep Tune's result files and the study's MLflow runs."""
     from ray import tune
 
-    from study.tracking import TrialRunsCallback
+    from study.tracking.callback import TrialRunsCallback
 
     tune_config = tune.TuneConfig(
         metric=record.metric, mode=record.mode, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
@@ -120,6 +117,12 @@ def callbacks(*extra: Any) -> list[Any]:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     return [JsonLoggerCallback(), CSVLoggerCallback(), *extra]
+
+
+def best_checkpoint(analysis: Any, trial: Any, metric: str, mode: str) -> Any | None:
+    """A trial's best checkpoint by the metric, else its latest; None if it never saved one
+    (e.g. a trial that failed in its first epoch)."""
+    return analysis.get_best_checkpoint(trial, metric, mode) or analysis.get_last_checkpoint(trial)
 
 
 def trial_name(trial: Any) -> str:
@@ -190,86 +193,3 @@ def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], 
     refs = {trial_id: task.remote(config, checkpoint, **extra) for trial_id, (config, checkpoint) in jobs.items()}
     results = dict(zip(refs, ray.get(list(refs.values())), strict=True))
     return {trial_id: {k: metrics[k] for k in TEST_METRICS} for trial_id, metrics in results.items()}
-
-
-# ---------------------------------------------------------------- MLflow, through the study's queue
-
-
-def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
-    """Tags, params and artifacts of the study's parent MLflow run."""
-    space = record.space
-    tags = {"study": record.name, "space": space.name, "dataset": str(space.constants.get("dataset", "synthetic")),
-            "searcher": str(record.settings["searcher"]), "policy": str(record.settings["policy"]),
-            "git_revision": str(record.extra.get("git_revision", "unknown")),
-            **{f"version.{k}": v for k, v in record.extra.get("versions", {}).items()}}
-    params = {**{f"setting.{k}": v for k, v in record.settings.items()},
-              **{f"study.{k}": v for k, v in dataclasses.asdict(space.study).items()}}
-    artifacts = {"study.json": json.dumps(record.to_json(), indent=2)}
-    return tags, params, artifacts
-
-
-def open_tracking(record: StudyRecord, resume: bool) -> tuple[Any, Any]:
-    """The study's MLflow tracker and queue; the parent run is created (or reopened) first in the
-    queue, and the record saved with its ids once it exists."""
-    from study.tracking import QUEUES, MlflowQueue, Tracker
-
-    tracker = Tracker.of_record(record)
-    queue = MlflowQueue(tracker, fresh=not resume)
-    QUEUES[record.name] = queue
-
-    def parent() -> None:
-        if resume and tracker.parent_run_id is not None:
-            tracker.reopen()
-            return
-        tracker.start(*parent_payload(record))
-        dataclasses.replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id).save()
-
-    queue.put(parent)
-    return tracker, queue
-
-
-def settle_tracking(record: StudyRecord, queue: Any, analysis: Any | None, interrupted: bool,
-                    wait_s: float) -> tuple[StudyRecord, bool]:
-    """Queues `sync` (MLflow made true to Tune's saved experiment `analysis`, if given), waits up
-    to `wait_s` for the queue; returns the record with the MLflow ids it now has, and whether
-    every queued call was sent."""
-    from study.tracking import sync
-
-    tracker = queue.tracker
-    if analysis is not None:
-
-        def settle() -> None:
-            sent = sync(tracker, list(analysis.trials), analysis.trial_dataframes, record.max_epochs, interrupted,
-                        book=queue.runs)
-            if sent:
-                print(f"MLflow: {sent} epoch(s) missing from the trials' runs were sent from Tune's results",
-                      flush=True)
-
-        queue.put(settle)
-    drained = queue.drain(min(wait_s, 0.5))
-    if not drained:
-        print(f"Waiting up to {wait_s:.0f} s for MLflow at {tracker.tracking_uri} to take {queue.pending()} queued "
-              "call(s) (RRA_MLFLOW_WAIT_S sets the wait; Ctrl-C skips it: Tune's storage keeps everything, and "
-              f"`python -m study.report --name {record.name}` sends it later) ...", flush=True)
-        try:
-            drained = queue.drain(wait_s)
-        except KeyboardInterrupt:
-            print("MLflow wait skipped.", file=sys.stderr, flush=True)
-    if not drained:
-        print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
-              "are kept in Tune's storage and are sent to MLflow by the next resume or report "
-              f"(python -m study.report --name {record.name})", file=sys.stderr)
-    close_tracking(record, queue)
-    ids = {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id}
-    return dataclasses.replace(record, **ids), drained
-
-
-def close_tracking(record: StudyRecord, queue: Any) -> None:
-    """Stops the queue's thread (what it still holds is sent by the next resume or report, from
-    Tune's results) and forgets it, so that a process running many studies keeps no thread and
-    no queue per study."""
-    from study.tracking import QUEUES
-
-    queue.close(0)
-    if QUEUES.get(record.name) is queue:
-        del QUEUES[record.name]

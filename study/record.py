@@ -12,7 +12,9 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import subprocess
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -319,3 +321,29 @@ def _comparable(key: str, value: Any) -> Any:
     if key in ("data_dir", "storage") and value is not None and "://" not in str(value):
         return str(Path(str(value)).expanduser().resolve())
     return value
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def git_revision() -> str:
+    """The checkout's commit (with -dirty when it has changes), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return rev or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a study's numbers depend on."""
+    out = {}
+    for name in ("torch", "torchvision", "ray", "optuna", "mlflow", "pandas", "pyarrow", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+

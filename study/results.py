@@ -5,8 +5,8 @@ Read from Tune's saved experiment (the record the trials wrote, local or remote 
 trial's history as its final attempt left it (study.history), with its searched values,
 resolved TrialConfig (``config.`` columns), how it ended, and the test accuracy the study
 measured (from summary.json). The summary's ranking is the study's ranking
-(`StudyResults.ranking`); `mlflow_disagreements` checks the table against the study's MLflow
-runs, so a report says whether the two records agree.
+(`StudyResults.ranking`); `study.tracking.disagreements` checks the table against the study's
+MLflow runs, so a report says whether the two records agree.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class StudyResults:
 
 def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
     """One row per trial per epoch from Tune's saved experiment (an ExperimentAnalysis)."""
-    from study.tracking import trial_params
+    from study.tracking.client import trial_params
 
     frames = analysis.trial_dataframes
     tested = tested or {}
@@ -189,34 +189,3 @@ def save_table(table: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
     return path
-
-
-def mlflow_disagreements(record: StudyResults, tracker: Any) -> list[str]:
-    """Differences between the table and the study's MLflow child runs (empty: they agree).
-
-    Compares, per trial, that there is exactly one run, its outcome tag, and the metric's value
-    at every epoch.
-    """
-    runs: dict[str, list[Any]] = {}
-    for run in tracker.child_runs():
-        runs.setdefault(run.data.tags.get("tune_trial_id", ""), []).append(run)
-    problems = []
-    metric = record.metric
-    kinds = set(record.table["kind"])
-    for trial_id, rows in record.table.groupby("trial_id", sort=False):
-        found = runs.get(str(trial_id), [])
-        name = rows["name"].iloc[0]
-        if len(found) != 1:
-            problems.append(f"{name}: {len(found)} MLflow runs")
-            continue
-        run = found[0]
-        if run.data.tags.get("outcome") != rows["outcome"].iloc[0]:
-            problems.append(f"{name}: outcome {run.data.tags.get('outcome')} in MLflow, {rows['outcome'].iloc[0]} here")
-        history = {int(m.step): m.value for m in tracker.client.get_metric_history(run.info.run_id, metric)}
-        ours = {int(e): v for e, v in zip(rows["epoch"], rows[metric], strict=True) if pd.notna(e)}
-        if set(history) != set(ours) or any(abs(history[e] - ours[e]) > 1e-9 for e in ours):
-            problems.append(f"{name}: {metric} per epoch differs from MLflow")
-    extra = [t for t, found in runs.items() if t not in set(record.table["trial_id"]) and
-             any(r.data.tags.get("kind") in kinds for r in found)]
-    problems += [f"MLflow run of unknown trial {t}" for t in extra]
-    return problems

@@ -73,7 +73,7 @@ def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     the training only: the validation split keeps the study's `split_seed`."""
     import ray
 
-    from study import execution, summary
+    from study import execution, summary, tracking
     from study.results import CONFIRM_FILE, save_table
 
     done = summary.load(record.folder)
@@ -88,12 +88,12 @@ def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
           f"{record.max_epochs} epochs, no early stopping", flush=True)
     execution.set_ray_env()
     started = execution.init_ray(record.resources)
-    _, queue = execution.open_tracking(record, resume=True)
+    queue = tracking.start(record, resume=True)
     try:
         table, _ = reruns.run(record, f"{record.name}-confirm", record.confirm_path, configs, test=True)
     finally:
         queue.put(lambda: queue.tracker.finish("FINISHED"))
-        execution.settle_tracking(record, queue, None, False, wait_s=60)
+        tracking.settle(record, queue, None, False, wait_s=60)
         if started:
             ray.shutdown()
     table.insert(0, "study", record.name)

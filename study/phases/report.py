@@ -24,7 +24,7 @@ REPORT_DIR = "report"
 def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, mlflow: bool = True) -> Path:
     """Writes STUDY/report/ (tables, plots, report.md, report.html); returns the HTML path.
 
-    With `mlflow`, MLflow is first made true to Tune's results (`study.tracking.sync`: what an
+    With `mlflow`, MLflow is first made true to Tune's results (`study.tracking.reconnect`: what an
     outage kept from it is sent now), then checked against them, and the report is logged to
     the parent run.
     """
@@ -37,7 +37,11 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     figures = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     save_table(results.table, out / "trials.parquet")
-    tracker = _tracker(results) if mlflow else None
+    tracker = None
+    if mlflow:
+        from study import tracking
+
+        tracker = tracking.reconnect(results)
     doc = Document(f"Ablation report: {record.name}")
     facts: dict[str, Any] = {"study": record.name, "metric": record.metric}
     _overview(doc, results, tracker, facts)
@@ -69,8 +73,7 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     html_path.write_text(doc.html())
     (out / "report.json").write_text(json.dumps(_plain(facts), indent=2, allow_nan=False))
     if tracker is not None:
-        tracker.client.log_artifacts(tracker.parent_run_id, str(out), REPORT_DIR)
-        tracker.client.set_tag(tracker.parent_run_id, "report", f"{REPORT_DIR}/report.html")
+        tracking.log_report(tracker, str(out), REPORT_DIR)
     return html_path
 
 
@@ -89,29 +92,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
-
-
-def _tracker(results: Any) -> Any:
-    """The study's tracker, after MLflow was made true to Tune's results."""
-    from study.tracking import Tracker, sync
-
-    tracker = Tracker.of_record(results.record)
-    if tracker.parent_run_id is None:  # MLflow never answered during the study
-        from study.execution import parent_payload
-
-        tracker.start(*parent_payload(results.record))
-        import dataclasses
-
-        dataclasses.replace(results.record, experiment_id=tracker.experiment_id,
-                            parent_run_id=tracker.parent_run_id).save()
-    analysis = results.analysis
-    sync(tracker, list(analysis.trials), analysis.trial_dataframes, results.record.max_epochs, interrupted=False)
-    if results.summary and tracker.client.get_run(tracker.parent_run_id).info.status == "RUNNING":
-        # the study finished while MLflow did not answer: its end is recorded now
-        from study.phases.finish import log_best
-
-        log_best(tracker, results.record, analysis, results.summary)
-    return tracker
 
 
 # ---------------------------------------------------------------- sections
@@ -196,7 +176,7 @@ def _stopped(per_trial: Any, policy: str, study: Any, milestones: list[int]) -> 
 
 def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
     from study.analysis import rungs, searched, trials
-    from study.results import mlflow_disagreements
+    from study.tracking import disagreements
 
     space, table = record.space, record.table
     per_trial = trials(searched(table))
@@ -214,7 +194,7 @@ def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> Non
              "period and the reduction factor, and max_t).")
     if tracker is None:
         return
-    problems = mlflow_disagreements(record, tracker)
+    problems = disagreements(record, tracker)
     facts["mlflow_disagreements"] = problems
     if problems:
         doc.warn(f"The MLflow runs disagree with Tune's results on {len(problems)} point(s): "

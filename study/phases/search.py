@@ -43,7 +43,7 @@ class Searched:
 
 def start(record: StudyRecord) -> StudyRecord:
     """Writes a new study's record (its folder, the space copy); nothing runs yet."""
-    from study.tracking import git_revision, library_versions
+    from study.record import git_revision, library_versions
 
     record = dataclasses.replace(record, extra={"git_revision": git_revision(), "versions": library_versions()})
     record.folder.mkdir(parents=True, exist_ok=True)

@@ -264,7 +264,7 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
         # four studies ran in this process: none left Tune's pending-trials limit set for the next,
         # nor its MLflow queue and thread behind
         assert os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") == pending
-        from study.tracking import QUEUES
+        from study.tracking.callback import QUEUES
 
         assert not QUEUES
         for thread in [t for t in threading.enumerate() if t.name == "mlflow-queue"]:

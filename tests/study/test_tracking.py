@@ -96,7 +96,8 @@ def test_only_an_unreachable_server_is_worth_retrying(error: Exception, retry: b
 def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from study.tracking import QUEUES, TrialRunsCallback
+    from study.tracking import TrialRunsCallback
+    from study.tracking.callback import QUEUES
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", (tmp_path / "art").as_uri())
     tracker.start({}, {}, {})
