@@ -102,7 +102,6 @@ def searcher_section(sizes: list[int], slots: int, max_epochs: int) -> dict[str,
         with tempfile.TemporaryDirectory() as tmp:
             storage = f"sqlite:///{tmp}/optuna.db"
             if wiring == "project":
-                searchers.CONCURRENCY["scale"] = slots
                 searcher = searchers.FidelitySearcher(space, storage, "scale", "tpe", 0, baselines=False)
             else:
                 searcher = searchers.stock_optuna_search(space, storage, "scale", 0)

@@ -15,10 +15,6 @@ from typing import Any
 
 from ray.tune import Stopper
 
-# study name -> {trial id: epochs reached} of its saved experiment, set by the search phase of
-# this process before Tune runs (a restored Tuner brings back the stopper it was started with).
-REACHED: dict[str, dict[str, int]] = {}
-
 
 def reached(analysis: Any) -> dict[str, int]:
     """The epochs each trial of a saved experiment (a Tune ExperimentAnalysis) had reached."""
@@ -35,7 +31,12 @@ class EpochBudget(Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if self._reached is None:
-            self._reached = dict(REACHED.get(self.study, {}))
+            # the epochs of the saved experiment, from the study's session in this process (a
+            # restored Tuner brings back the stopper it was started with)
+            from study.session import active
+
+            session = active(self.study)
+            self._reached = dict(session.reached) if session is not None else {}
             self.spent = sum(self._reached.values())
         epoch = int(result.get("training_iteration", 0) or 0)
         before = self._reached.get(trial_id, 0)

@@ -8,17 +8,12 @@ a typo answers about as fast as `--help`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from study.errors import StudyInputError
 from study.options import StudyOptions, non_negative_int, parse_options, positive_int
 from study.record import StudyRecord
-
-# How long the end of a study waits for MLflow to take the calls still queued (a hung server
-# does not hold the study longer; what is left is sent by the next resume or report).
-MLFLOW_WAIT_S = float(os.environ.get("RRA_MLFLOW_WAIT_S", "60"))
 
 
 def resolve(opts: StudyOptions) -> StudyRecord:
@@ -36,7 +31,7 @@ def resolve(opts: StudyOptions) -> StudyRecord:
 def run_study(opts: StudyOptions) -> dict[str, Any]:
     """Runs (or resumes) a study; returns its summary."""
     rec = resolve(opts)
-    from study import execution, preflight
+    from study import preflight
     from study.phases import finish, search
 
     preflight.check_storage(rec.stores.storage_path)
@@ -53,53 +48,34 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     print(f"study {rec.name}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
           f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}{then}; "
           f"folder {rec.folder}", flush=True)
-    execution.set_ray_env()
-    from study import tracking
-
-    queue = tracking.start(rec, resume=opts.resume)
-    import ray
-
-    started = execution.init_ray(rec.resources)  # a caller's own Ray is left running
-    searched = None
-    try:
-        searched = search.run(rec, queue)
-        if searched.interrupted:
-            raise KeyboardInterrupt
-        summary = finish.finish(rec, searched.analysis, queue)
-    except BaseException as err:
-        queue.put(lambda: queue.tracker.finish("KILLED"))
-        _settle(rec, queue, searched, interrupted=True)
-        if started:
-            ray.shutdown()
-        if isinstance(err, KeyboardInterrupt):
-            print(f"interrupted; continue with: python -m study.run --name {rec.name} --out {rec.folder.parent} "
-                  "--resume", file=sys.stderr)
-        raise
+    from study.session import StudySession
     from study.summary import print_summary
+    from study.tracking import FRONT_TAG, RANK_METRIC
 
-    # What the study found and where it is come first; then the wait for MLflow, if any.
-    tracker = queue.tracker
-    front = (tracking.FRONT_TAG, summary["objectives"][1][0]) if summary.get("front") is not None else None
-    print_summary(summary, tracker.runs_url(tracking.RANK_METRIC, front) if tracker.parent_run_id else None)
-    rec, healthy = _settle(rec, queue, searched, interrupted=False)
-    if opts.confirm_seeds:
-        from study.phases.confirm import run_confirmation
+    try:
+        with StudySession(rec, resume=opts.resume) as session:
+            searched = search.run(session)
+            session.analysis = searched.analysis
+            if searched.interrupted:
+                raise KeyboardInterrupt
+            assert session.queue is not None
+            summary = finish.finish(rec, searched.analysis, session.queue)
+            # What the study found and where it is come first; then the wait for MLflow, if any.
+            tracker = session.queue.tracker
+            front = (FRONT_TAG, summary["objectives"][1][0]) if summary.get("front") is not None else None
+            print_summary(summary, tracker.runs_url(RANK_METRIC, front) if tracker.parent_run_id else None)
+            healthy = session.settle(searched.analysis)
+            if opts.confirm_seeds:  # in the same Ray
+                from study.phases.confirm import run_confirmation
 
-        run_confirmation(rec, opts.confirm_seeds)
-    if started:
-        ray.shutdown()
+                run_confirmation(session.record, opts.confirm_seeds)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: python -m study.run --name {rec.name} --out {rec.folder.parent} "
+              "--resume", file=sys.stderr)
+        raise
     if opts.report:
-        report_or_warn(rec, mlflow=healthy)
+        report_or_warn(session.record, mlflow=healthy)
     return summary
-
-
-def _settle(rec: StudyRecord, queue: Any, searched: Any, interrupted: bool) -> tuple[StudyRecord, bool]:
-    from study import tracking
-
-    analysis = searched.analysis if searched is not None else None
-    rec, drained = tracking.settle(rec, queue, analysis, interrupted, MLFLOW_WAIT_S)
-    rec.save()
-    return rec, drained
 
 
 def report_or_warn(rec: StudyRecord, mlflow: bool) -> None:

@@ -89,14 +89,13 @@ def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
 
 
 def tune_configs(record: StudyRecord, name: str, search_alg: Any, num_samples: int, concurrency: int | None,
-                 checkpoint_config: Any, scheduler: Any = None, stop: Any = None, verbose: int = 0,
+                 checkpoint_config: Any, tracking: Any, scheduler: Any = None, stop: Any = None, verbose: int = 0,
                  reporter: Any = None) -> tuple[Any, Any]:
     """Tune's TuneConfig and RunConfig of an experiment of the study (the search, or the
     confirmation): the study's metric and mode, trial names and folders, storage, retries, and
-    the callbacks that keep Tune's result files and the study's MLflow runs."""
+    the callbacks that keep Tune's result files and (`tracking`, study.tracking's Tune callback)
+    the study's MLflow runs."""
     from ray import tune
-
-    from study.tracking.callback import TrialRunsCallback
 
     tune_config = tune.TuneConfig(
         metric=record.metric, mode=record.mode, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
@@ -106,7 +105,7 @@ def tune_configs(record: StudyRecord, name: str, search_alg: Any, num_samples: i
         name=name, storage_path=record.stores.storage_path, stop=stop,
         failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
         checkpoint_config=checkpoint_config,
-        callbacks=callbacks(TrialRunsCallback(record.name, record.max_epochs)), verbose=verbose,
+        callbacks=callbacks(tracking), verbose=verbose,
         progress_reporter=reporter)
     return tune_config, run_config
 

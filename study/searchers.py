@@ -46,9 +46,13 @@ def _sampler(kind: str, seed: int) -> Any:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
-# Trials at once, per study, as this run of the driver says (--concurrency may change on
-# --resume, but Tune restores the TuneConfig it pickled): the searcher reads its limit here.
-CONCURRENCY: dict[str, int | None] = {}
+def _concurrency(study: str) -> int | None:
+    """Trials at once as this run of the driver says (its session's; --concurrency may change on
+    --resume, but Tune restores the TuneConfig it pickled); None: no limit of the searcher's own."""
+    from study.session import active
+
+    session = active(study)
+    return None if session is None else session.concurrency
 
 
 class FidelitySearcher(Searcher):
@@ -164,7 +168,7 @@ class FidelitySearcher(Searcher):
         return optuna.trial.TrialState.FAIL if self.multi and state == optuna.trial.TrialState.PRUNED else state
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        limit = CONCURRENCY.get(self.study_name)
+        limit = _concurrency(self.study_name)
         if limit is not None and len(self.live) >= limit:
             return None  # Tune asks again when a trial ends
         self.live.add(trial_id)

@@ -53,20 +53,29 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
     `replay_table`) in simulated time. `order`: the results in the order another run of the study
     received them ((trial index in start order, epoch), e.g. a Tune run's, `results_order`), taken
     in that order rather than by simulated time; a ValueError if one of them is not due."""
-    from study import searchers
-    from study.phases.finalists import search_budget
-    from study.policies import load_policy
     from study.preflight import check_replay
-    from trainables.config import TrialConfig, settings
-    from trainables.replay import replayed
+    from study.session import StudySession
 
     table = record.settings.get("replay_table")
     if record.settings.get("trainable") != "replay" or not table:
         raise ValueError("a simulated study replays a curve table (trainable replay, replay_table)")
     check_replay(record.settings, record.space.study)  # as study.run checks it
+    # the searcher's limit of trials at once is the session's, as in a study under Tune
+    with StudySession(record, services=False, concurrency=workers):
+        return _search(record, workers, epoch_s, order, str(table))
+
+
+def _search(record: StudyRecord, workers: int, epoch_s: float, order: Sequence[tuple[int, int]] | None,
+            table: str) -> Simulated:
+    """`simulate`'s search, in the study's session."""
+    from study import searchers
+    from study.phases.finalists import search_budget
+    from study.policies import load_policy
+    from trainables.config import TrialConfig, settings
+    from trainables.replay import replayed
+
     policy = load_policy(str(record.settings["policy"]))
     searcher, scheduler = policy.build(record)
-    searchers.CONCURRENCY[record.name] = workers
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
     max_t, budget = record.max_epochs, search_budget(record.space.study)
     trials: list[Trial] = []

@@ -71,10 +71,9 @@ def confirmation_configs(record: StudyRecord, best: dict[str, Any], seeds: list[
 def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     """Runs (or continues) the confirmation of a finished study; returns its table. Seeds vary
     the training only: the validation split keeps the study's `split_seed`."""
-    import ray
-
-    from study import execution, summary, tracking
+    from study import summary
     from study.results import CONFIRM_FILE, save_table
+    from study.session import StudySession
 
     done = summary.load(record.folder)
     if done is None:
@@ -86,16 +85,11 @@ def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     configs = confirmation_configs(record, values, reruns.seeds(record, n_seeds))
     print(f"confirmation of {best['name']}: {len(configs)} runs ({n_seeds} seed(s) each), "
           f"{record.max_epochs} epochs, no early stopping", flush=True)
-    execution.set_ray_env()
-    started = execution.init_ray(record.resources)
-    queue = tracking.start(record, resume=True)
-    try:
-        table, _ = reruns.run(record, f"{record.name}-confirm", record.confirm_path, configs, test=True)
-    finally:
-        queue.put(lambda: queue.tracker.finish("FINISHED"))
-        tracking.settle(record, queue, None, False, wait_s=60)
-        if started:
-            ray.shutdown()
+    with StudySession(record, resume=True) as session:
+        try:
+            table, _ = reruns.run(record, f"{record.name}-confirm", record.confirm_path, configs, test=True)
+        finally:
+            session.settle(status="FINISHED")
     table.insert(0, "study", record.name)
     save_table(table, record.folder / CONFIRM_FILE)
     return table

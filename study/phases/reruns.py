@@ -44,10 +44,12 @@ def run(record: StudyRecord, experiment: str, path: str, trial_configs: list[dic
     from study import execution
     from study.results import trials_table
     from study.searchers import FixedConfigs
+    from study.tracking import TrialRunsCallback
 
     tune_config, run_config = execution.tune_configs(
         record, experiment, FixedConfigs(trial_configs, record.metric, record.mode), len(trial_configs),
-        execution.concurrency(record.resources), tune.CheckpointConfig(num_to_keep=1))
+        execution.concurrency(record.resources), tune.CheckpointConfig(num_to_keep=1),
+        TrialRunsCallback(record.name, record.max_epochs))
     with execution.trials_without_results():
         results = execution.tuner(path, execution.trainable(record), tune_config, run_config).fit()
     tested: dict[str, dict[str, float]] = {}

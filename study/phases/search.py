@@ -13,6 +13,7 @@ from typing import Any
 from study import execution
 from study.keys import PARAMS, SHORT_NAMES
 from study.record import SPACE_COPY, StudyRecord
+from study.session import StudySession
 
 PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
 
@@ -53,30 +54,33 @@ def start(record: StudyRecord) -> StudyRecord:
     return record
 
 
-def run(record: StudyRecord, queue: Any) -> Searched:
+def run(session: StudySession) -> Searched:
     """Runs (or continues) the study's trials; returns Tune's saved experiment."""
     from ray import tune
 
     from study import budget, searchers
     from study.phases.finalists import search_budget
     from study.policies import load_policy
+    from study.tracking import TrialRunsCallback
 
+    record = session.record
     res = record.resources
     policy = load_policy(str(record.settings["policy"]))
     searcher, scheduler = policy.build(record)
     # The project's searchers limit concurrency themselves, from this run's flags (a restored
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
-    limit = searchers.CONCURRENCY[record.name] = execution.concurrency(res)
+    limit = session.concurrency
     own = isinstance(searcher, searchers.FidelitySearcher)
     epochs = search_budget(record.space.study)  # the budget less the finalists' re-runs
     if epochs is not None:
         restoring = tune.Tuner.can_restore(record.tune_path)
-        budget.REACHED[record.name] = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
+        session.reached = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
     tune_config, run_config = execution.tune_configs(
         record, record.name, searcher, record.expected_trials(), None if own else limit,
         # The best checkpoints by the study's metric, and always the latest (to resume from).
         tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
                               checkpoint_score_order=record.mode),
+        TrialRunsCallback(record.name, record.max_epochs),
         scheduler=scheduler, stop=None if epochs is None else budget.EpochBudget(record.name, epochs),
         verbose=res.verbose, reporter=_reporter(record) if res.verbose else None)
     fn = execution.trainable(record, decisions=policy.rungs(record.space.study))

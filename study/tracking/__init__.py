@@ -19,7 +19,6 @@ from study.tracking.client import PARENT_TAG, Tracker
 from study.tracking.parent import (
     FRONT_TAG,
     RANK_METRIC,
-    close,
     disagreements,
     log_best,
     log_report,
@@ -31,6 +30,5 @@ from study.tracking.parent import (
 from study.tracking.queue import MlflowQueue, unreachable
 from study.tracking.sync import sync
 
-__all__ = ["FRONT_TAG", "PARENT_TAG", "RANK_METRIC", "MlflowQueue", "Tracker", "TrialRunsCallback", "close",
-           "disagreements", "log_best", "log_report", "parent_payload", "reconnect", "settle", "start", "sync",
-           "unreachable"]
+__all__ = ["FRONT_TAG", "PARENT_TAG", "RANK_METRIC", "MlflowQueue", "Tracker", "TrialRunsCallback", "disagreements",
+           "log_best", "log_report", "parent_payload", "reconnect", "settle", "start", "sync", "unreachable"]

@@ -1,5 +1,5 @@
 """The verbs the phases call on a study's MLflow record: open the parent run and the queue,
-settle and close them, log the best trial and the report, reconnect a report to a study whose
+settle them, log the best trial and the report, reconnect a report to a study whose
 MLflow fell behind, and check MLflow against the study's table."""
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any],
 def start(record: StudyRecord, resume: bool) -> MlflowQueue:
     """The study's MLflow queue (its tracker: `queue.tracker`); the parent run is created (or
     reopened) first in the queue, and the record saved with its ids once it exists."""
-    from study.tracking.callback import QUEUES
-
     tracker = Tracker.of_record(record)
     queue = MlflowQueue(tracker, fresh=not resume)
-    QUEUES[record.name] = queue
 
     def parent() -> None:
         if resume and tracker.parent_run_id is not None:
@@ -54,22 +51,22 @@ def start(record: StudyRecord, resume: bool) -> MlflowQueue:
     return queue
 
 
-def settle(record: StudyRecord, queue: Any, analysis: Any | None, interrupted: bool,
-                    wait_s: float) -> tuple[StudyRecord, bool]:
+def settle(record: StudyRecord, queue: MlflowQueue, analysis: Any | None, interrupted: bool,
+           wait_s: float) -> tuple[StudyRecord, bool]:
     """Queues `sync` (MLflow made true to Tune's saved experiment `analysis`, if given), waits up
-    to `wait_s` for the queue; returns the record with the MLflow ids it now has, and whether
-    every queued call was sent."""
+    to `wait_s` for the queue, then stops its thread; returns the record with the MLflow ids it
+    now has, and whether every queued call was sent."""
     tracker = queue.tracker
     if analysis is not None:
 
-        def settle() -> None:
+        def synced() -> None:
             sent = sync(tracker, list(analysis.trials), analysis.trial_dataframes, record.max_epochs, interrupted,
                         book=queue.runs)
             if sent:
                 print(f"MLflow: {sent} epoch(s) missing from the trials' runs were sent from Tune's results",
                       flush=True)
 
-        queue.put(settle)
+        queue.put(synced)
     drained = queue.drain(min(wait_s, 0.5))
     if not drained:
         print(f"Waiting up to {wait_s:.0f} s for MLflow at {tracker.tracking_uri} to take {queue.pending()} queued "
@@ -83,20 +80,9 @@ def settle(record: StudyRecord, queue: Any, analysis: Any | None, interrupted: b
         print(f"warning: MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s; the study's results "
               "are kept in Tune's storage and are sent to MLflow by the next resume or report "
               f"(python -m study.report --name {record.name})", file=sys.stderr)
-    close(record, queue)
-    ids = {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id}
-    return dataclasses.replace(record, **ids), drained
-
-
-def close(record: StudyRecord, queue: Any) -> None:
-    """Stops the queue's thread (what it still holds is sent by the next resume or report, from
-    Tune's results) and forgets it, so that a process running many studies keeps no thread and
-    no queue per study."""
-    from study.tracking.callback import QUEUES
-
-    queue.close(0)
-    if QUEUES.get(record.name) is queue:
-        del QUEUES[record.name]
+    queue.close(0)  # the thread stops; what it still held is sent by the next resume or report
+    return dataclasses.replace(record, experiment_id=tracker.experiment_id,
+                               parent_run_id=tracker.parent_run_id), drained
 
 
 def log_best(tracker: Any, record: StudyRecord, analysis: Any, result: dict[str, Any]) -> None:

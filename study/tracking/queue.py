@@ -246,3 +246,8 @@ class _RunBook:
         if error:
             self.tracker.client.set_tag(run_id, "error", error)
         self.tracker.client.set_terminated(run_id, status="FAILED" if how == ERRORED else "FINISHED")
+
+
+def snapshot(trial: Any) -> dict[str, Any]:
+    """What the queue needs of a trial, copied now (Tune keeps changing the Trial object)."""
+    return {"trial_id": trial.trial_id, "config": dict(trial.config)}

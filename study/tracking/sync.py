@@ -7,9 +7,8 @@ from typing import Any
 
 from study.history import final_attempt
 from study.keys import INTERRUPTED, outcome
-from study.tracking.callback import _snapshot
 from study.tracking.client import MAX_BATCH, Tracker, _metrics
-from study.tracking.queue import _RunBook
+from study.tracking.queue import _RunBook, snapshot
 
 
 def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs: int, interrupted: bool,
@@ -35,7 +34,7 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
         frame = frames.get(trial.trial_id)
         if trial.trial_id not in existing and (frame is None or frame.empty):
             continue  # never started: no run to make
-        run_id = book.run_id(_snapshot(trial), existing.get(trial.trial_id), reopen=False)
+        run_id = book.run_id(snapshot(trial), existing.get(trial.trial_id), reopen=False)
         history = final_attempt(frame)
         if frame is not None and not history.empty:
             rows = history.to_dict("records")
@@ -50,7 +49,7 @@ def sync(tracker: Tracker, trials: list[Any], frames: dict[str, Any], max_epochs
             # every node the trial ran on, those of attempts a retry replaced included
             nodes = [str(n) for n in frame.get("node_ip", []) if isinstance(n, str) and n]
             for node in dict.fromkeys(nodes):
-                book.node(_snapshot(trial), run_id, node)
+                book.node(snapshot(trial), run_id, node)
         last = int(history["epoch"].iloc[-1]) if not history.empty else 0
         _settle(tracker, run_id, trial, existing.get(trial.trial_id), outcome({"epoch": last}, max_epochs,
                                                                               trial.status == "ERROR"), interrupted)

@@ -262,11 +262,11 @@ def test_the_search_benchmark_scores_replayed_studies(tmp_path: Path, monkeypatc
                                 "--table", str(table), "--work", str(tmp_path / "work"), "--out", str(out), "--cpus", "2",
                                 "--engine", "tune"])
         # four studies ran in this process: none left Tune's pending-trials limit set for the next,
-        # nor its MLflow queue and thread behind
+        # nor its session and MLflow thread behind
         assert os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") == pending
-        from study.tracking.callback import QUEUES
+        from study.session import active
 
-        assert not QUEUES
+        assert all(active(f"{m}-{s}") is None for m in ("random_fifo", "random_asha") for s in range(2))
         for thread in [t for t in threading.enumerate() if t.name == "mlflow-queue"]:
             thread.join(10)
             assert not thread.is_alive()

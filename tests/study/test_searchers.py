@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -251,15 +252,15 @@ def test_the_searcher_names_the_command_line_offers_are_the_registry() -> None:
 
 
 def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: Path) -> None:
-    """--concurrency may change on --resume: the limit is read when a trial is asked for, not
-    from the pickled state a restored study brings back."""
+    """--concurrency may change on --resume: the limit is read when a trial is asked for, from
+    the study's session in this process, not from the pickled state a restored study brings back."""
     import pickle
 
-    from study.searchers import CONCURRENCY
+    from study.session import StudySession
 
     searcher = _searcher(tmp_path)  # one baseline, then sampled points
-    CONCURRENCY["contract"] = 2
-    try:
+    record: Any = SimpleNamespace(name="contract")
+    with StudySession(record, services=False, concurrency=2):
         assert searcher.suggest("b") is not None and searcher.suggest("t1") is not None
         assert searcher.suggest("t2") is None  # two running: Tune asks again later
         searcher.on_trial_complete("b", {"epoch": 3, "val_acc": 0.5})
@@ -268,10 +269,11 @@ def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: P
         restored = pickle.loads(pickle.dumps(searcher))
         restored.restore(str(tmp_path / "s.json"))
         assert restored.suggest("t3") is None  # t1 and t2 still run after the resume
-        CONCURRENCY["contract"] = 3  # resumed with --concurrency 3
+    with StudySession(record, services=False, concurrency=3):  # resumed with --concurrency 3
         assert restored.suggest("t3") is not None
-    finally:
-        CONCURRENCY.pop("contract", None)
+    assert restored.suggest("t4") is not None  # no session of the study: no limit of its own
+    with StudySession(SimpleNamespace(name="another"), services=False, concurrency=1):
+        assert restored.suggest("t5") is not None  # another study's session is not this one's
 
 
 def _accuracy_and_flops(tmp_path: Path) -> tuple[FidelitySearcher, str]:

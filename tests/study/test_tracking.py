@@ -97,12 +97,11 @@ def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from study.tracking import TrialRunsCallback
-    from study.tracking.callback import QUEUES
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", (tmp_path / "art").as_uri())
     tracker.start({}, {}, {})
-    queue = QUEUES["sync-book"] = MlflowQueue(tracker, fresh=True)
-    callback = TrialRunsCallback("sync-book", max_epochs=3)
+    queue = MlflowQueue(tracker, fresh=True)
+    callback = TrialRunsCallback("sync-book", max_epochs=3, queue=queue)
     trial = _trial("t1", "RUNNING", 0)
     callback.on_trial_start(0, [], trial)
     for epoch in (1, 2):
@@ -126,4 +125,3 @@ def test_sync_reads_back_only_the_epochs_the_queue_did_not_see_sent(
     run_id = queue.runs.runs["t1"]
     assert sorted(int(m.step) for m in original(run_id, "val_acc")) == [1, 2, 3]
     queue.close(5)
-    del QUEUES["sync-book"]
