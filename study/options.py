@@ -12,10 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.policies import POLICIES
+from study.names import POLICIES, SEARCHERS
 from trainables import names
-
-SEARCHER_NAMES = ("optuna", "random", "optuna-stock")
 
 # Flags that define a study: fixed in its record at the start; on --resume they may be
 # repeated with the recorded value, never changed. The others say where or how fast to run.
@@ -183,12 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--train-seed", type=int, metavar="N",
                      help="every trial's training seed (the space's constant `seed`, 0 unless it says); "
                           "finalists re-run with N+1, N+2, ...")
-    how.add_argument("--policy", "--scheduler", dest="policy", choices=tuple(POLICIES),
+    how.add_argument("--policy", "--scheduler", dest="policy", choices=POLICIES,
                      help="scheduler and the searcher it owns: asha stops weak trials early; hyperband: ASHA's "
                           "brackets, drawn uniformly; adaptive: brackets drawn by how well each rung's ranking "
                           "predicts the next; fifo runs every trial to the end (default: the space's "
                           "study.policy, else asha)")
-    how.add_argument("--searcher", choices=SEARCHER_NAMES,
+    how.add_argument("--searcher", choices=SEARCHERS,
                      help="optuna: TPE, ASHA-stopped trials PRUNED in Optuna; random; optuna-stock: Ray's "
                           f"OptunaSearch, for comparison ({_d('searcher')})")
     how.add_argument("--objectives", type=objectives, metavar="M:DIR,...",

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune.search import Searcher
 
+from study import names
 from study.keys import BASELINE, EPOCH, KIND, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, run_name, searched_values
 from study.spaces import SearchSpace
+from trainables.names import Registry
 
 if TYPE_CHECKING:
     from study.record import StudyRecord
@@ -443,11 +445,15 @@ def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed:
                         points_to_evaluate=list(space.enqueue) or None)
 
 
-SEARCHERS: dict[str, Callable[[SearchSpace, str, str, int], Any]] = {
-    "optuna": lambda space, storage, name, seed: FidelitySearcher(space, storage, name, "tpe", seed),
-    "random": lambda space, storage, name, seed: FidelitySearcher(space, storage, name, "random", seed),
-    "optuna-stock": stock_optuna_search,
-}
+def _fidelity(sampler: str, space: SearchSpace, storage: str, name: str, seed: int) -> FidelitySearcher:
+    return FidelitySearcher(space, storage, name, sampler, seed)
+
+
+# name (listed in study.names.SEARCHERS) -> searcher(space, Optuna storage, study name, seed)
+SEARCHERS: Registry[Callable[[SearchSpace, str, str, int], Any]] = Registry("searcher", names.SEARCHERS, "study.names")
+SEARCHERS.register("optuna", functools.partial(_fidelity, "tpe"))
+SEARCHERS.register("random", functools.partial(_fidelity, "random"))
+SEARCHERS.register("optuna-stock", stock_optuna_search)
 
 
 def make_searcher(record: StudyRecord) -> Any:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from study.keys import COST_METRICS
-from study.policies import POLICIES
+from study.names import POLICIES
 from trainables import yamlio
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class StudySettings:
     reduction_factor: float = 3.0
     num_samples: int = 20
     checkpoint_every: int = 1  # full checkpoints every N epochs (and where a trial may stop; its last)
-    # the space's policy (study.policies.POLICIES); --policy overrides it. The default: adaptive,
+    # the space's policy (study.names.POLICIES); --policy overrides it. The default: adaptive,
     # the least regret on both curve tables of the search benchmark and not significantly worse
     # than random search + FIFO on either (README, Measured)
     policy: str = "adaptive"

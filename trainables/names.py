@@ -33,21 +33,22 @@ def check(kind: str, name: str, known: tuple[str, ...]) -> None:
 
 
 class Registry(Generic[T]):
-    """What a name chooses, for one kind of thing (dataset readers, augmentations, trainables).
+    """What a name chooses, for one kind of thing (dataset readers, augmentations, trainables;
+    the study's policies and searchers).
 
-    `register` refuses a name that is not listed in this module (or is registered twice);
-    looking up an unknown name raises ValueError naming the known ones.
+    `register` refuses a name that is not listed in the light names module `home` (or is
+    registered twice); looking up an unknown name raises ValueError naming the known ones.
     """
 
-    def __init__(self, kind: str, listed: tuple[str, ...]) -> None:
-        self.kind, self.listed = kind, listed
+    def __init__(self, kind: str, listed: tuple[str, ...], home: str = "trainables.names") -> None:
+        self.kind, self.listed, self.home = kind, listed, home
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         if name not in self.listed:
-            raise ValueError(f"{self.kind} {name!r} is not listed in trainables.names")
+            raise ValueError(f"{self.kind} {name!r} is not listed in {self.home}")
         self._entries[name] = entry
         return entry
 

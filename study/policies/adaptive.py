@@ -32,8 +32,8 @@ from typing import Any
 
 from ray.tune.schedulers import TrialScheduler
 
+import study.policies.asha as asha
 from study.keys import BASELINE, EPOCH, KIND
-from study.policies import asha
 from study.policies.asha import BaselineExemptASHA, History, StopListener, rungs, unit_draw
 from study.ranking import rank_agreement
 from study.spaces import StudySettings

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.tune.schedulers import TrialScheduler
 
-from study.policies import asha
+import study.policies.asha as asha
 from study.policies.adaptive import brackets
 from study.policies.asha import rungs
 

@@ -213,6 +213,15 @@ def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
         load_policy("bohb")
 
 
+def test_the_policy_names_the_command_line_offers_are_the_registry() -> None:
+    from study import names
+    from trainables.names import Registry
+
+    assert tuple(POLICIES) == names.POLICIES
+    with pytest.raises(ValueError, match=r"policy 'bohb' is not listed in study\.names"):
+        Registry("policy", names.POLICIES, "study.names").register("bohb", object())
+
+
 @pytest.mark.parametrize(("every", "decisions", "last", "expected"), [
     (1, (), 4, (1, 2, 3, 4)),
     (5, (1, 3, 9, 20), 20, (1, 3, 5, 9, 10, 15, 20)),

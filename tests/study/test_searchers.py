@@ -245,10 +245,10 @@ def test_the_ledger_writes_what_optunas_ask_report_and_tell_would(tmp_path: Path
 
 
 def test_the_searcher_names_the_command_line_offers_are_the_registry() -> None:
-    from study.options import SEARCHER_NAMES
+    from study import names
     from study.searchers import SEARCHERS
 
-    assert tuple(SEARCHERS) == SEARCHER_NAMES
+    assert tuple(SEARCHERS) == names.SEARCHERS
 
 
 def test_the_searcher_limits_trials_at_once_by_this_runs_concurrency(tmp_path: Path) -> None:
