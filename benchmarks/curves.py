@@ -500,7 +500,7 @@ def show(path: Path) -> dict[str, Any]:
 def _true_front(truth: Any, params: Any, count: Any) -> list[dict[str, Any]]:
     """The configurations no other beats on both true accuracy and FLOPs an image, cheapest
     first (the front benchmarks.pareto_search scores against), each with its FLOPs."""
-    from study.policies.rungs import fronts
+    from study.pareto import fronts
 
     names = list(truth.index)
     flops = params.loc[names, "cost_flops_per_image"]

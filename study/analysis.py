@@ -418,8 +418,8 @@ def cost_candidates(table: pd.DataFrame, space: SearchSpace, finalists: list[dic
 def pareto_front(candidates: pd.DataFrame, metric: str, mode: str, cost: str = "cost_flops_per_image") -> pd.DataFrame:
     """The non-dominated candidates (no other is at least as good on both the metric and the
     cost and better on one; equal points are all kept), cheapest first: the same sorting that
-    MO-ASHA's rungs and the summary's front use (study.policies.rungs.fronts)."""
-    from study.policies.rungs import fronts
+    MO-ASHA's rungs and the summary's front use (study.pareto.fronts)."""
+    from study.pareto import fronts
 
     if candidates.empty:
         return candidates

@@ -58,7 +58,7 @@ def front(rows: list[dict[str, Any]], objectives: list[tuple[str, str]],
     """The Pareto front of a multi-objective study, at equal fidelity: the sampled trials that
     ran to max_t and are dominated by none on the objectives (a finalist by its mean over
     seeds), cheapest first (by the first cost)."""
-    from study.policies.rungs import fronts
+    from study.pareto import fronts
 
     means = {f["trial_id"]: f for f in named}
     metric = objectives[0][0]

@@ -132,7 +132,7 @@ def test_what_the_command_line_needs_first_imports_nothing_heavy() -> None:
 # The layers of study/, from docs/architecture.md: a module imports only modules of its own
 # layer or of the layers above it (listed first).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.names",
+    ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.names", "study.pareto",
                  "study.history", "study.ranking", "study.noise")),
     ("record", ("study.record", "study.preflight")),
     ("execution", ("study.execution", "study.tracking", "study.tracking.*", "study.session", "study.searchers",

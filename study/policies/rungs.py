@@ -7,7 +7,8 @@ could feed it the same results from a curve table. A trial's values are a tuple 
 each signed so that larger is better: one objective is ASHA (keep a trial at a rung unless it
 is below the (1 - 1/rf) quantile of what the rung saw before, as Ray's ASHA decides); several
 are MO-ASHA (Schmucker et al. 2021): keep it if it is in the best 1/rf of the rung by
-non-dominated sorting, ties within a front broken by crowding distance (NSGA-II).
+non-dominated sorting, ties within a front broken by crowding distance (NSGA-II; the sorting
+is `study.pareto`'s, which the summary's and the report's fronts share).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-Values = tuple[float, ...]  # a trial's objectives at a rung, each signed so that larger is better
+from study.pareto import Values, order
 
 
 def bracket_milestones(grace_period: float, max_t: float, reduction_factor: float, bracket: int) -> list[float]:
@@ -26,47 +27,6 @@ def bracket_milestones(grace_period: float, max_t: float, reduction_factor: floa
     reduction_factor^(k + bracket), as many as fit below max_t (the count Ray's ASHA gives)."""
     count = int(math.log(max_t / grace_period) / math.log(reduction_factor) - bracket + 1)
     return [grace_period * reduction_factor ** (k + bracket) for k in range(count)]
-
-
-def dominates(a: Values, b: Values) -> bool:
-    """Whether `a` is at least as good as `b` in every objective and better in one."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
-
-
-def fronts(points: list[Values]) -> list[list[int]]:
-    """Non-dominated sorting: the indices of `points`, front by front (the first front is
-    dominated by none)."""
-    left = set(range(len(points)))
-    out = []
-    while left:
-        front = sorted(i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i))
-        out.append(front)
-        left -= set(front)
-    return out
-
-
-def crowding(points: list[Values], front: list[int]) -> dict[int, float]:
-    """NSGA-II's crowding distance of each point of a front (the ends of every objective:
-    infinite)."""
-    out = dict.fromkeys(front, 0.0)
-    for k in range(len(points[front[0]])):
-        ordered = sorted(front, key=lambda i: points[i][k])
-        low, high = points[ordered[0]][k], points[ordered[-1]][k]
-        out[ordered[0]] = out[ordered[-1]] = math.inf
-        if high > low:
-            for before, here, after in zip(ordered, ordered[1:], ordered[2:], strict=False):
-                out[here] += (points[after][k] - points[before][k]) / (high - low)
-    return out
-
-
-def order(points: list[Values]) -> list[int]:
-    """The indices of `points`, best first: by front, then by crowding distance (larger first),
-    then by index (earlier first)."""
-    out = []
-    for front in fronts(points):
-        distance = crowding(points, front)
-        out += sorted(front, key=lambda i: (-distance[i], i))
-    return out
 
 
 def keeps(value: Values, seen: list[Values], reduction_factor: float) -> bool:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from study.keys import KIND
+from study.pareto import crowding, fronts, order
 from study.policies import POLICIES, load_policy
 from study.policies.asha import BaselineExemptASHA, milestones, rungs, saved_history
-from study.policies.rungs import Records, crowding, fronts, keeps, order
+from study.policies.rungs import Records, keeps
 from study.spaces import StudySettings
 
 # Each trial's validation accuracy per epoch; ASHA (grace 1, rf 2, max_t 4) decides at 1 and 2.
