@@ -16,56 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.keys import COST_METRICS, TEST_METRICS
 from study.keys import sign as direction
+from study.policies.asha import rungs
 from study.ranking import LOW_AGREEMENT, MIN_TRIALS, rank_agreement
-from study.spaces import Parameter, SearchSpace, StudySettings
+from study.results import trials
+from study.spaces import Parameter, SearchSpace
 
 INACTIVE = "inactive"
 # Importance from fewer trials than this is noise (PED-ANOVA's top 10% would be one trial).
 MIN_IMPORTANCE_TRIALS = 8
 
 
-def rungs(settings: StudySettings) -> list[int]:
-    """The epochs ASHA judges trials at, and max_t (Ray's own milestones: study.policies.asha)."""
-    from study.policies.asha import rungs as asha_rungs
-
-    return asha_rungs(settings)
-
-
 def searched(table: pd.DataFrame) -> pd.DataFrame:
     """The sampled trials' rows (baselines and confirmation runs left out)."""
     return table[table["kind"] == "search"]
-
-
-def trials(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial (its last epoch), with the trial-level columns."""
-    ordered = table.sort_values(["trial_id", "epoch"], na_position="first")
-    return ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
-
-
-def trial_rows(table: pd.DataFrame, metric: str, parameters: list[str]) -> list[dict[str, Any]]:
-    """One row per trial (its last epoch) as the summary, the ranking and the report read it:
-    trial_id, name, kind, outcome, epochs, the metric at that epoch, the searched values and
-    the test metrics the table has."""
-    if table.empty:
-        return []
-    last = trials(table).reindex(list(dict.fromkeys(table["trial_id"]))).reset_index()
-    rows = []
-    for row in last.to_dict("records"):
-        out = {"trial_id": row["trial_id"], "name": row["name"], "kind": row["kind"], "outcome": row["outcome"],
-               "epochs": int(row["epochs_run"]), metric: _value(row.get(metric)),
-               **{p: _value(row.get(p)) for p in parameters}}
-        out.update({k: _value(row[k]) for k in (*TEST_METRICS, *COST_METRICS) if _value(row.get(k)) is not None})
-        rows.append(out)
-    return rows
-
-
-def _value(value: Any) -> Any:
-    """A table cell as plain Python (NaN and NA as None, numpy scalars as numbers)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 def at_epoch(table: pd.DataFrame, epoch: int, metric: str) -> pd.Series:
@@ -195,13 +159,12 @@ def best_configs(table: pd.DataFrame, space: SearchSpace, ranking: list[str] | N
                  top: int = 5) -> pd.DataFrame:
     """The best sampled trials in the study's ranking (trial ids, best first: the summary's,
     `StudyResults.ranking`); without one, the same ranking (study.ranking) of the table's trials."""
-    from study.ranking import ranked
+    from study.results import table_ranking
 
     metric = space.study.metric
     per_trial = trials(searched(table))
     if ranking is None:
-        rows = trial_rows(searched(table), metric, list(space.parameters))
-        ranking = [r["trial_id"] for r in ranked(rows, metric, space.study.mode, space.study.max_epochs)]
+        ranking = table_ranking(table, space, space.study.max_epochs)
     order = [t for t in ranking if t in per_trial.index][:top]
     columns = ["name", *space.parameters, "epochs_run", "outcome", metric, "test_acc"]
     return per_trial.loc[order, columns].reset_index()

@@ -14,7 +14,9 @@ import pandas as pd
 from matplotlib import colors, ticker
 from matplotlib.patches import Rectangle
 
-from study.analysis import at_epoch, rungs, searched, trials
+from study.analysis import at_epoch, searched
+from study.policies.asha import rungs
+from study.results import trials
 from study.spaces import Parameter, SearchSpace
 
 DPI = 110

@@ -14,6 +14,11 @@ from typing import Any
 from study.keys import ERRORED, SEARCH, sign
 
 
+def ranking(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epochs: int) -> list[str]:
+    """The ids of `ranked` trials, best first: the study's ranking."""
+    return [str(t["trial_id"]) for t in ranked(trials, metric, mode, max_epochs)]
+
+
 def ranked(trials: Iterable[Mapping[str, Any]], metric: str, mode: str, max_epochs: int) -> list[Mapping[str, Any]]:
     """Sampled trials with a value, best first.
 

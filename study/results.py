@@ -35,7 +35,7 @@ from study.keys import (
     VARIANT,
     outcome,
 )
-from study.ranking import ranked
+from study.ranking import ranking
 from study.record import StudyRecord
 from study.spaces import SearchSpace
 
@@ -79,10 +79,43 @@ class StudyResults:
         finished; for a study that has not finished, the same ranking of the table's trials."""
         if "ranking" in self.summary:
             return list(self.summary["ranking"])
-        from study.analysis import trial_rows
+        return table_ranking(self.table, self.space, self.record.max_epochs)
 
-        rows = trial_rows(self.table, self.metric, list(self.space.parameters))
-        return [r["trial_id"] for r in ranked(rows, self.metric, self.space.study.mode, self.record.max_epochs)]
+
+def table_ranking(table: pd.DataFrame, space: SearchSpace, max_epochs: int) -> list[str]:
+    """The study's ranking (study.ranking) of a table's trials: trial ids, best first."""
+    rows = trial_rows(table, space.study.metric, list(space.parameters))
+    return ranking(rows, space.study.metric, space.study.mode, max_epochs)
+
+
+def trials(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial (its last epoch), with the trial-level columns."""
+    ordered = table.sort_values(["trial_id", "epoch"], na_position="first")
+    return ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+
+
+def trial_rows(table: pd.DataFrame, metric: str, parameters: list[str]) -> list[dict[str, Any]]:
+    """One row per trial (its last epoch) as the summary, the ranking and the report read it:
+    trial_id, name, kind, outcome, epochs, the metric at that epoch, the searched values and
+    the test metrics the table has."""
+    if table.empty:
+        return []
+    last = trials(table).reindex(list(dict.fromkeys(table["trial_id"]))).reset_index()
+    rows = []
+    for row in last.to_dict("records"):
+        out = {"trial_id": row["trial_id"], "name": row["name"], "kind": row["kind"], "outcome": row["outcome"],
+               "epochs": int(row["epochs_run"]), metric: _cell(row.get(metric)),
+               **{p: _cell(row.get(p)) for p in parameters}}
+        out.update({k: _cell(row[k]) for k in (*TEST_METRICS, *COST_METRICS) if _cell(row.get(k)) is not None})
+        rows.append(out)
+    return rows
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as plain Python (NaN and NA as None, numpy scalars as numbers)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def trials_table(analysis: Any, space: SearchSpace, tested: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:

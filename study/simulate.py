@@ -186,11 +186,11 @@ def end(record: StudyRecord, simulated: Simulated) -> Ending:
     (study.phases.finalists.run, here executed by replaying each re-run's curve from the table),
     the best named on the mean over seeds (study.summary.noise_aware)."""
     from study.phases import finalists as phase
-    from study.ranking import ranked
+    from study.ranking import ranking as rank
     from study.summary import noise_aware
 
     table_rows = rows(record, simulated.trials)
-    ranking = [str(r["trial_id"]) for r in ranked(table_rows, record.metric, record.mode, record.max_epochs)]
+    ranking = rank(table_rows, record.metric, record.mode, record.max_epochs)
     plain = ranking[0] if ranking else None
     reruns = phase.run(record, table_rows, ranking, execute=replay_reruns)
     values = phase.values_by_seed(table_rows, reruns, record.metric, record.train_seed, record.max_epochs)

@@ -18,7 +18,7 @@ SUMMARY_FILE = "summary.json"
 def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, float]],
           finalists: dict[str, dict[int, float]] | None = None, rerun_epochs: int = 0,
           race_stop: str | None = None) -> dict[str, Any]:
-    """The summary of a finished study (rows: `study.analysis.trial_rows` of its table; tested:
+    """The summary of a finished study (rows: `study.results.trial_rows` of its table; tested:
     trial id -> test metrics, added to the rows; finalists: the noise-aware ending's values,
     searched trial id -> seed -> metric at max_t, which rank the finalists first, by their mean
     over seeds; rerun_epochs: the epochs their re-runs took; race_stop: why a raced ending
@@ -26,12 +26,8 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
     metric = record.metric
     for row in rows:
         row.update(tested.get(row["trial_id"], {}))
-    order = ranked(rows, metric, record.mode, record.max_epochs)
     named, noise = noise_aware(finalists or {}, record.mode, record.train_seed)
-    if named:
-        by_id = {r["trial_id"]: r for r in order}
-        first = [by_id[f["trial_id"]] for f in named]
-        order = first + [r for r in order if r["trial_id"] not in {f["trial_id"] for f in named}]
+    order = ordered(record, rows, named)
     best = dict(order[0]) if order else None
     if best is not None and named:
         best["noise_aware"] = named[0]
@@ -51,6 +47,17 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "finalists": named, "seed_noise": noise, "race_stop": race_stop,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
+
+
+def ordered(record: Any, rows: list[dict[str, Any]], named: list[dict[str, Any]]) -> list[Any]:
+    """The summary's ranking of `rows` (study.ranking), best first, with the finalists named on
+    several seeds (`named`, from `noise_aware`) first, in their order."""
+    order = ranked(rows, record.metric, record.mode, record.max_epochs)
+    if not named:
+        return order
+    by_id = {r["trial_id"]: r for r in order}
+    first = {f["trial_id"] for f in named}
+    return [by_id[f["trial_id"]] for f in named] + [r for r in order if r["trial_id"] not in first]
 
 
 def front(rows: list[dict[str, Any]], objectives: list[tuple[str, str]],

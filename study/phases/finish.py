@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from study import execution, summary
+from study.keys import BASELINE
 from study.record import StudyRecord
 
 # The final test evaluates this many of the best trials, for the report, and the baselines.
@@ -16,24 +17,24 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     """Re-runs the finalists (the noise-aware ending), tests the top trials and the baselines,
     writes and returns the summary, queues its MLflow part (best config, tags, the best trial's
     checkpoint)."""
-    from study.analysis import trial_rows
     from study.phases import finalists
-    from study.ranking import ranked
-    from study.results import trials_table
+    from study.ranking import ranking as rank
+    from study.results import trial_rows, trials_table
 
     trials = {t.trial_id: t for t in analysis.trials}
     rows = trial_rows(trials_table(analysis, record.space), record.metric, list(record.space.parameters))
-    ranking = [r["trial_id"] for r in ranked(rows, record.metric, record.mode, record.max_epochs)]
+    ranking = rank(rows, record.metric, record.mode, record.max_epochs)
     reruns = finalists.run(record, rows, ranking)
     values = finalists.values_by_seed(rows, reruns, record.metric, record.train_seed, record.max_epochs)
     if record.space.study.ending == "fixed":
         finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
     spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())
     race_stop = None if reruns is None else reruns.attrs.get("race_stop")
-    first = summary.build(record, [dict(r) for r in rows], {}, values, spent, race_stop)
     tested: dict[str, dict[str, float]] = {}
     if record.settings["evaluate_test"]:
-        chosen = [*first["ranking"][:TEST_TOP], *(b["trial_id"] for b in first["baselines"])]
+        named, _ = summary.noise_aware(values, record.mode, record.train_seed)
+        order = summary.ordered(record, rows, named)
+        chosen = [*(r["trial_id"] for r in order[:TEST_TOP]), *(r["trial_id"] for r in rows if r["kind"] == BASELINE)]
         jobs = {}
         for trial_id in chosen:
             checkpoint = execution.best_checkpoint(analysis, trials[trial_id], record.metric, record.mode)

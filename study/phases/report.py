@@ -175,7 +175,9 @@ def _stopped(per_trial: Any, policy: str, study: Any, milestones: list[int]) -> 
 
 
 def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
-    from study.analysis import rungs, searched, trials
+    from study.analysis import searched
+    from study.policies.asha import rungs
+    from study.results import trials
     from study.tracking import disagreements
 
     space, table = record.space, record.table
@@ -362,7 +364,8 @@ def _cell(row: Any) -> str:
 
 
 def _interaction(doc: Any, record: Any) -> None:
-    from study.analysis import interaction, rungs
+    from study.analysis import interaction
+    from study.policies.asha import rungs
 
     names = list(record.space.parameters)
     pair = ("recursion_steps", "crop_scale") if {"recursion_steps", "crop_scale"} <= set(names) else names[:2]

@@ -37,9 +37,11 @@ def _table(trials: list[tuple[str, str, dict[str, Any], list[float]]], max_t: in
 
 
 def test_rungs_are_asha_milestones_and_max_t() -> None:
-    assert analysis.rungs(StudySettings(max_epochs=15, grace_period=2, reduction_factor=3)) == [2, 6, 15]
-    assert analysis.rungs(StudySettings(max_epochs=3, grace_period=1, reduction_factor=2)) == [1, 2, 3]
-    assert analysis.rungs(StudySettings(max_epochs=4, grace_period=4, reduction_factor=2)) == [4]
+    from study.policies.asha import rungs
+
+    assert rungs(StudySettings(max_epochs=15, grace_period=2, reduction_factor=3)) == [2, 6, 15]
+    assert rungs(StudySettings(max_epochs=3, grace_period=1, reduction_factor=2)) == [1, 2, 3]
+    assert rungs(StudySettings(max_epochs=4, grace_period=4, reduction_factor=2)) == [4]
 
 
 def test_factor_statistics_compare_trials_only_at_the_same_epoch() -> None:

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from study import summary
-from study.analysis import best_configs, trial_rows
+from study.analysis import best_configs
 from study.cli import resolve
 from study.history import final_attempt
 from study.keys import KIND, NAME, PARAMS, SEARCH
 from study.options import parse_options
-from study.results import StudyResults, trials_table
+from study.results import StudyResults, trial_rows, trials_table
 
 MAX_T = 6
 
