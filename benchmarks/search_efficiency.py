@@ -326,7 +326,7 @@ def compare(regrets: dict[str, list[float]], pairs: list[tuple[str, str]], alpha
     import numpy as np
     from scipy.stats import bootstrap, permutation_test, ttest_rel
 
-    from study.analysis import holm
+    from study.reporting.analysis import holm
 
     out: list[dict[str, Any]] = []
     for method, against in pairs:

@@ -81,7 +81,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 def report_or_warn(rec: StudyRecord, mlflow: bool) -> None:
     """Writes the study's report; a failure here loses nothing already recorded, so it is told,
     not raised."""
-    from study.phases.report import write_report
+    from study.reporting import write_report
 
     try:
         path = write_report(rec, mlflow=mlflow)
@@ -138,7 +138,7 @@ def report_main(argv: list[str] | None = None) -> int:
 
             run_confirmation(rec, args.confirm_seeds)
             rec = record.load(rec.folder)
-        from study.phases.report import write_report
+        from study.reporting import write_report
 
         path = write_report(rec, pictures=args.pictures, images=args.images, mlflow=args.mlflow)
     except StudyInputError as err:

@@ -1,5 +1,5 @@
 """`python -m study.report --name STUDY [--confirm-seeds N]`: the ablation report of a study
-(see study.phases.report; the command line is study.cli's)."""
+(see study.reporting; the command line is study.cli's)."""
 
 from __future__ import annotations
 

@@ -90,7 +90,8 @@ def test_no_import_cycle() -> None:
 
 @pytest.mark.parametrize(("source", "forbidden"), [
     ("trainables", "study"),
-    ("study.phases.report", "study.phases.search"),
+    ("study.reporting", "study.phases.search"),
+    ("study.reporting", "study.phases.finalists"),
     ("study.phases.confirm", "study.phases.search"),
     ("study.phases", "study.cli"),
     ("study.execution", "study.phases"),
@@ -137,7 +138,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("record", ("study.record", "study.preflight")),
     ("execution", ("study.execution", "study.tracking", "study.tracking.*", "study.session", "study.searchers",
                    "study.policies", "study.policies.*", "study.budget")),
-    ("phases", ("study.phases", "study.phases.*", "study.results", "study.analysis", "study.plots", "study.document",
+    ("phases", ("study.phases", "study.phases.*", "study.results", "study.reporting", "study.reporting.*",
                 "study.summary", "study.simulate")),
     ("command line", ("study.cli", "study.run", "study.report")),
 ]

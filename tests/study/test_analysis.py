@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from study import analysis
-from study.document import Document
+from study.reporting import analysis
+from study.reporting.document import Document
 from study.spaces import StudySettings, load_space
 
 ROOT = Path(__file__).resolve().parents[2]

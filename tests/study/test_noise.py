@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from study import analysis, summary
+from study import summary
 from study.noise import finalists, seed_noise
 from study.phases import finalists as ending
+from study.reporting import analysis
 from study.spaces import StudySettings, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,8 +251,8 @@ def test_the_report_of_a_full_space_study_shows_its_pareto_section(tmp_path: Pat
     """The report's cost section for a study on the `full` space (refine, LSTM size and the
     optimiser searched too) whose costs are known: the answer, the front cheapest first, the best
     of each T and the plot; a multi-objective study's report shows the front it named."""
-    from study.document import Document
-    from study.phases.report import _cost
+    from study.reporting.document import Document
+    from study.reporting.sections import _cost
 
     space = load_space(str(ROOT / "search_spaces" / "full.yaml"))
     space = dataclasses.replace(space, study=StudySettings(max_epochs=3, grace_period=1, num_samples=7))

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from study import summary
-from study.analysis import best_configs
 from study.cli import resolve
 from study.history import final_attempt
 from study.keys import KIND, NAME, PARAMS, SEARCH
 from study.options import parse_options
+from study.reporting.analysis import best_configs
 from study.results import StudyResults, trial_rows, trials_table
 
 MAX_T = 6

@@ -1,4 +1,5 @@
-"""The ablation report of a study: `python -m study.report --name STUDY`.
+"""The report's sections and `write_report`: the ablation report of a study (`python -m
+study.report --name STUDY`).
 
 Also written at the end of every study. It reads Tune's saved results into a tidy table
 (trials.parquet), compares factors at equal fidelity (per rung), checks whether early
@@ -28,8 +29,8 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     outage kept from it is sent now), then checked against them, and the report is logged to
     the parent run.
     """
-    from study import plots
-    from study.document import Document
+    import study.reporting.plots as plots
+    from study.reporting.document import Document
     from study.results import load_results, save_table
 
     results = load_results(record)
@@ -62,7 +63,7 @@ def write_report(record: StudyRecord, pictures: bool = True, images: int = 4, ml
     if pictures:
         _attention(doc, results, figures / "attention.png", images, facts)
     if results.confirm is not None:
-        from study.phases.confirm import confirmation_section
+        from study.reporting.confirmation import confirmation_section
 
         confirmation_section(doc, results, facts)
     doc.heading("Files")
@@ -97,28 +98,28 @@ def _plain(value: Any) -> Any:
 # ---------------------------------------------------------------- sections
 
 
-def _cost(doc: Any, record: Any, facts: dict[str, Any], path: Path) -> None:
+def _cost(doc: Any, results: Any, facts: dict[str, Any], path: Path) -> None:
     """Accuracy against inference cost: the fronts (FLOPs, latency), the cheapest configuration
     near the best, the best of each number of recursion steps, and the one-sentence answer."""
     import pandas as pd
 
-    from study import plots
-    from study.analysis import cost_answer, cost_candidates, pareto_front
+    import study.reporting.plots as plots
+    from study.reporting.analysis import cost_answer, cost_candidates, pareto_front
 
-    metric, mode = record.metric, record.space.study.mode
-    named = record.summary.get("finalists") or []
-    candidates = cost_candidates(record.table, record.space, named)
+    metric, mode = results.metric, results.space.study.mode
+    named = results.summary.get("finalists") or []
+    candidates = cost_candidates(results.table, results.space, named)
     doc.heading("Accuracy against inference cost")
     if candidates.empty:
         doc.text("No trial that reached max_t measured its inference cost (trials measure it with their first "
                  "epoch): nothing to compare.")
         facts["cost"] = None
         return
-    noise = (record.summary.get("seed_noise") or {}).get("sd")
-    answer = cost_answer(candidates, record.space, noise_sd=noise)
+    noise = (results.summary.get("seed_noise") or {}).get("sd")
+    answer = cost_answer(candidates, results.space, noise_sd=noise)
     fronts = {c: pareto_front(candidates, metric, mode, c) for c in ("cost_flops_per_image", "cost_latency_ms_batch1")
               if c in candidates and candidates[c].notna().all()}
-    own = _study_front(record.summary, candidates)
+    own = _study_front(results.summary, candidates)
     if own is not None:  # a multi-objective study's front is the one it named (the summary's, MLflow's)
         fronts[own[0]] = own[1]
     facts["cost"] = {**answer, "fronts": {c: list(f.index) for c, f in fronts.items()}}
@@ -174,72 +175,72 @@ def _stopped(per_trial: Any, policy: str, study: Any, milestones: list[int]) -> 
             f"({study.epoch_budget} epochs), {between} between rungs, by the budget")
 
 
-def _overview(doc: Any, record: Any, tracker: Any, facts: dict[str, Any]) -> None:
-    from study.analysis import searched
+def _overview(doc: Any, results: Any, tracker: Any, facts: dict[str, Any]) -> None:
     from study.policies.asha import rungs
+    from study.reporting.analysis import searched
     from study.results import trials
     from study.tracking import disagreements
 
-    space, table = record.space, record.table
+    space, table = results.space, results.table
     per_trial = trials(searched(table))
     counts = per_trial["outcome"].value_counts().to_dict()
     facts["trials"] = {"sampled": len(per_trial), **{k: int(v) for k, v in counts.items()}}
     dataset = table["config.dataset"].iloc[0]
-    policy = str(record.record.settings.get("policy", "asha"))
+    policy = str(results.record.settings.get("policy", "asha"))
     milestones = rungs(space.study)
     doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone), policy "
              f"`{policy}`: {len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
              f"{space.study.max_epochs} epochs, {_stopped(per_trial, policy, space.study, milestones)}, "
              f"{counts.get('errored', 0)} errored) and {int((trials(table)['kind'] == 'baseline').sum())} "
-             f"baseline(s). Metric `{record.metric}` ({space.study.mode}); compared at the rungs "
+             f"baseline(s). Metric `{results.metric}` ({space.study.mode}); compared at the rungs "
              f"{', '.join(map(str, milestones))} (the epochs where the ASHA family decides, from the grace "
              "period and the reduction factor, and max_t).")
     if tracker is None:
         return
-    problems = disagreements(record, tracker)
+    problems = disagreements(results, tracker)
     facts["mlflow_disagreements"] = problems
     if problems:
         doc.warn(f"The MLflow runs disagree with Tune's results on {len(problems)} point(s): "
                  + "; ".join(problems[:5]))
     else:
-        doc.text(f"Checked against MLflow ({record.record.stores.tracking_uri}, experiment `{record.name}`): one run "
-                 f"per trial, same outcome and the same `{record.metric}` at every epoch.")
+        doc.text(f"Checked against MLflow ({results.record.stores.tracking_uri}, experiment `{results.name}`): one run "
+                 f"per trial, same outcome and the same `{results.metric}` at every epoch.")
 
 
-def _best(doc: Any, record: Any, facts: dict[str, Any]) -> None:
-    from study.analysis import best_configs
+def _best(doc: Any, results: Any, facts: dict[str, Any]) -> None:
+    from study.reporting.analysis import best_configs
 
-    best = best_configs(record.table, record.space, record.ranking)
+    best = best_configs(results.table, results.space, results.ranking)
     facts["best"] = best.head(1).to_dict("records")[0] if len(best) else None
     doc.heading("Best configurations")
-    named = record.summary.get("finalists") or []
+    named = results.summary.get("finalists") or []
     order = ("its finalists first, by their mean over seeds (below), then by `{m}` at the last epoch of one run, "
              "trials that reached max_t first" if named else
-             "by `{m}` at the last epoch of one run, trials that reached max_t first").format(m=record.metric)
+             "by `{m}` at the last epoch of one run, trials that reached max_t first").format(m=results.metric)
     doc.text(f"The study's ranking (its summary's): {order}. Test accuracy "
              "is measured once, at the end of the study, on the best checkpoint (by validation) of the top "
              "trials; model selection never saw the test split.")
     doc.table(best)
-    _finalists(doc, record, named, facts)
+    _finalists(doc, results, named, facts)
 
 
-def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[str, Any]) -> None:
+def _finalists(doc: Any, results: Any, named: list[dict[str, Any]], facts: dict[str, Any]) -> None:
     """The noise-aware ending: each finalist's mean over seeds, interval, P(best)."""
     import pandas as pd
 
-    noise = record.summary.get("seed_noise") or {}
+    noise = results.summary.get("seed_noise") or {}
     facts["finalists"], facts["seed_noise"] = named, noise or None
     if not named:
         doc.text("One run per configuration: the best is the maximum of noisy values, luckier than it is good on "
                  "average. `study.finalists` (or `--finalists K`) names it on several seeds instead.")
         return
-    names = dict(zip(record.table["trial_id"], record.table["name"], strict=False))
+    names = dict(zip(results.table["trial_id"], results.table["name"], strict=False))
     level = f"{100 * noise.get('confidence', 0.95):.0f}%"
     from study.noise import CALIBRATION
 
     left_out = (" The run that made each a finalist is left out of its figures: chosen for being high, it is "
                 "the luckiest of many (the winner's curse).") if noise.get("selection_seed") is not None else ""
-    stop = record.summary.get("race_stop")
+    stop = results.summary.get("race_stop")
     raced = (f" The re-runs were raced (a round at a time, to the finalists most likely the best): {stop}."
              if stop else "")
     doc.text(f"**Named on several seeds.** The {len(named)} best trials at max_t were trained again with new "
@@ -251,7 +252,7 @@ def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[s
              + (" shrunk towards their average by the share of their spread the noise explains" if noise.get("shrunk")
                 else "") + " and the seed noise measured here.")
     doc.table(pd.DataFrame([{"finalist": names.get(f["trial_id"], f["trial_id"]), "new seeds": f["seeds"],
-                             f"mean {record.metric}": f"{f['mean']:.3f}",
+                             f"mean {results.metric}": f"{f['mean']:.3f}",
                              f"{level} interval": "-" if f["low"] is None else f"{f['low']:.3f} to {f['high']:.3f}",
                              "gap to the best": "-" if f.get("gap_low") is None else
                              f"{f['gap']:+.3f} ({f['gap_low']:+.3f} to {f['gap_high']:+.3f})",
@@ -264,10 +265,10 @@ def _finalists(doc: Any, record: Any, named: list[dict[str, Any]], facts: dict[s
                  f"How far such a P(best) holds: {CALIBRATION}")
 
 
-def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
-    from study.analysis import baseline_gain
+def _gain(doc: Any, results: Any, facts: dict[str, Any]) -> None:
+    from study.reporting.analysis import baseline_gain
 
-    gains = baseline_gain(record.table, record.space, record.ranking)
+    gains = baseline_gain(results.table, results.space, results.ranking)
     facts["gain"] = gains
     doc.heading("Gain over the global-only baseline")
     if not gains:
@@ -283,17 +284,17 @@ def _gain(doc: Any, record: Any, facts: dict[str, Any]) -> None:
              if isinstance(test, float) and not math.isnan(test) else
              "The paper claims RRA is \"up to 2%\" better than the same backbone without it; this study has no "
              "test accuracy for the pair")
-    seeds = ("The confirmation below measures it with several seeds per side." if record.confirm is not None
+    seeds = ("The confirmation below measures it with several seeds per side." if results.confirm is not None
              else "`--confirm-seeds N` measures it with N seeds per side.")
     doc.text(claim + f": one seed each, so the difference includes seed noise. {seeds}")
 
 
-def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> None:
-    from study.analysis import early_stopping_verdict, rung_correlation
+def _early_stopping(doc: Any, results: Any, facts: dict[str, Any], out: Path) -> None:
+    from study.reporting.analysis import early_stopping_verdict, rung_correlation
 
-    corr = rung_correlation(record.table, record.space)
+    corr = rung_correlation(results.table, results.space)
     corr.to_parquet(out / "rung_correlation.parquet", index=False)
-    trusted, sentence = early_stopping_verdict(corr, record.space.study.max_epochs)
+    trusted, sentence = early_stopping_verdict(corr, results.space.study.max_epochs)
     facts["early_stopping_trusted"] = trusted
     facts["early_stopping"] = sentence
     doc.heading("Could early stopping be trusted?")
@@ -304,13 +305,13 @@ def _early_stopping(doc: Any, record: Any, facts: dict[str, Any], out: Path) -> 
     doc.table(corr)
 
 
-def _factors(doc: Any, record: Any, out: Path, facts: dict[str, Any]) -> None:
-    from study.analysis import ALPHA, POWER, comparison_rung, detectable, factor_table, level_differences
+def _factors(doc: Any, results: Any, out: Path, facts: dict[str, Any]) -> None:
+    from study.reporting.analysis import ALPHA, POWER, comparison_rung, detectable, factor_table, level_differences
 
-    table = factor_table(record.table, record.space)
+    table = factor_table(results.table, results.space)
     table.to_parquet(out / "factors.parquet", index=False)
-    rung = comparison_rung(record.table, record.space)
-    diffs = level_differences(record.table, record.space, rung) if rung is not None else None
+    rung = comparison_rung(results.table, results.space)
+    diffs = level_differences(results.table, results.space, rung) if rung is not None else None
     if diffs is not None and not diffs.empty:
         diffs.to_parquet(out / "level_differences.parquet", index=False)
     doc.heading("Factors at equal fidelity")
@@ -342,7 +343,7 @@ def _factors(doc: Any, record: Any, out: Path, facts: dict[str, Any]) -> None:
                  "told from the noise here.")
         facts["level_differences"] = None
         return
-    seed = (record.summary.get("seed_noise") or {}).get("sd")
+    seed = (results.summary.get("seed_noise") or {}).get("sd")
     noise = f"; one run's seed noise, measured on the finalists, is {100 * seed:.2f} points" if seed else ""
     least = detectable(diffs)
     facts["level_differences"] = {"epoch": rung, "comparisons": len(diffs),
@@ -363,31 +364,31 @@ def _cell(row: Any) -> str:
     return f"{row['best']:.3f} / {row['mean']:.3f}{spread} ({int(row['n'])})"
 
 
-def _interaction(doc: Any, record: Any) -> None:
-    from study.analysis import interaction
+def _interaction(doc: Any, results: Any) -> None:
     from study.policies.asha import rungs
+    from study.reporting.analysis import interaction
 
-    names = list(record.space.parameters)
+    names = list(results.space.parameters)
     pair = ("recursion_steps", "crop_scale") if {"recursion_steps", "crop_scale"} <= set(names) else names[:2]
     if len(pair) < 2:
         return
     doc.heading(f"Interaction: {pair[0]} x {pair[1]}")
-    milestones = rungs(record.space.study)
+    milestones = rungs(results.space.study)
     for rung in sorted({milestones[0], milestones[-1]}):
-        mean, count = interaction(record.table, record.space, pair[0], pair[1], rung)
+        mean, count = interaction(results.table, results.space, pair[0], pair[1], rung)
         if mean.empty:
             doc.text(f"Epoch {rung}: no trial reached it.")
             continue
         cells = mean.map(lambda v: "-" if v != v else f"{v:.3f}").astype(str)
         cells = cells + count.map(lambda c: "" if c != c else f" ({int(c)})")
-        doc.text(f"Mean {record.metric} at epoch {rung} (number of trials); rows {pair[0]}, columns {pair[1]}.")
+        doc.text(f"Mean {results.metric} at epoch {rung} (number of trials); rows {pair[0]}, columns {pair[1]}.")
         doc.table(cells.replace(" (nan)", ""), index=True)
 
 
-def _importance(doc: Any, record: Any, out: Path) -> None:
-    from study.analysis import importance
+def _importance(doc: Any, results: Any, out: Path) -> None:
+    from study.reporting.analysis import importance
 
-    table = importance(record.record.stores.optuna_storage, record.name, record.space)
+    table = importance(results.record.stores.optuna_storage, results.name, results.space)
     table.to_parquet(out / "importance.parquet", index=False)
     doc.heading("Hyperparameter importance")
     doc.text("From the study's Optuna storage: PED-ANOVA (Optuna's default) and fANOVA, at each rung on the "
@@ -405,23 +406,23 @@ def _importance(doc: Any, record: Any, out: Path) -> None:
             doc.text(f"{scope}, epoch {row['rung']}, {row['method']}: not computed ({row['note']}, n={row['trials']}).")
 
 
-def _attention(doc: Any, record: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
-    from study.analysis import best_configs
+def _attention(doc: Any, results: Any, path: Path, images: int, facts: dict[str, Any]) -> None:
     from study.execution import trainable_kind
-    from study.plots import attention_pictures
+    from study.reporting.analysis import best_configs
+    from study.reporting.plots import attention_pictures
     from trainables.explain import explain_checkpoint
 
-    best = best_configs(record.table, record.space, record.ranking, top=1)
+    best = best_configs(results.table, results.space, results.ranking, top=1)
     doc.heading("What the best trial looks at")
     if best.empty:
         doc.text("No sampled trial has results.")
         return
     name, trial_id = best.iloc[0]["name"], best.iloc[0]["trial_id"]
-    analysis = record.analysis
+    analysis = results.analysis
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
-    checkpoint = analysis.get_best_checkpoint(trial, record.metric, record.space.study.mode)
-    if not trainable_kind(record.record).explains:
-        doc.text(f"{name} is a replayed curve (--trainable {record.record.settings['trainable']}): there is no "
+    checkpoint = analysis.get_best_checkpoint(trial, results.metric, results.space.study.mode)
+    if not trainable_kind(results.record).explains:
+        doc.text(f"{name} is a replayed curve (--trainable {results.record.settings['trainable']}): there is no "
                  "model to explain.")
         return
     if checkpoint is None or not trial.config.get("local_stream", True):

@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib import colors, ticker
 from matplotlib.patches import Rectangle
 
-from study.analysis import at_epoch, searched
 from study.policies.asha import rungs
+from study.reporting.analysis import at_epoch, searched
 from study.results import trials
 from study.spaces import Parameter, SearchSpace
 
