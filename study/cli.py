@@ -24,7 +24,7 @@ def resolve(opts: StudyOptions) -> StudyRecord:
         return record.for_resume(opts)
     space = record.resolve_space(opts)
     preflight.check_space(space)
-    preflight.check_replay(opts.settings(), space.study)
+    preflight.check_replay(opts, space.study)
     return record.new_record(opts, space)
 
 
@@ -46,7 +46,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     then = f"; then {ending.count} finalist(s) again with {ending.seeds} new seed(s) each ({ending.epochs} epochs" \
         + (" of the budget)" if space.study.epoch_budget is not None else ")") if ending.on else ""
     print(f"study {rec.name}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
-          f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings['policy']}{then}; "
+          f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings.policy}{then}; "
           f"folder {rec.folder}", flush=True)
     from study.session import StudySession
     from study.summary import print_summary

@@ -74,7 +74,7 @@ def trainable_kind(record: StudyRecord) -> Any:
     """The study's kind of trial (trainables.registry: RRA, or the replay of a curve)."""
     from trainables.registry import TRAINABLES
 
-    return TRAINABLES[str(record.settings.get("trainable", "rra"))]
+    return TRAINABLES[str(record.settings.trainable)]
 
 
 def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
@@ -84,7 +84,7 @@ def trainable(record: StudyRecord, decisions: Iterable[int] = ()) -> Any:
     res = record.resources
     epochs = checkpoint_epochs(record.space.study.checkpoint_every, decisions, record.max_epochs)
     kind = trainable_kind(record)
-    fn = tune.with_parameters(kind.train, checkpoint_epochs=epochs, **kind.train_options(record.settings))
+    fn = tune.with_parameters(kind.train, checkpoint_epochs=epochs, **kind.train_options(record.settings.to_json()))
     return tune.with_resources(fn, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
 
 
@@ -99,11 +99,11 @@ def tune_configs(record: StudyRecord, name: str, search_alg: Any, num_samples: i
 
     tune_config = tune.TuneConfig(
         metric=record.metric, mode=record.mode, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-        max_concurrent_trials=concurrency, reuse_actors=bool(record.settings["reuse_actors"]),
+        max_concurrent_trials=concurrency, reuse_actors=bool(record.settings.reuse_actors),
         trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=name, storage_path=record.stores.storage_path, stop=stop,
-        failure_config=tune.FailureConfig(max_failures=int(record.settings["max_failures"])),
+        failure_config=tune.FailureConfig(max_failures=int(record.settings.max_failures)),
         checkpoint_config=checkpoint_config,
         callbacks=callbacks(tracking), verbose=verbose,
         progress_reporter=reporter)
@@ -187,7 +187,7 @@ def test_checkpoints(record: StudyRecord, jobs: dict[str, tuple[dict[str, Any], 
 
     res = record.resources
     kind = trainable_kind(record)
-    evaluate, extra = kind.evaluate, kind.evaluate_options(record.settings)
+    evaluate, extra = kind.evaluate, kind.evaluate_options(record.settings.to_json())
     task = ray.remote(evaluate).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
     refs = {trial_id: task.remote(config, checkpoint, **extra) for trial_id, (config, checkpoint) in jobs.items()}
     results = dict(zip(refs, ray.get(list(refs.values())), strict=True))

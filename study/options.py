@@ -11,16 +11,16 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from study.names import POLICIES, SEARCHERS
 from trainables import names
 
-# Flags that define a study: fixed in its record at the start; on --resume they may be
-# repeated with the recorded value, never changed. The others say where or how fast to run.
-DEFINING = ("space", "dataset", "data_dir", "backbone", "num_samples", "max_epochs", "storage", "tracking_uri",
-            "optuna_storage", "seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines",
-            "evaluate_test", "checkpoint_every", "epoch_budget", "trainable", "replay_epoch_s",
-            "replay_table", "finalists", "finalist_seeds", "ending", "race_target", "train_seed", "objectives")
+
+def _defines(default: Any) -> Any:
+    """A flag that defines a study (`DEFINING`): fixed at its start; on --resume a value that
+    contradicts the record is refused. The other flags say where or how fast to run."""
+    return field(default=default, metadata={"defines": True})
 
 
 @dataclass(frozen=True)
@@ -30,52 +30,50 @@ class StudyOptions:
     `given` names the flags the user actually gave.
     """
 
-    space: str = "ablation"
+    space: str = _defines("ablation")
     name: str | None = None
     resume: bool = False
-    dataset: str | None = None
-    data_dir: str | None = None
-    backbone: str | None = None
-    num_samples: int | None = None
-    max_epochs: int | None = None
-    checkpoint_every: int | None = None
-    epoch_budget: int | None = None
-    finalists: int | None = None
-    finalist_seeds: int | None = None
-    ending: str | None = None
-    race_target: float | None = None
-    train_seed: int | None = None
-    objectives: tuple[tuple[str, str], ...] | None = None  # None: the space's (study.objectives)
+    dataset: str | None = _defines(None)
+    data_dir: str | None = _defines(None)
+    backbone: str | None = _defines(None)
+    num_samples: int | None = _defines(None)
+    max_epochs: int | None = _defines(None)
+    checkpoint_every: int | None = _defines(None)
+    epoch_budget: int | None = _defines(None)
+    finalists: int | None = _defines(None)
+    finalist_seeds: int | None = _defines(None)
+    ending: str | None = _defines(None)
+    race_target: float | None = _defines(None)
+    train_seed: int | None = _defines(None)
+    objectives: tuple[tuple[str, str], ...] | None = _defines(None)  # None: the space's (study.objectives)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     num_cpus: int | None = None
     concurrency: int | None = None
     address: str | None = None
     out: str = "runs"
-    storage: str | None = None
-    tracking_uri: str | None = None
-    optuna_storage: str | None = None
-    seed: int = 0
-    policy: str | None = None  # None: the space's study.policy (asha unless it names another)
-    searcher: str = "optuna"
-    max_failures: int = 2
-    reuse_actors: bool = True
-    baselines: bool = True
-    evaluate_test: bool = True
+    storage: str | None = _defines(None)
+    tracking_uri: str | None = _defines(None)
+    optuna_storage: str | None = _defines(None)
+    seed: int = _defines(0)
+    policy: str | None = _defines(None)  # None: the space's study.policy (adaptive unless it names another)
+    searcher: str = _defines("optuna")
+    max_failures: int = _defines(2)
+    reuse_actors: bool = _defines(True)
+    baselines: bool = _defines(True)
+    evaluate_test: bool = _defines(True)
     verbose: int = 1
     report: bool = True
     confirm_seeds: int = 0
-    trainable: str = "rra"
-    replay_epoch_s: float = 1.0
-    replay_table: str | None = None
+    trainable: str = _defines("rra")
+    replay_epoch_s: float = _defines(1.0)
+    replay_table: str | None = _defines(None)
     given: frozenset[str] = field(default=frozenset(), compare=False)
-
-    def settings(self) -> dict[str, object]:
-        """The options as plain values (without `given`)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "given"}
 
 
 _DEFAULTS = StudyOptions()
+# The flags that define a study, from their declaration above (`_defines`).
+DEFINING: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StudyOptions) if f.metadata.get("defines"))
 
 
 def positive_int(text: str) -> int:

@@ -66,13 +66,14 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         raise StudyInputError(f"{space.path}: {err}") from None
 
 
-def check_replay(settings: dict[str, Any], study: StudySettings) -> None:
+def check_replay(settings: Any, study: StudySettings) -> None:
     """A curve table to replay (--replay-table) is readable and long enough for the study (a
-    replayed run draws fresh noise for its seed, so any number of re-runs can replay it)."""
-    table = settings.get("replay_table")
+    replayed run draws fresh noise for its seed, so any number of re-runs can replay it).
+    `settings`: the flags (StudyOptions) or a record's Settings, which name both alike."""
+    table = settings.replay_table
     if table is None:
         return
-    if settings.get("trainable") != "replay":
+    if settings.trainable != "replay":
         raise StudyInputError("--replay-table: replaying a table needs --trainable replay")
     from trainables.curve_table import CurveTable, CurveTableError
 

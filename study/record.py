@@ -4,6 +4,9 @@ It holds the space as resolved with every flag applied, the settings, the resour
 every store lives. Resume, report and confirmation read this record and nothing else; on
 `--resume`, a flag that contradicts it is a one-line error, and only the flags that say where
 or how fast to run (those outside `study.options.DEFINING`) may change. No heavy imports.
+
+`_recorded_flags` says where in the record each defining flag's value is; a test keeps its keys
+equal to `DEFINING`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,6 @@ from study.spaces import SearchSpace, SpaceError, load_space, space_from_raw
 RECORD_FILE = "study.json"
 SPACE_COPY = "space.yaml"  # the space file as the user wrote it, for people to read
 FORMAT = 2
-# Settings of the search itself, recorded as given (the rest of the options are places and resources).
-SETTINGS = ("seed", "policy", "searcher", "max_failures", "reuse_actors", "baselines", "evaluate_test", "trainable",
-            "replay_epoch_s", "replay_table")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,38 @@ def join_uri(base: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """The search's own settings, as the flags gave them at the study's start (the rest of what
+    defines a study is its space, with the flags applied, and its stores). Typed and frozen:
+    every reader takes an attribute, never a key with a default restated."""
+
+    seed: int
+    policy: str
+    searcher: str
+    max_failures: int
+    reuse_actors: bool
+    baselines: bool
+    evaluate_test: bool
+    trainable: str
+    replay_epoch_s: float
+    replay_table: str | None
+
+    @classmethod
+    def of(cls, opts: StudyOptions, policy: str) -> Settings:
+        """The settings the flags give (`policy`: the flag's, else the space's)."""
+        return cls(**{**{f.name: getattr(opts, f.name) for f in dataclasses.fields(cls)}, "policy": policy})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settings:
+        """Settings as a record holds them; one a record predates takes the flag's default."""
+        defaults = StudyOptions()
+        return cls(**{f.name: data.get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Resources:
     """How a study runs now (may differ between a start and a resume)."""
 
@@ -75,7 +107,7 @@ class StudyRecord:
 
     name: str
     space: SearchSpace
-    settings: dict[str, Any]  # SETTINGS
+    settings: Settings
     stores: Stores
     resources: Resources
     created: str = ""
@@ -102,7 +134,14 @@ class StudyRecord:
     @property
     def train_seed(self) -> int:
         """Every searched trial's training seed (re-runs take the next ones)."""
-        return int(self.space.constants.get("seed", 0))
+        return int(self.constant("seed"))
+
+    def constant(self, key: str) -> Any:
+        """A trial setting of the space (a constant), else the trial's own default
+        (trainables.config.TrialConfig)."""
+        from trainables.config import TrialConfig
+
+        return self.space.constants.get(key, getattr(TrialConfig, key))
 
     @property
     def metric(self) -> str:
@@ -121,8 +160,9 @@ class StudyRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "name": self.name, "space_name": self.space.name, "space_file": str(self.space.path),
-                "space": self.space.to_raw(), "settings": self.settings, "stores": dataclasses.asdict(self.stores),
-                "resources": dataclasses.asdict(self.resources), "created": self.created,
+                "space": self.space.to_raw(), "settings": self.settings.to_json(),
+                "stores": dataclasses.asdict(self.stores), "resources": dataclasses.asdict(self.resources),
+                "created": self.created,
                 "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id, "extra": self.extra}
 
     def save(self) -> None:
@@ -144,7 +184,8 @@ def load(folder: Path) -> StudyRecord:
             raise StudyInputError(f"{path}: a study record of another format ({data.get('format')!r}); "
                                   f"this version reads format {FORMAT}")
         space = space_from_raw(data["space"], data["space_name"], Path(data["space_file"]))
-        return StudyRecord(name=data["name"], space=space, settings=data["settings"], stores=Stores(**data["stores"]),
+        return StudyRecord(name=data["name"], space=space, settings=Settings.from_json(data["settings"]),
+                           stores=Stores(**data["stores"]),
                            resources=Resources(**data["resources"]), created=data["created"],
                            experiment_id=data["experiment_id"], parent_run_id=data["parent_run_id"],
                            extra=data.get("extra", {}))
@@ -245,9 +286,7 @@ def new_record(opts: StudyOptions, space: SearchSpace) -> StudyRecord:
     if (folder / RECORD_FILE).is_file():
         raise StudyInputError(f"study {name!r} already exists in {out}; add --resume to continue it, "
                               "or choose another --name")
-    settings = {k: getattr(opts, k) for k in SETTINGS}
-    settings["policy"] = opts.policy or space.study.policy
-    return StudyRecord(name=name, space=space, settings=settings,
+    return StudyRecord(name=name, space=space, settings=Settings.of(opts, opts.policy or space.study.policy),
                        stores=default_stores(opts, folder), resources=resources(opts),
                        created=dt.datetime.now().isoformat(timespec="seconds"))
 
@@ -301,17 +340,15 @@ def _recorded_flags(record: StudyRecord) -> dict[str, Any]:
     """The value each defining flag has in the record, as the flag would say it."""
     space, stores = record.space, record.stores
     return {
-        "space": space.name, "dataset": space.constants.get("dataset", "synthetic"),
-        "data_dir": space.constants.get("data_dir"), "backbone": space.constants.get("backbone", "tiny"),
+        "space": space.name, "dataset": record.constant("dataset"),
+        "data_dir": space.constants.get("data_dir"), "backbone": record.constant("backbone"),
         "num_samples": space.study.num_samples, "max_epochs": space.study.max_epochs,
         "checkpoint_every": space.study.checkpoint_every, "epoch_budget": space.study.epoch_budget,
         "finalists": space.study.finalists, "finalist_seeds": space.study.finalist_seeds,
         "ending": space.study.ending, "race_target": space.study.race_target,
-        "train_seed": space.constants.get("seed", 0), "objectives": tuple(space.study.objective_list()),
-        "trainable": "rra", "replay_epoch_s": 1.0,
-        "replay_table": None,
+        "train_seed": record.train_seed, "objectives": tuple(space.study.objective_list()),
         "storage": stores.storage_path, "tracking_uri": stores.tracking_uri, "optuna_storage": stores.optuna_storage,
-        **record.settings,
+        **record.settings.to_json(),
     }
 
 

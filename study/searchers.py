@@ -458,5 +458,5 @@ SEARCHERS.register("optuna-stock", stock_optuna_search)
 
 def make_searcher(record: StudyRecord) -> Any:
     """The searcher a study's record names (its sampler seeded by the record's seed)."""
-    kind = record.settings["searcher"]
-    return SEARCHERS[kind](record.space, record.stores.optuna_storage, record.name, int(record.settings["seed"]))
+    kind = record.settings.searcher
+    return SEARCHERS[kind](record.space, record.stores.optuna_storage, record.name, int(record.settings.seed))

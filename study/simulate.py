@@ -56,8 +56,8 @@ def simulate(record: StudyRecord, workers: int = 1, epoch_s: float = 1.0,
     from study.preflight import check_replay
     from study.session import StudySession
 
-    table = record.settings.get("replay_table")
-    if record.settings.get("trainable") != "replay" or not table:
+    table = record.settings.replay_table
+    if record.settings.trainable != "replay" or not table:
         raise ValueError("a simulated study replays a curve table (trainable replay, replay_table)")
     check_replay(record.settings, record.space.study)  # as study.run checks it
     # the searcher's limit of trials at once is the session's, as in a study under Tune
@@ -74,7 +74,7 @@ def _search(record: StudyRecord, workers: int, epoch_s: float, order: Sequence[t
     from trainables.config import TrialConfig, settings
     from trainables.replay import replayed
 
-    policy = load_policy(str(record.settings["policy"]))
+    policy = load_policy(str(record.settings.policy))
     searcher, scheduler = policy.build(record)
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
     max_t, budget = record.max_epochs, search_budget(record.space.study)
@@ -211,7 +211,7 @@ def replay_reruns(record: StudyRecord, configs: list[dict[str, Any]], seeds: lis
     from trainables.config import TrialConfig, settings
     from trainables.replay import replayed
 
-    table = str(record.settings["replay_table"])
+    table = str(record.settings.replay_table)
     out = []
     for config in configs:
         cfg = TrialConfig.from_dict(settings(config))

@@ -31,7 +31,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())
     race_stop = None if reruns is None else reruns.attrs.get("race_stop")
     tested: dict[str, dict[str, float]] = {}
-    if record.settings["evaluate_test"]:
+    if record.settings.evaluate_test:
         named, _ = summary.noise_aware(values, record.mode, record.train_seed)
         order = summary.ordered(record, rows, named)
         chosen = [*(r["trial_id"] for r in order[:TEST_TOP]), *(r["trial_id"] for r in rows if r["kind"] == BASELINE)]

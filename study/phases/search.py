@@ -65,7 +65,7 @@ def run(session: StudySession) -> Searched:
 
     record = session.record
     res = record.resources
-    policy = load_policy(str(record.settings["policy"]))
+    policy = load_policy(str(record.settings.policy))
     searcher, scheduler = policy.build(record)
     # The project's searchers limit concurrency themselves, from this run's flags (a restored
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.

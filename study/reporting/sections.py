@@ -186,7 +186,7 @@ def _overview(doc: Any, results: Any, tracker: Any, facts: dict[str, Any]) -> No
     counts = per_trial["outcome"].value_counts().to_dict()
     facts["trials"] = {"sampled": len(per_trial), **{k: int(v) for k, v in counts.items()}}
     dataset = table["config.dataset"].iloc[0]
-    policy = str(results.record.settings.get("policy", "asha"))
+    policy = str(results.record.settings.policy)
     milestones = rungs(space.study)
     doc.text(f"Space `{space.name}` on `{dataset}` ({table['config.backbone'].iloc[0]} backbone), policy "
              f"`{policy}`: {len(per_trial)} sampled trials ({counts.get('completed', 0)} reached max_t = "
@@ -422,7 +422,7 @@ def _attention(doc: Any, results: Any, path: Path, images: int, facts: dict[str,
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     checkpoint = analysis.get_best_checkpoint(trial, results.metric, results.space.study.mode)
     if not trainable_kind(results.record).explains:
-        doc.text(f"{name} is a replayed curve (--trainable {results.record.settings['trainable']}): there is no "
+        doc.text(f"{name} is a replayed curve (--trainable {results.record.settings.trainable}): there is no "
                  "model to explain.")
         return
     if checkpoint is None or not trial.config.get("local_stream", True):

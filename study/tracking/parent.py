@@ -24,11 +24,11 @@ FRONT_TAG = "pareto"  # "true" on the MLflow run of a trial on a multi-objective
 def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
     """Tags, params and artifacts of the study's parent MLflow run."""
     space = record.space
-    tags = {"study": record.name, "space": space.name, "dataset": str(space.constants.get("dataset", "synthetic")),
-            "searcher": str(record.settings["searcher"]), "policy": str(record.settings["policy"]),
+    tags = {"study": record.name, "space": space.name, "dataset": str(record.constant("dataset")),
+            "searcher": str(record.settings.searcher), "policy": str(record.settings.policy),
             "git_revision": str(record.extra.get("git_revision", "unknown")),
             **{f"version.{k}": v for k, v in record.extra.get("versions", {}).items()}}
-    params = {**{f"setting.{k}": v for k, v in record.settings.items()},
+    params = {**{f"setting.{k}": v for k, v in record.settings.to_json().items()},
               **{f"study.{k}": v for k, v in dataclasses.asdict(space.study).items()}}
     artifacts = {"study.json": json.dumps(record.to_json(), indent=2)}
     return tags, params, artifacts

@@ -5,6 +5,7 @@ each trial in its own bracket); several objectives are judged by non-dominated s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,7 +207,7 @@ def test_every_policy_builds_a_searcher_and_a_scheduler(tmp_path: Path) -> None:
     opts = StudyOptions(space="smoke", name="p", out=str(tmp_path))
     for name in POLICIES:
         record = new_record(opts, resolve_space(opts))
-        record = type(record)(**{**record.__dict__, "settings": {**record.settings, "policy": name}})
+        record = dataclasses.replace(record, settings=dataclasses.replace(record.settings, policy=name))
         searcher, scheduler = load_policy(name).build(record)
         assert searcher.suggest("t0") is not None and hasattr(scheduler, "on_trial_result")
         assert load_policy(name).rungs(record.space.study)[-1] == record.max_epochs
@@ -296,11 +297,11 @@ def test_a_space_names_its_default_policy_and_the_flag_overrides_it(tmp_path: Pa
     space.write_text(text.replace("  policy: asha", "  policy: hyperband", 1))
     for flag, expected in ((None, "hyperband"), ("fifo", "fifo")):
         opts = StudyOptions(space=str(space), name=f"p{flag}", out=str(tmp_path), policy=flag)
-        assert new_record(opts, resolve_space(opts)).settings["policy"] == expected
+        assert new_record(opts, resolve_space(opts)).settings.policy == expected
     # a space that names none: the default, the adaptive policy
     (tmp_path / "plain.yaml").write_text("\n".join(line for line in text.splitlines() if "policy:" not in line))
     plain = StudyOptions(space=str(tmp_path / "plain.yaml"), name="plain", out=str(tmp_path))
-    assert new_record(plain, resolve_space(plain)).settings["policy"] == "adaptive"
+    assert new_record(plain, resolve_space(plain)).settings.policy == "adaptive"
     space.write_text(text.replace("  policy: asha", "  policy: bohb", 1))
     with pytest.raises((SpaceError, StudyInputError), match=r"study\.policy"):
         load_space(str(space))

@@ -32,7 +32,7 @@ def test_the_record_reads_back_the_study_as_it_was_resolved(tmp_path: Path) -> N
     assert record.train_seed == 5 == record.space.constants["seed"]
     assert record.space.study.num_samples == 4 and record.space.study.max_epochs == 3
     assert record.space.study.grace_period == 2 and record.space.baselines == {}
-    assert record.settings["seed"] == 7 and record.settings["policy"] == "fifo"
+    assert record.settings.seed == 7 and record.settings.policy == "fifo"
     assert record.expected_trials() == 4
     assert record.space.parameters["attention_temperature"].when is not None
     assert record.space.enqueue == ({"recursion_steps": 10, "crop_scale": 0.25, "attention_temperature": 1.0},)
@@ -41,6 +41,26 @@ def test_the_record_reads_back_the_study_as_it_was_resolved(tmp_path: Path) -> N
     assert record.stores.artifact_location == (tmp_path / "mlartifacts").as_uri()
     assert record.tune_path == str(tmp_path / "s")
     assert (folder / "space.yaml").is_file()
+
+
+def test_every_defining_flag_has_its_place_in_the_record_and_the_settings_are_typed(tmp_path: Path) -> None:
+    """The flags that define a study are declared once, on StudyOptions; the record says where
+    each one's value is, and its settings are a frozen, typed object that reads back equal."""
+    from study.options import DEFINING, StudyOptions
+    from study.record import Settings, _recorded_flags
+
+    record = load(_started(tmp_path, "--seed", "3", "--trainable", "replay"))
+    assert set(_recorded_flags(record)) == set(DEFINING)
+    assert {"space", "seed", "policy", "epoch_budget", "objectives"} <= set(DEFINING)
+    assert not {"address", "cpus_per_trial", "concurrency", "verbose", "report"} & set(DEFINING)
+    assert {f.name for f in dataclasses.fields(Settings)} <= set(DEFINING)
+    assert isinstance(record.settings, Settings) and record.settings.seed == 3
+    assert record.settings == Settings.from_json(record.settings.to_json())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.settings.seed = 4  # type: ignore[misc]
+    # a record written before a setting existed reads it as the flag's default
+    old = {k: v for k, v in record.settings.to_json().items() if k != "replay_table"}
+    assert Settings.from_json(old).replay_table is StudyOptions().replay_table
 
 
 def test_resume_uses_the_record_not_todays_defaults(tmp_path: Path) -> None:
