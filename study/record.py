@@ -28,6 +28,9 @@ from study.spaces import SearchSpace, SpaceError, load_space, space_from_raw
 RECORD_FILE = "study.json"
 SPACE_COPY = "space.yaml"  # the space file as the user wrote it, for people to read
 FORMAT = 2
+# Flags that set the study block's field of the same name (--max-epochs and --objectives do more).
+STUDY_FLAGS = ("num_samples", "checkpoint_every", "epoch_budget", "finalists", "finalist_seeds", "ending",
+               "race_target")
 
 
 @dataclass(frozen=True)
@@ -221,23 +224,11 @@ def resolve_space(opts: StudyOptions) -> SearchSpace:
         if constants.get(key) and "://" not in str(constants[key]):
             constants[key] = str(Path(constants[key]).expanduser().resolve())
     study = space.study
-    if opts.num_samples is not None:
-        study = dataclasses.replace(study, num_samples=opts.num_samples)
     if opts.max_epochs is not None:
         study = dataclasses.replace(study, max_epochs=opts.max_epochs,
                                     grace_period=min(study.grace_period, opts.max_epochs))
-    if opts.checkpoint_every is not None:
-        study = dataclasses.replace(study, checkpoint_every=opts.checkpoint_every)
-    if opts.epoch_budget is not None:
-        study = dataclasses.replace(study, epoch_budget=opts.epoch_budget)
-    if opts.finalists is not None:
-        study = dataclasses.replace(study, finalists=opts.finalists)
-    if opts.finalist_seeds is not None:
-        study = dataclasses.replace(study, finalist_seeds=opts.finalist_seeds)
-    if opts.ending is not None:
-        study = dataclasses.replace(study, ending=opts.ending)
-    if opts.race_target is not None:
-        study = dataclasses.replace(study, race_target=opts.race_target)
+    given = {key: getattr(opts, key) for key in STUDY_FLAGS if getattr(opts, key) is not None}
+    study = dataclasses.replace(study, **given)
     if opts.objectives is not None:
         (metric, mode), *costs = opts.objectives
         study = dataclasses.replace(study, metric=metric, mode=mode, objectives=opts.objectives if costs else ())
