@@ -61,6 +61,6 @@ bench: $(STAMP)
 clean:
 	rm -rf runs benchmarks/out .pytest_cache .mypy_cache .ruff_cache
 
-# On a machine with a GPU: every CUDA path of the trial and its figures (benchmarks/gpu_check.py).
+# On a machine with a GPU: every CUDA path of the trial and its figures (benchmarks/acceptance/gpu_check.py).
 gpu-check: $(STAMP)
-	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
+	$(BIN)/python -m benchmarks.acceptance.gpu_check $(ARGS)

@@ -36,8 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import TABLE
 from benchmarks.machine import machine
+from benchmarks.tables.curves import TABLE
 from study.noise import RECALIBRATION, WIDEN
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

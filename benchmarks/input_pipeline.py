@@ -88,7 +88,7 @@ def _epoch(loader: Any, device: str) -> tuple[int, float]:
 def start_fork_server() -> float:
     """Starts the fork server the loaders' workers come from (trainables.data.base.worker_context)
     with a one-item loader; its seconds. A process pays them with its first loader that has
-    workers (benchmarks/worker_start.py compares them with forked workers), so the rows below,
+    workers (benchmarks/diagnostics/worker_start.py compares them with forked workers), so the rows below,
     which all run in this process, are timed without them."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset

@@ -31,9 +31,9 @@ permutation tests of the mean difference on the same seeds with Holm's correctio
 settings reuses nothing from the work folder that another setting left.
 
 Writes benchmarks/results/pareto_search.json. The studies search the space the table was
-recorded in (`benchmarks.curves record --design cost`: refine, recursion steps, patch size and
+recorded in (`benchmarks.tables.curves record --design cost`: refine, recursion steps, patch size and
 crop scale, benchmarks/spaces/cost.yaml). The cost axis is the FLOPs the table recorded
-(`cost_*` columns, measured by `benchmarks.curves write` on its machine's CPU).
+(`cost_*` columns, measured by `benchmarks.tables.curves write` on its machine's CPU).
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import COST_TABLE
 from benchmarks.machine import machine
 from benchmarks.search_efficiency import compare, iqm, iqm_interval, open_table, replayed_config, simulated_study
+from benchmarks.tables.curves import COST_TABLE
 
 RESULTS = Path("benchmarks/results")
 COST = "cost_flops_per_image"
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.table} was recorded with --design {design}, where the cost barely moves: "
                      "give a table recorded with --design cost")
     if not any(COST in c for c in table.costs.values()):
-        parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.curves write")
+        parser.error(f"{args.table} records no {COST}: write it again with python -m benchmarks.tables.curves write")
     if args.seeds < 2 or args.budget < table.epochs:
         parser.error(f"--seeds must be at least 2 and --budget at least one full trial ({table.epochs} epochs)")
     if args.grace_period is not None and not 1 <= args.grace_period < table.epochs:

@@ -1,5 +1,5 @@
 """How many epochs each search method spends before it recommends a good RRA configuration,
-replayed on the RRA curve table (benchmarks/data/rra_curves.parquet, `python -m benchmarks.curves`).
+replayed on the RRA curve table (benchmarks/data/rra_curves.parquet, `python -m benchmarks.tables.curves`).
 
 By default every study runs in simulated time (`--engine simulated`, study.simulate): the
 study's own searcher, its policy's scheduler and its noise-aware ending, built from its record
@@ -32,7 +32,7 @@ inside the same epoch budget (`--budget`, the study's `--epoch-budget`), and the
 on the mean (study.phases.finalists).
 
 Scoring. A configuration's true accuracy is its mean final validation accuracy over the table's
-seeds (the best ones have more seeds: `python -m benchmarks.curves show`). A study's final
+seeds (the best ones have more seeds: `python -m benchmarks.tables.curves show`). A study's final
 regret is the table's best true accuracy minus the true accuracy of the configuration the study
 named (its summary's best), in points; the benchmark reports, per method over the seeds, the
 interquartile mean (IQM) with a 95% bootstrap interval, the median and quartiles, the share of
@@ -67,8 +67,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.curves import TABLE
 from benchmarks.machine import machine
+from benchmarks.tables.curves import TABLE
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
 RESULTS = Path("benchmarks/results")
@@ -182,7 +182,7 @@ def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: 
     seed `seed` x SEED_STRIDE (no other study of a benchmark draws their noise)."""
     import yaml
 
-    from benchmarks.curves import DESIGNS
+    from benchmarks.tables.curves import DESIGNS
     from study.options import StudyOptions
     from study.record import new_record, resolve_space
     from study.simulate import simulate
@@ -457,7 +457,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def open_table(parser: argparse.ArgumentParser, path: Path) -> Any:
     """The curve table at `path`, or the parser's one-line error (exit 2)."""
     if not path.is_file():
-        parser.error(f"no curve table at {path}; record one with python -m benchmarks.curves")
+        parser.error(f"no curve table at {path}; record one with python -m benchmarks.tables.curves")
     from trainables.curve_table import CurveTableError, load
 
     try:

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"seconds per simulated epoch ({_d('replay_epoch_s')})")
     sim.add_argument("--replay-table", metavar="FILE", type=lambda text: str(Path(text).expanduser().resolve()),
                      help="replay the recorded curves of a curve table (benchmarks/data/rra_curves.parquet, "
-                          "made by python -m benchmarks.curves) instead of the computed one")
+                          "made by python -m benchmarks.tables.curves) instead of the computed one")
     rep = p.add_argument_group("report (also: python -m study.report --name NAME)")
     rep.add_argument("--no-report", dest="report", action="store_false", help="skip the end-of-study report")
     rep.add_argument("--confirm-seeds", type=non_negative_int, metavar="N",

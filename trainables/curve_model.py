@@ -19,7 +19,7 @@ a real run's are, and losses at least 0. A draw depends on (salt, metric, config
 only, `run` naming the trial's own values: the same trial and seed replay the same curve (as
 training with a seed is repeatable), two trials that replay one configuration draw their own
 residuals (their seed's effect is shared), and no draw is a recorded run or a part of the truth. A model is
-fitted from recorded runs (`fit`) or written with a table drawn from it (`benchmarks.curves
+fitted from recorded runs (`fit`) or written with a table drawn from it (`benchmarks.tables.curves
 draw`), whose truth is then known exactly.
 """
 

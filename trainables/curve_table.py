@@ -1,5 +1,5 @@
 """Recorded RRA learning curves (benchmarks/data/rra_curves.parquet, made by
-`python -m benchmarks.curves`) as a replayed trial sees them.
+`python -m benchmarks.tables.curves`) as a replayed trial sees them.
 
 A trial's configuration is looked up among the table's configurations: the recorded one of the
 same kind (global-only, or with the local stream; in a table that varies them, with the same
@@ -29,7 +29,7 @@ from trainables.curve_model import CurveModel
 
 METRICS = ("val_acc", "val_loss", "val_acc_global", "val_acc_local", "train_loss", "train_acc")
 # what a configuration must match exactly where the table varies it (a cost table's; see
-# benchmarks.curves DESIGNS): the nearest configuration is looked for among those alike in these
+# benchmarks.tables.curves DESIGNS): the nearest configuration is looked for among those alike in these
 CATEGORICAL = ("refine", "patch_size")
 COST = ("cost_flops_per_image", "cost_parameters", "cost_latency_ms_batch1", "cost_latency_ms_per_image")
 

@@ -62,7 +62,7 @@ def test_p_best_is_calibrated_on_a_drawn_table_whose_truth_is_known(tmp_path: Pa
     from the table; a P(best) spread evenly (recalibrate 0.6) does not."""
     import random
 
-    from benchmarks import curves
+    from benchmarks.tables import curves
     from trainables.curve_model import CurveModel
     from trainables.curve_table import CurveTable
 

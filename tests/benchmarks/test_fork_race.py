@@ -1,4 +1,4 @@
-"""benchmarks/fork_race.py: counts every forked child's fate, and its own, as data.
+"""benchmarks/diagnostics/fork_race.py: counts every forked child's fate, and its own, as data.
 
 The benchmark provokes a hazard (forks while other threads run), so its tests never assert that
 the hazard stayed away: with a real load they check that whatever happened was counted; the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fork_race import fate, main, outcome, run_setting
+from benchmarks.diagnostics.fork_race import fate, main, outcome, run_setting
 
 
 def _accounted(result: dict) -> bool:
@@ -74,7 +74,7 @@ def test_bad_arguments_are_a_one_line_error(args: list[str], message: str, capsy
 def test_a_forking_process_that_hangs_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from benchmarks import fork_race
+    from benchmarks.diagnostics import fork_race
 
     def never_ends(command: list[str], **kwargs: object) -> None:
         raise subprocess.TimeoutExpired(command, 1.0, output=b"", stderr=b"stuck")

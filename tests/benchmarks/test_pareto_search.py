@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import curves, pareto_search
+from benchmarks import pareto_search
+from benchmarks.tables import curves
 from tests.study.test_curve_table import write_table
 from trainables.curve_table import CurveTable
 

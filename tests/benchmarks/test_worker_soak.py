@@ -1,11 +1,11 @@
-"""benchmarks/worker_soak.py: the start method it says its loaders use is the one they use."""
+"""benchmarks/diagnostics/worker_soak.py: the start method it says its loaders use is the one they use."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from benchmarks.worker_soak import starting
+from benchmarks.diagnostics.worker_soak import starting
 from tests.conftest import tiny_config
 from trainables.loop import make_loader
 

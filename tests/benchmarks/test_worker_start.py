@@ -1,4 +1,4 @@
-"""benchmarks/worker_start.py: each arm starts its workers the way it names."""
+"""benchmarks/diagnostics/worker_start.py: each arm starts its workers the way it names."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.worker_soak import write_jpegs
-from benchmarks.worker_start import main, paired
+from benchmarks.diagnostics.worker_soak import write_jpegs
+from benchmarks.diagnostics.worker_start import main, paired
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchmarks.worker_start", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "benchmarks.diagnostics.worker_start", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=False)
 
 

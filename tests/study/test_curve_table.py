@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import curves
+from benchmarks.tables import curves
 from trainables.curve_table import CurveTable, coordinates, seed_adjusted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def _curve(values: dict[str, Any], seed: int) -> list[dict[str, float]]:
 
 def write_table(folder: Path, configs: int = 12, extra: dict[str, int] | None = None, seeds: int = 2,
                 design: str = "ablation") -> Path:
-    """A small table through `benchmarks.curves.write`, from runs made up in its work folder:
+    """A small table through `benchmarks.tables.curves.write`, from runs made up in its work folder:
     `seeds` seeds (0, 1, ...) of every configuration, and `extra` seeds after them of some."""
     work = folder / "work"
     work.mkdir(parents=True)

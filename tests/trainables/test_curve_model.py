@@ -1,7 +1,7 @@
 """trainables.curve_model, the replays' generative model: a table drawn from a known model has
 that model's truth, replays draw noise that neither the table's runs nor the truth used, a seed's
 effect is shared by the configurations trained with it, the fit recovers a model's spreads, and
-`benchmarks.curves check` finds a right model right on seeds it was not fitted on."""
+`benchmarks.tables.curves check` finds a right model right on seeds it was not fitted on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import curves
+from benchmarks.tables import curves
 from trainables.curve_model import CurveModel
 from trainables.curve_table import CurveTable
 

@@ -1,6 +1,6 @@
 """One command a GPU machine runs to exercise the trial's CUDA paths and record their figures.
 
-    python -m benchmarks.gpu_check [--out benchmarks/results/gpu_check] [--quick]
+    python -m benchmarks.acceptance.gpu_check [--out benchmarks/results/gpu_check] [--quick]
     make gpu-check
 
 Each step runs in its own process with its own time limit, and a step that fails is recorded
@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks.machine import machine
 
-HERE = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parents[2]
 
 
 def _device() -> str:
@@ -153,15 +153,15 @@ def main() -> None:
                         "--out", str(args.out / "throughput_cuda.json")], 240),
         ("inference_cost", [py, "-m", "benchmarks.inference_cost", "--device", "cuda", "--amp", "bf16",
                             "--out", str(args.out / "inference_cost_cuda.json")], 180),
-        ("loop_probe", [py, "-m", "benchmarks.gpu_check", "--out", str(args.out), "--step", "loop"], 150),
+        ("loop_probe", [py, "-m", "benchmarks.acceptance.gpu_check", "--out", str(args.out), "--step", "loop"], 150),
         ("cuda_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
                         "tests/trainables"], 180),
-        ("pipeline_probe", [py, "-m", "benchmarks.gpu_check", "--out", str(args.out), "--step", "pipeline",
+        ("pipeline_probe", [py, "-m", "benchmarks.acceptance.gpu_check", "--out", str(args.out), "--step", "pipeline",
                             "--images", str(images)], 150),
     ]
     results = [_step(name, argv, limit, args.out / f"{name}.log") for name, argv, limit in plan]
     results.append(smoke_study(args.out, py))
-    summary = {"command": "python -m benchmarks.gpu_check " + " ".join(sys.argv[1:]),
+    summary = {"command": "python -m benchmarks.acceptance.gpu_check " + " ".join(sys.argv[1:]),
                "machine": machine(gpu=True), "steps": results}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     failed = [r["step"] for r in results if r["exit"] not in (0, "skipped")]

@@ -1,10 +1,10 @@
 """Forks a process while Arrow's thread pools run tasks, and counts the children that die of a
 signal or hang: with Arrow's at-fork handlers on and off (ARROW_REGISTER_ATFORK), with and
 without glibc's malloc checks (MALLOC_CHECK_=3 with libc_malloc_debug preloaded, as
-`benchmarks.worker_soak --malloc-check` runs).
+`benchmarks.diagnostics.worker_soak --malloc-check` runs).
 
-    python -m benchmarks.fork_race [--seconds 60] [--out benchmarks/results/fork_race.json]
-    python -m benchmarks.fork_race --load native-threads [--seconds 60]
+    python -m benchmarks.diagnostics.fork_race [--seconds 60] [--out benchmarks/results/fork_race.json]
+    python -m benchmarks.diagnostics.fork_race --load native-threads [--seconds 60]
         [--out benchmarks/results/fork_race_native_threads.json]
 
 Each of the four settings runs in its own process for `seconds`: two threads read an in-memory
@@ -44,11 +44,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.diagnostics.worker_soak import MALLOC_DEBUG
 from benchmarks.machine import machine
-from benchmarks.worker_soak import MALLOC_DEBUG
 
 HANG_S = 5.0
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stack(pid: int) -> list[str]:
@@ -200,8 +200,8 @@ def run_setting(atfork: bool, malloc_check: bool, seconds: float, load: str = "a
         env.update({"MALLOC_CHECK_": "3", "LD_PRELOAD": str(MALLOC_DEBUG)})
     with tempfile.TemporaryDirectory(prefix="fork-race-") as tmp:
         record = Path(tmp) / "counts.jsonl"
-        command = [sys.executable, "-m", "benchmarks.fork_race", "--child", "--seconds", str(seconds), "--load", load,
-                   "--child-fate", child, "--hang-s", str(hang_s), "--record", str(record)]
+        command = [sys.executable, "-m", "benchmarks.diagnostics.fork_race", "--child", "--seconds", str(seconds),
+                   "--load", load, "--child-fate", child, "--hang-s", str(hang_s), "--record", str(record)]
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + timeout_s,
                                   cwd=ROOT)

@@ -2,11 +2,11 @@
 by the search benchmarks many times (as NAS-Bench-201, LCBench or Syne Tune's blackbox
 repository do for other models).
 
-    python -m benchmarks.curves record [--configs 200] [--seeds 2] [--jobs 2] [--work DIR]
-    python -m benchmarks.curves write  [--work DIR] [--out benchmarks/data/rra_curves.parquet]
-    python -m benchmarks.curves show   [--table benchmarks/data/rra_curves.parquet]
-    python -m benchmarks.curves check  [--table ...] [--out benchmarks/results/curve_model_check.json]
-    python -m benchmarks.curves draw   --seeds 3 --out DRAWN.parquet [--table ...]
+    python -m benchmarks.tables.curves record [--configs 200] [--seeds 2] [--jobs 2] [--work DIR]
+    python -m benchmarks.tables.curves write  [--work DIR] [--out benchmarks/data/rra_curves.parquet]
+    python -m benchmarks.tables.curves show   [--table benchmarks/data/rra_curves.parquet]
+    python -m benchmarks.tables.curves check  [--table ...] [--out benchmarks/results/curve_model_check.json]
+    python -m benchmarks.tables.curves draw   --seeds 3 --out DRAWN.parquet [--table ...]
 
 `record` trains every configuration of the table to the full budget with each seed, in `--jobs`
 processes of one thread each, with the trial code itself (`trainables.loop.fit`, no Ray): the
@@ -56,12 +56,12 @@ from typing import Any
 
 from trainables import curve_table
 
-SPACE = Path(__file__).resolve().parent / "spaces" / "efficiency.yaml"
+SPACE = Path(__file__).resolve().parents[1] / "spaces" / "efficiency.yaml"
 # what a table varies: the ablation space's parameters (the search benchmark's table; "steady":
 # the same in a steadier regime, its second table), or what moves the inference cost (refine,
 # recursion steps, patch size; the Pareto benchmark's)
 DESIGNS = {"ablation": SPACE, "cost": SPACE.parent / "cost.yaml", "steady": SPACE.parent / "steady.yaml"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "benchmarks" / "data" / "rra_curves.parquet"
 COST_TABLE = TABLE.parent / "rra_cost_curves.parquet"  # --design cost: what moves the inference cost
 STEADY_TABLE = TABLE.parent / "rra_steady_curves.parquet"  # --design steady: the second regime
@@ -572,15 +572,15 @@ def main(argv: list[str] | None = None) -> None:
                args.design)
     elif args.command == "write":
         if not (args.work / "runs.jsonl").is_file():
-            parser.error(f"no runs recorded in {args.work}; run `python -m benchmarks.curves record` first")
+            parser.error(f"no runs recorded in {args.work}; run `python -m benchmarks.tables.curves record` first")
         plan = json.loads((args.work / "plan.json").read_text())
-        command = (f"python -m benchmarks.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
+        command = (f"python -m benchmarks.tables.curves record --configs {plan['configs']} --seeds {plan['seeds']}"
                    + (f" --design {plan['design']}" if plan.get("design", "ablation") != "ablation" else "")
                    + (f" --top {plan['top']} --target-se {plan['target_se']} --max-seeds {plan['max_seeds']}"
                       if "top" in plan else ""))
         print(write(args.work, args.out, command))
     elif args.command == "check":
-        figures = {"command": "python -m benchmarks.curves check " + " ".join(argv or sys.argv[2:]),
+        figures = {"command": "python -m benchmarks.tables.curves check " + " ".join(argv or sys.argv[2:]),
                    **check(args.table)}
         if args.out:
             from benchmarks.machine import machine
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "draw":
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")
-        print(draw(args.table, args.seeds, args.out, f"python -m benchmarks.curves draw --table {args.table} "
+        print(draw(args.table, args.seeds, args.out, f"python -m benchmarks.tables.curves draw --table {args.table} "
                                                       f"--seeds {args.seeds}"))
     else:
         print(json.dumps(show(args.table), indent=2))

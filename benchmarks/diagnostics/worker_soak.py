@@ -3,7 +3,7 @@ Ray worker process, which holds Ray's gRPC threads), and in a driver process aft
 MLflow have run in it (the situation of the test that once saw a worker die of "double free or
 corruption").
 
-    python -m benchmarks.worker_soak [--trials 8] [--rounds 4] [--workers 2] [--driver-rounds 20]
+    python -m benchmarks.diagnostics.worker_soak [--trials 8] [--rounds 4] [--workers 2] [--driver-rounds 20]
         [--train] [--malloc-check] [--start-method trial|fork] [--out benchmarks/results/worker_soak.json]
 
 Each round builds the trial's own loader (trainables.loop.make_loader over an image folder of
@@ -14,7 +14,7 @@ with the worker's exit signal. `--malloc-check` runs everything under glibc's ma
 instead of corrupting the heap silently; PYTHONFAULTHANDLER prints the Python stack of a worker
 that dies of a signal. Under `--malloc-check` only a death is evidence: the checking allocator's
 lock is not safe across fork, so a worker forked while another thread allocates can hang in its
-first allocation, whatever code makes it (benchmarks/fork_race.py measures it).
+first allocation, whatever code makes it (benchmarks/diagnostics/fork_race.py measures it).
 `--train` makes each round a fresh trial that runs one epoch
 (trainables.loop.run_epoch: its train and validation loaders start their workers, then the
 process trains), so that workers start from a process that has trained, with torch's thread
@@ -190,7 +190,7 @@ def main() -> None:
     if args.malloc_check and os.environ.get("MALLOC_CHECK_") != "3":
         # the variables must be set before the interpreter (and Ray's workers, started from it) start
         env = {**os.environ, "MALLOC_CHECK_": "3", "LD_PRELOAD": str(MALLOC_DEBUG), "PYTHONFAULTHANDLER": "1"}
-        os.execvpe(sys.executable, [sys.executable, "-m", "benchmarks.worker_soak", *sys.argv[1:]], env)
+        os.execvpe(sys.executable, [sys.executable, "-m", "benchmarks.diagnostics.worker_soak", *sys.argv[1:]], env)
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
     import logging
@@ -212,7 +212,7 @@ def main() -> None:
     in_trial_starts = sum(int(t.get("worker_starts", 0)) for t in trials)
     failures = [f for t in trials for f in t.get("failures", [])] + driver["failures"]
     result = {
-        "command": "python -m benchmarks.worker_soak " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.diagnostics.worker_soak " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "malloc_check": os.environ.get("MALLOC_CHECK_") == "3",
         "start_method": driver["start_method"],

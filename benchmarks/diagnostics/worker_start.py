@@ -1,7 +1,7 @@
 """What starting a trial's DataLoader workers from the fork server costs, against forking them
 from the trial's process (trainables.data.base.worker_context; docs/reliability.md says why).
 
-    python -m benchmarks.worker_start [--rounds 10] [--loaders 4] [--workers 2]
+    python -m benchmarks.diagnostics.worker_start [--rounds 10] [--loaders 4] [--workers 2]
         [--out benchmarks/results/worker_start.json]
 
 Each round starts two fresh processes, one a start method (their order alternates between
@@ -10,7 +10,7 @@ Each process builds the trial's loader (trainables.loop.make_loader, over a fold
 JPEGs, `image_cache: off`, so the workers decode) `--loaders` times and reads it to the end;
 it records the seconds from building a loader to its first batch and to its last. For the
 `fork` arm the process hands the loader a fork context in place of worker_context (what the
-loaders did before 8832f7b: benchmarks.worker_soak.starting); nothing else differs. The
+loaders did before 8832f7b: benchmarks.diagnostics.worker_soak.starting); nothing else differs. The
 comparison is paired on the round: the mean difference fork server minus fork, its 95%
 interval and paired t-test (scipy's ttest_1samp on the differences), with the Wilcoxon
 signed-rank p-value beside it.
@@ -41,7 +41,7 @@ def child(method: str, data_dir: str, workers: int, loaders: int) -> dict[str, A
     import torch
 
     import trainables.loop as loop
-    from benchmarks.worker_soak import starting, trial_config
+    from benchmarks.diagnostics.worker_soak import starting, trial_config
     from trainables.data.build import build_datasets
 
     cfg = trial_config(data_dir, workers)
@@ -64,8 +64,8 @@ def child(method: str, data_dir: str, workers: int, loaders: int) -> dict[str, A
 
 
 def _run_child(method: str, data_dir: str, workers: int, loaders: int) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.worker_start", "--child", method, "--data", data_dir,
-                           "--workers", str(workers), "--loaders", str(loaders)],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.diagnostics.worker_start", "--child", method,
+                           "--data", data_dir, "--workers", str(workers), "--loaders", str(loaders)],
                           capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker_start: the {method} process failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the comparison is paired over rounds)")
-    from benchmarks.worker_soak import write_jpegs
+    from benchmarks.diagnostics.worker_soak import write_jpegs
 
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds.append({m: _run_child(m, data_dir, args.workers, args.loaders) for m in order})
     result = {"machine": machine(), "rounds": args.rounds, "loaders": args.loaders, "workers": args.workers,
               "seconds": round(time.time() - started, 1), "summary": summarise(rounds), "runs": rounds,
-              "command": "python -m benchmarks.worker_start " + " ".join(sys.argv[1:])}
+              "command": "python -m benchmarks.diagnostics.worker_start " + " ".join(sys.argv[1:])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"], indent=1))
