@@ -43,7 +43,7 @@ test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy & types=$$!; \
-	$(BIN)/python -m pytest -m "not slow" --durations=15 $(ARGS); tests=$$?; \
+	$(BIN)/python -m pytest tests/unit --durations=15 $(ARGS); tests=$$?; \
 	wait $$types; typed=$$?; \
 	test $$tests -eq 0 && test $$typed -eq 0
 

@@ -4,8 +4,10 @@ test how often it failed: a test that fails on an unchanged tree fails by chance
     python -m benchmarks.flakiness --lane fast --rounds 10 [--out benchmarks/results/flakiness_fast.json]
     python -m benchmarks.flakiness --lane slow --rounds 5 [--out ...] [-- PYTEST_ARGS]
 
-`fast` is `make check`'s selection (`-m "not slow"`, one process), `slow` the tests `make check`
-leaves out (`-m slow`, two processes with `--dist loadgroup`, as `make test` runs them); words
+`fast` is `make check`'s selection (tests/unit, one process), `slow` the tests `make check`
+leaves out (tests/integration, two processes with `--dist loadgroup`, as `make test` runs them;
+tests/conftest.py marks every test there `slow`, so the lanes select by that mark, and a module
+after `--` narrows them); words
 after `--` go to pytest as they are (a module, `-k`). Each round writes pytest's JUnit XML into a
 temporary folder; the results file gains one entry a round as it ends, so a run stopped part way
 continues where it stopped when started again with the same lane, selection and `--out`. Each

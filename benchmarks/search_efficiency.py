@@ -8,7 +8,7 @@ about a second a study. `--engine tune` runs the real study instead (`study.cli.
 Tune, its storage, MLflow) with the replay trainable (`--trainable replay --replay-table`) at
 `--epoch-s` seconds an epoch; the two make the same decisions with one trial at a time, and with
 several where the results come in the same order and no epoch budget stops the search (under
-Tune, results in flight at the stop still arrive; tests/study/test_simulate.py). Either way a
+Tune, results in flight at the stop still arrive; tests/unit/study/test_simulate.py). Either way a
 trial reports a curve of the table's configuration nearest to its own, drawn from the table's
 model (trainables.curve_table) for its training seed: fresh noise, never a recorded run and
 never the noise the truth was computed from. Study N trains every trial with seed N x

@@ -45,7 +45,7 @@ RECALIBRATION = 0.3
 # table's (benchmarks/results/calibration*.json, `interval_scales`)
 WIDEN = 1.2
 # One line on how well the study's P(best) held on the benchmark's fresh noise, from these files
-# (benchmarks/calibration.py; tests/benchmarks/test_calibration.py keeps them equal)
+# (benchmarks/calibration.py; tests/unit/benchmarks/test_calibration.py keeps them equal)
 CALIBRATION_FILES = ("benchmarks/results/calibration.json", "benchmarks/results/calibration_steady.json")
 CALIBRATION = ("on replayed studies' fresh noise (600 and 398 studies of the tables rra_curves and rra_steady_curves), "
                "the named best was stated at P(best) 0.53 and 0.54 on average and was truly the best in 57% and 60% of "

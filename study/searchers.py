@@ -311,7 +311,7 @@ class _Ledger:
     The one place that calls Optuna's storage methods (create_new_trial,
     set_trial_intermediate_value, set_trial_state_values) instead of the Study API, which
     would read the study's unfinished trials back on each call.
-    tests/study/test_searchers.py checks that what it writes reads back through Optuna's
+    tests/unit/study/test_searchers.py checks that what it writes reads back through Optuna's
     public API as `Study.ask`/`report`/`tell` would have written it.
     """
 

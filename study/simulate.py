@@ -11,7 +11,7 @@ have run that many epochs, and the trials still running are PRUNED in Optuna, as
 path (study.budget, `searchers.prune_unfinished`).
 
 With one worker there is no timing at all, and a simulated study makes the decisions of the
-same study run by `study.run --trainable replay --concurrency 1` (tests/study/test_simulate.py).
+same study run by `study.run --trainable replay --concurrency 1` (tests/unit/study/test_simulate.py).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def results_order(storage: str, study_name: str) -> list[tuple[int, int]]:
     """The order in which a study's searcher received its trials' results: (trial number, epoch)
     in the order the intermediate values were written to its Optuna storage (every result is
     written when it comes, study.searchers). An RDB storage's row ids: the one internal this reads
-    (tests/study/test_simulate.py fails if Optuna's schema changes)."""
+    (tests/unit/study/test_simulate.py fails if Optuna's schema changes)."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(storage)

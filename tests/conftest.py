@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing.forkserver
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +34,22 @@ TINY: dict[str, Any] = {
 
 
 UNIT_TESTS_START_NO_PROCESS = ("a unit test started a process: tests that start subprocesses, fork servers, forked "
-                               "workers, Ray or servers are marked slow (`make test` runs them, `make check` does not)")
+                               "workers, Ray or servers belong in tests/integration (`make test` runs them, `make "
+                               "check` runs tests/unit only)")
+UNIT, INTEGRATION = Path(__file__).resolve().parent / "unit", Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The lane is the folder: every test of tests/integration is marked slow (what
+    `-m "not slow"` leaves out, and what may start processes); a test of tests/unit marked slow
+    is an error that says to move it."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.slow)
+        elif path.is_relative_to(UNIT) and item.get_closest_marker("slow") is not None:
+            raise pytest.UsageError(f"{item.nodeid} is marked slow: a test that starts processes belongs in "
+                                    "tests/integration")
 # Commands that read a fact and exit at once, which code under unit test may run (the git
 # revision a record names, the CPU a result names): no Python, no fork of the test process.
 FACT_COMMANDS = frozenset({"git", "lscpu", "uname"})
@@ -115,7 +131,7 @@ def small_space(study: str, images: int, rest: str) -> str:
     """A search space file for study tests: a small synthetic set (4 classes, `images` per class,
     32 px) and a small model; `study` is the study block's flow mapping, `rest` the YAML after
     the constants (parameters, baselines, enqueue). The noise-aware ending is off unless `study`
-    names `finalists` (tests/study/test_study_e2e.py and test_noise.py test it); the policy is
+    names `finalists` (tests/integration/study/test_study_e2e.py and test_noise.py test it); the policy is
     ASHA unless `study` names one (the tests check its stops; the default is adaptive)."""
     if "finalists" not in study:
         study += ", finalists: 0"

@@ -83,7 +83,7 @@ def _vgg_features(weights: object | None) -> nn.Module:
     """VGG-19's `features`. Without weights, built as torchvision builds them, without paying for
     the classifier it drops (102M parameters, 90% of the build's time): the whole model on the
     meta device, then its convolutions initialised as torchvision's VGG does, in the same order,
-    so that from the same random state the weights are the same (tests/trainables/test_backbones.py
+    so that from the same random state the weights are the same (tests/unit/trainables/test_backbones.py
     compares them with a full build, and fails if torchvision's initialisation changes)."""
     if weights is not None:
         return torchvision.models.vgg19(weights=weights).features

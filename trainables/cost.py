@@ -11,7 +11,7 @@ activations and pooling are not counted). It does not know two ops that RRA's fo
   output value, with the op's own adaptive sampling grid read from the boxes (`roi_align_flops`).
 
 They are counted through the counter's `custom_mapping`, so the total is the counter's own.
-`tests/trainables/test_cost.py` checks it against a hand count of a whole model.
+`tests/unit/trainables/test_cost.py` checks it against a hand count of a whole model.
 """
 
 from __future__ import annotations

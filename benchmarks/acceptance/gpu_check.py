@@ -12,7 +12,8 @@ and the next one runs, so a short lease gives every figure it can:
    (benchmarks.inference_cost: FLOPs, latency of one image and of a batch of 32, peak memory);
 3. the real training loop (`trainables.loop.fit`) for one epoch at the paper's model on
    synthetic 448 px images, in fp16 and bf16 (does fp16 survive; what does an epoch cost);
-4. the trial tests on CUDA (`tests/trainables`, where `device: auto` means the GPU);
+4. the trial tests on CUDA (`tests/unit/trainables` and `tests/integration/trainables`, where
+   `device: auto` means the GPU);
 5. the on-disk input pipeline: images per second delivered at 448 px from a generated
    CUB-layout set of 500x375 JPEGs, PIL every epoch and the decoded-image cache cold and warm,
    at 0, 4, 8 and 15 workers.
@@ -155,7 +156,7 @@ def main() -> None:
                             "--out", str(args.out / "inference_cost_cuda.json")], 180),
         ("loop_probe", [py, "-m", "benchmarks.acceptance.gpu_check", "--out", str(args.out), "--step", "loop"], 150),
         ("cuda_tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-                        "tests/trainables"], 180),
+                        "tests/unit/trainables", "tests/integration/trainables"], 180),
         ("pipeline_probe", [py, "-m", "benchmarks.acceptance.gpu_check", "--out", str(args.out), "--step", "pipeline",
                             "--images", str(images)], 150),
     ]

@@ -6,7 +6,7 @@ about every trial it stops, so the searcher records it as PRUNED, not as interru
 
 The scheduler keeps its own records (study/policies/rungs.py: each rung's values and the
 trials it stopped, each trial's bracket) and meets Tune only through Tune's public scheduler
-interface; it decides as Ray's ASHA does (tests/study/test_policies.py checks it against
+interface; it decides as Ray's ASHA does (tests/unit/study/test_policies.py checks it against
 Ray's on the same results). Tune does not save a scheduler's state: a resumed study would
 judge its next trials against empty rungs and stop none. Given the experiment's path, the
 scheduler rebuilds its rungs the first time Tune uses it, from the results the experiment
