@@ -23,6 +23,7 @@ def test_a_hung_server_never_holds_the_caller_and_the_calls_go_through_in_order_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     server = start_mlflow_server(tmp_path, free_port())
     proxy = HangingProxy(int(server.args[server.args.index("--port") + 1]))  # type: ignore[index]
+    queue = None
     try:
         tracker = Tracker(f"http://127.0.0.1:{proxy.port}", "hung")
         queue = MlflowQueue(tracker, retry_s=0.2)
@@ -43,5 +44,7 @@ def test_a_hung_server_never_holds_the_caller_and_the_calls_go_through_in_order_
         history = tracker.client.get_metric_history(tracker.parent_run_id, "val_acc")
         assert [int(m.step) for m in history] == list(range(1, 51))
     finally:
+        if queue is not None:
+            queue.close(0)  # its thread stops: a later test in this process counts the queues' threads
         proxy.close()
         stop_server(server)
