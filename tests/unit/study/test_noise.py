@@ -1,6 +1,6 @@
 """Answers under seed noise, on values whose noise is known: the finalists' statistics
 (study.noise), the budget the noise-aware ending takes (study.phases.finalists), the summary
-that names its best on the mean, and the report's level comparisons (study.analysis)."""
+that names its best on the mean, and the report's level comparisons (study.reporting.analysis)."""
 
 from __future__ import annotations
 
