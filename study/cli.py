@@ -25,6 +25,9 @@ def resolve(opts: StudyOptions) -> StudyRecord:
     space = record.resolve_space(opts)
     preflight.check_space(space)
     preflight.check_replay(opts, space.study)
+    warm = preflight.check_warm_start(opts, space)
+    if warm:
+        print(warm, flush=True)
     return record.new_record(opts, space)
 
 

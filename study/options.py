@@ -68,6 +68,9 @@ class StudyOptions:
     trainable: str = _defines("rra")
     replay_epoch_s: float = _defines(1.0)
     replay_table: str | None = _defines(None)
+    # earlier studies whose trials the sampler starts from (names under --out, folders, or
+    # Optuna storage URIs), as given; the record keeps them resolved
+    warm_start: tuple[str, ...] = _defines(())
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
 
@@ -121,6 +124,15 @@ def objectives(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def sources(text: str) -> tuple[str, ...]:
+    """`NAME[,NAME...]`: earlier studies (names under --out, study folders, or Optuna storage
+    URIs, `sqlite:///PATH#STUDY` where the storage holds several studies)."""
+    out = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not out:
+        raise argparse.ArgumentTypeError("expected a study name, a study folder or an Optuna storage URI")
+    return out
+
+
 def _d(key: str) -> str:
     return f"default: {getattr(_DEFAULTS, key)}"
 
@@ -137,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help=f"search space name in search_spaces/ or a YAML path ({_d('space')})")
     p.add_argument("--name", help="study name (default: SPACE-DATE-TIME; with --resume: the latest study of SPACE)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study (same --name and --out)")
+    p.add_argument("--warm-start", type=sources, metavar="STUDY[,STUDY...]",
+                   help="start the sampler from the trials of earlier studies (names under --out, study folders or "
+                        "Optuna storage URIs): parameters matched by name and range, stopped trials as stopped")
     data = p.add_argument_group("data and model (override the space's constants)")
     data.add_argument("--dataset", help=", ".join(names.DATASETS))
     data.add_argument("--data-dir", help="dataset folder (on every node that runs trials)")

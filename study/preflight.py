@@ -66,6 +66,21 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         raise StudyInputError(f"{space.path}: {err}") from None
 
 
+def check_warm_start(opts: Any, space: SearchSpace) -> str:
+    """The warm start's sources (--warm-start) are readable studies that share a parameter with
+    the space and go the same way; returns the line that says what the study starts from (empty
+    without a warm start). A one-line error otherwise, before Ray starts."""
+    if not opts.warm_start:
+        return ""
+    if opts.searcher == "optuna-stock":
+        raise StudyInputError("--warm-start: Ray's stock searcher cannot start from earlier trials; use optuna "
+                              "or random")
+    from study import warmstart
+
+    directions = ["maximize" if mode == "max" else "minimize" for _, mode in space.study.objective_list()]
+    return warmstart.load(warmstart.resolve(opts.warm_start, opts.out), space, directions).line()
+
+
 def check_replay(settings: Any, study: StudySettings) -> None:
     """A curve table to replay (--replay-table) is readable and long enough for the study (a
     replayed run draws fresh noise for its seed, so any number of re-runs can replay it).

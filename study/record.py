@@ -76,6 +76,7 @@ class Settings:
     trainable: str
     replay_epoch_s: float
     replay_table: str | None
+    warm_start: tuple[str, ...]  # earlier studies the sampler starts from (study.warmstart), as given
 
     @classmethod
     def of(cls, opts: StudyOptions, policy: str) -> Settings:
@@ -86,7 +87,8 @@ class Settings:
     def from_json(cls, data: dict[str, Any]) -> Settings:
         """Settings as a record holds them; one a record predates takes the flag's default."""
         defaults = StudyOptions()
-        return cls(**{f.name: data.get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
+        values = {f.name: data.get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)}
+        return cls(**{**values, "warm_start": tuple(values["warm_start"])})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune.search import Searcher
 
-from study import names
+from study import names, warmstart
 from study.keys import BASELINE, EPOCH, KIND, NAME, OPTUNA_NUMBER, PARAMS, SEARCH, run_name, searched_values
 from study.spaces import SearchSpace
 from trainables.names import Registry
@@ -70,9 +70,10 @@ class FidelitySearcher(Searcher):
     """
 
     def __init__(self, space: SearchSpace, storage: str, study_name: str, sampler: str = "tpe",
-                 seed: int = 0, baselines: bool = True) -> None:
+                 seed: int = 0, baselines: bool = True, warm: tuple[str, ...] = ()) -> None:
         super().__init__(metric=space.study.metric, mode=space.study.mode)
         self.space = space
+        self.warm = warm  # earlier studies the sampler starts from (study.warmstart, STORAGE#STUDY)
         self.storage = storage
         self.study_name = study_name
         self.sampler_kind = sampler
@@ -142,7 +143,9 @@ class FidelitySearcher(Searcher):
             # first trials again; seed it past them instead (still deterministic).
             self._mirror = optuna.create_study(directions=self.directions,
                                                sampler=_sampler(self.sampler_kind, self.seed + len(trials)))
-            self._mirror.add_trials([self._for_sampler(t) for t in trials if t.state.is_finished()])
+            # what earlier studies learned (--warm-start), then this study's own trials
+            warm = warmstart.load(self.warm, self.space, self.directions).trials
+            self._mirror.add_trials([self._for_sampler(t) for t in [*warm, *trials] if t.state.is_finished()])
             for point in self.space.enqueue:
                 if not any(all(t.params.get(k) == v for k, v in point.items()) for t in trials):
                     self._mirror.enqueue_trial(point)
@@ -445,12 +448,14 @@ def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed:
                         points_to_evaluate=list(space.enqueue) or None)
 
 
-def _fidelity(sampler: str, space: SearchSpace, storage: str, name: str, seed: int) -> FidelitySearcher:
-    return FidelitySearcher(space, storage, name, sampler, seed)
+def _fidelity(sampler: str, space: SearchSpace, storage: str, name: str, seed: int,
+              warm: tuple[str, ...] = ()) -> FidelitySearcher:
+    return FidelitySearcher(space, storage, name, sampler, seed, warm=warm)
 
 
 # name (listed in study.names.SEARCHERS) -> searcher(space, Optuna storage, study name, seed)
-SEARCHERS: Registry[Callable[[SearchSpace, str, str, int], Any]] = Registry("searcher", names.SEARCHERS, "study.names")
+# (the project's searchers also take the warm-start sources, STORAGE#STUDY, fifth)
+SEARCHERS: Registry[Callable[..., Any]] = Registry("searcher", names.SEARCHERS, "study.names")
 SEARCHERS.register("optuna", functools.partial(_fidelity, "tpe"))
 SEARCHERS.register("random", functools.partial(_fidelity, "random"))
 SEARCHERS.register("optuna-stock", stock_optuna_search)
@@ -459,4 +464,7 @@ SEARCHERS.register("optuna-stock", stock_optuna_search)
 def make_searcher(record: StudyRecord) -> Any:
     """The searcher a study's record names (its sampler seeded by the record's seed)."""
     kind = record.settings.searcher
-    return SEARCHERS[kind](record.space, record.stores.optuna_storage, record.name, int(record.settings.seed))
+    args = (record.space, record.stores.optuna_storage, record.name, int(record.settings.seed))
+    if record.settings.warm_start:  # the project's searchers only (preflight refuses the stock one)
+        return SEARCHERS[kind](*args, warmstart.resolve(record.settings.warm_start, record.folder.parent))
+    return SEARCHERS[kind](*args)

@@ -45,6 +45,7 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
         "counts": counts, "ranking": [r["trial_id"] for r in order], "best": best,
         "finalists": named, "seed_noise": noise, "race_stop": race_stop,
+        "warm_start": list(record.settings.warm_start) or None,
         "baselines": [r for r in rows if r["kind"] == BASELINE], "trials": rows,
     }
 
@@ -224,6 +225,8 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
     of_them = f", {reruns} of them the finalists' re-runs" if reruns else ""
     by = "the scheduler" if budget is None else \
         f"the scheduler or the epoch budget ({budget}; {summary['epochs_spent']} run{of_them})"
+    if summary.get("warm_start"):
+        print(f"Warm-started from: {', '.join(summary['warm_start'])}")
     print(f"\nTrials: {counts[COMPLETED]} ran to {summary['max_epochs']} epochs, {counts[STOPPED_EARLY]} stopped "
           f"early by {by}, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
     top_row, baselines = summary["best"], summary["baselines"]

@@ -195,6 +195,12 @@ def _overview(doc: Any, results: Any, tracker: Any, facts: dict[str, Any]) -> No
              f"baseline(s). Metric `{results.metric}` ({space.study.mode}); compared at the rungs "
              f"{', '.join(map(str, milestones))} (the epochs where the ASHA family decides, from the grace "
              "period and the reduction factor, and max_t).")
+    warm = list(results.record.settings.warm_start)
+    if warm:
+        facts["warm_start"] = warm
+        doc.text(f"Warm-started: the sampler began from the trials of {', '.join(f'`{w}`' for w in warm)} "
+                 "(parameters matched by name and range; those trials are not this study's and are not in its "
+                 "tables).")
     if tracker is None:
         return
     problems = disagreements(results, tracker)

@@ -27,6 +27,7 @@ def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any],
     tags = {"study": record.name, "space": space.name, "dataset": str(record.constant("dataset")),
             "searcher": str(record.settings.searcher), "policy": str(record.settings.policy),
             "git_revision": str(record.extra.get("git_revision", "unknown")),
+            **({"warm_start": ", ".join(record.settings.warm_start)[:5000]} if record.settings.warm_start else {}),
             **{f"version.{k}": v for k, v in record.extra.get("versions", {}).items()}}
     params = {**{f"setting.{k}": v for k, v in record.settings.to_json().items()},
               **{f"study.{k}": v for k, v in dataclasses.asdict(space.study).items()}}

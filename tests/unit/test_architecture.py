@@ -125,7 +125,7 @@ LIGHT = ("study.options", "study.keys", "study.errors", "study.spaces", "study.r
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.names", "study.pareto",
                  "study.history", "study.ranking", "study.noise")),
-    ("record", ("study.record", "study.preflight")),
+    ("record", ("study.record", "study.preflight", "study.warmstart")),
     ("execution", ("study.execution", "study.tracking", "study.tracking.*", "study.session", "study.searchers",
                    "study.policies", "study.policies.*", "study.budget")),
     ("phases", ("study.phases", "study.phases.*", "study.results", "study.reporting", "study.reporting.*",
