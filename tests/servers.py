@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,11 +16,35 @@ import urllib.request
 from pathlib import Path
 
 
+# Ports for the servers tests start: above Ray's worker ports (10002-19999 by default) and below
+# the kernel's ephemeral range, from which every socket bound to port 0 is given one (Ray's gRPC
+# servers and clients included). A port drawn from the ephemeral range can be taken by such a
+# socket between the draw and the server's start: a CI run's cluster fixture found a Ray gRPC
+# server on the port its MLflow server was to have.
+_FIRST, _FALLBACK_LAST = 20000, 32767
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FALLBACK_LAST + 1
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that nothing listens on now, outside the ranges from which ports
+    are handed out on their own (Ray's workers', the kernel's ephemeral ones)."""
+    draw = random.SystemRandom()  # not the random module's state, which a test may have seeded
+    last = max(_FIRST + 100, _ephemeral_low() - 1)
+    for _ in range(200):
+        port = draw.randint(_FIRST, last)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_FIRST}-{last}")
 
 
 def wait_for_http(url: str, what: str, seconds: float = 120) -> None:
