@@ -15,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 # Ports for the servers tests start: above Ray's worker ports (10002-19999 by default) and below
 # the kernel's ephemeral range, from which every socket bound to port 0 is given one (Ray's gRPC
 # servers and clients included). A port drawn from the ephemeral range can be taken by such a
