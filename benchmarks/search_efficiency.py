@@ -173,12 +173,14 @@ def replayed_config(table: Any, config: dict[str, Any]) -> str:
 
 
 def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: int, workers: int,
-                    grace_period: int | None = None, **flags: Any) -> tuple[Any, Any, float]:
+                    grace_period: int | None = None, keep_optuna: Path | None = None,
+                    **flags: Any) -> tuple[Any, Any, float]:
     """A replayed study of the table's own space (the one it was recorded in) in simulated time
     (study.simulate), seed `seed` for the sampler and the training, at an epoch budget, without
     baselines, test or report; `grace_period`: the rungs' first epoch, where not the space's;
     `flags`: the study's other options (searcher, policy, ...). Returns its record, the
-    simulated search and the search's wall time; its folder is removed. Its trials train with
+    simulated search and the search's wall time; its folder is removed (its Optuna storage first
+    copied to `keep_optuna`, if given: a source for a warm start). Its trials train with
     seed `seed` x SEED_STRIDE (no other study of a benchmark draws their noise)."""
     import yaml
 
@@ -205,7 +207,14 @@ def simulated_study(table_path: Path, work: Path, name: str, seed: int, budget: 
         record.folder.mkdir(parents=True)
         start = time.perf_counter()
         simulated = simulate(record, workers)
-        return record, simulated, time.perf_counter() - start
+        wall = time.perf_counter() - start
+        if keep_optuna is not None:  # SQLite's own copy (what its journal still holds included)
+            import sqlite3
+
+            with sqlite3.connect(record.stores.optuna_storage.removeprefix("sqlite:///")) as src, \
+                    sqlite3.connect(keep_optuna) as dst:
+                src.backup(dst)
+        return record, simulated, wall
     finally:
         shutil.rmtree(runs, ignore_errors=True)
 
