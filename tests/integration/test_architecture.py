@@ -1,13 +1,5 @@
-"""The import contracts of the codebase, checked over its import graph (every `import` of the
-project's own modules, at module level or inside a function; `if TYPE_CHECKING:` blocks are
-not imports at run time):
-
-- no cycle among the project's modules;
-- trainables/ (inside a trial) never imports study/ (the driver);
-- the report never imports the search phase, and no phase imports the command line;
-- the modules the command line needs before it reports a typo import nothing heavy.
-
-The tests that start processes; the rest are in tests/unit/test_architecture.py."""
+"""The import contracts of the codebase: the check that starts a fresh interpreter (the rest,
+and what they share, are in tests/unit/test_architecture.py)."""
 
 from __future__ import annotations
 

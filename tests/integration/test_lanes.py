@@ -1,7 +1,5 @@
-"""The fast lane's rule (tests/conftest.py): a unit test starts no process, but may read a fact
-from git or lscpu; a test marked slow may start any.
-
-The tests that start processes; the rest are in tests/unit/test_lanes.py."""
+"""The fast lane's rule (tests/conftest.py): the tests that start processes (the rest, and what they share,
+are in tests/unit/test_lanes.py)."""
 
 from __future__ import annotations
 

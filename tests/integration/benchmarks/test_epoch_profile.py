@@ -1,7 +1,5 @@
-"""benchmarks.epoch_profile: each arm trains what it names, and the AVX2 arm's process runs AVX2
-kernels (the emulation its figures rest on).
-
-The tests that start processes; the rest are in tests/unit/benchmarks/test_epoch_profile.py."""
+"""benchmarks.epoch_profile: the tests that start processes (the rest, and what they share, are in
+tests/unit/benchmarks/test_epoch_profile.py)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""benchmarks/diagnostics/fork_race.py: counts every forked child's fate, and its own, as data.
-
-The benchmark provokes a hazard (forks while other threads run), so its tests never assert that
-the hazard stayed away: with a real load they check that whatever happened was counted; the
-counting itself is checked on fates known in advance, without a load (nothing there can race).
-
-The tests that start processes; the rest are in tests/unit/benchmarks/test_fork_race.py."""
+"""benchmarks/diagnostics/fork_race.py: the tests that start processes (the rest, and what they share,
+are in tests/unit/benchmarks/test_fork_race.py)."""
 
 from __future__ import annotations
 

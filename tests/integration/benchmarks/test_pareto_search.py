@@ -1,7 +1,5 @@
-"""The accuracy-against-cost search benchmark: its hypervolume by hand, and a run of its three
-methods in simulated time on a small table whose costs are known.
-
-The tests that start processes; the rest are in tests/unit/benchmarks/test_pareto_search.py."""
+"""The accuracy-against-cost search benchmark: the tests that start processes (the rest, and what they share,
+are in tests/unit/benchmarks/test_pareto_search.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""benchmarks/diagnostics/worker_start.py: each arm starts its workers the way it names.
-
-The tests that start processes; the rest are in tests/unit/benchmarks/test_worker_start.py."""
+"""benchmarks/diagnostics/worker_start.py: the tests that start processes (the rest, and what they share,
+are in tests/unit/benchmarks/test_worker_start.py)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Arrow's at-fork handlers are off in the study's processes (study.execution sets
-ARROW_REGISTER_ATFORK=0 before Ray starts), a precaution: they run code that is not
-async-signal-safe in every forked child of a threaded process, and the DataLoader workers never
-use Arrow (docs/reliability.md). The first test pins what the variable does in the installed
-pyarrow, so that a pyarrow that stops reading it fails here.
-
-The tests that start processes; the rest are in tests/unit/study/test_arrow_at_fork.py."""
+"""Arrow's at-fork handlers are off in the study's processes: the tests that start processes
+(the rest, and what they share, are in tests/unit/study/test_arrow_at_fork.py)."""
 
 from __future__ import annotations
 

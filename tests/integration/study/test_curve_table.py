@@ -1,9 +1,5 @@
-"""The RRA curve table and its replay: a table written from recorded runs reads back as it was
-written, a trial replays the recorded curve of the nearest configuration through the real
-study, bad tables are refused before any trial starts, and the search benchmark's machinery
-runs end to end on a small table.
-
-The tests that start processes; the rest are in tests/unit/study/test_curve_table.py."""
+"""The RRA curve table and its replay: the tests that start processes (the rest, and what they share,
+are in tests/unit/study/test_curve_table.py)."""
 
 from __future__ import annotations
 

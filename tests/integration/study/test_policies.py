@@ -1,9 +1,5 @@
-"""The policies: ASHA keeps its own rungs and decides as Ray's ASHA does on the same results;
-its rungs are rebuilt on resume (a resumed study stops the trials an uninterrupted one would,
-each trial in its own bracket); several objectives are judged by non-dominated sorting
-(MO-ASHA); every policy builds a searcher and a scheduler from a study record.
-
-The tests that start processes; the rest are in tests/unit/study/test_policies.py."""
+"""The policies: the tests that start processes (the rest, and what they share, are in
+tests/unit/study/test_policies.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The pruned-versus-complete contract: what reaches Optuna is honest about fidelity.
-
-The tests that start processes; the rest are in tests/unit/study/test_searchers.py."""
+"""The pruned-versus-complete contract: the tests that start processes (the rest, and what they share,
+are in tests/unit/study/test_searchers.py)."""
 
 from __future__ import annotations
 

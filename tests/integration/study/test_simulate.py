@@ -1,9 +1,5 @@
-"""A study in simulated time (study.simulate) drives the study's own searcher and policy over a
-curve table: with one worker it makes the decisions `study.run --trainable replay` makes, trial
-for trial, and with several where it is given the order in which Tune's results came; with an
-epoch budget it spends that budget and prunes what still runs.
-
-The tests that start processes; the rest are in tests/unit/study/test_simulate.py."""
+"""A study in simulated time against the same study under Ray Tune: the tests that start
+processes (the rest, and what they share, are in tests/unit/study/test_simulate.py)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Cluster storage as a cloud cluster has it: no shared disk, Tune's storage and MLflow's
-artifacts in an S3-compatible store (moto's server, started here), in both of pyarrow's forms
-(the endpoint in the URI's query, or in AWS_ENDPOINT_URL); a bad endpoint or bucket is a one-line
-error before Ray starts.
-
-The tests that start processes; the rest are in tests/unit/study/test_storage.py."""
+"""Cluster storage as a cloud cluster has it: the tests that start processes (the rest, and what they share,
+are in tests/unit/study/test_storage.py)."""
 
 from __future__ import annotations
 

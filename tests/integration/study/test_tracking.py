@@ -1,7 +1,5 @@
-"""MLflow tracking on a real (SQLite) MLflow store, and the queue that keeps Tune from ever
-waiting on MLflow.
-
-The tests that start processes; the rest are in tests/unit/study/test_tracking.py."""
+"""MLflow tracking and its queue against a real, then hung, MLflow server: the tests that start
+processes (the rest, and what they share, are in tests/unit/study/test_tracking.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The decoded-image cache: the same items as reading the files, built once per node, never half.
-
-The tests that start processes; the rest are in tests/unit/trainables/test_cache.py."""
+"""The decoded-image cache: the tests that start processes (the rest, and what they share, are in
+tests/unit/trainables/test_cache.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""A model's inference cost: the FLOP count against a hand count of the whole model (the
-backbones' convolutions, the LSTM, the attention, the classifiers and the crops), the fused
-LSTM counted as the counter counts an unfused one, and the latency and parameters measured.
-
-The tests that start processes; the rest are in tests/unit/trainables/test_cost.py."""
+"""A model's inference cost: the tests that start processes (the rest, and what they share, are in
+tests/unit/trainables/test_cost.py)."""
 
 from __future__ import annotations
 
