@@ -21,14 +21,20 @@ def resolve(opts: StudyOptions) -> StudyRecord:
     from study import preflight, record
 
     if opts.resume:
-        return record.for_resume(opts)
+        resumed = record.for_resume(opts)
+        # the sources are read again by the resumed searcher: one that went away is said here
+        _say(preflight.check_warm_start(resumed.settings, resumed.folder.parent, resumed.space))
+        return resumed
     space = record.resolve_space(opts)
     preflight.check_space(space)
     preflight.check_replay(opts, space.study)
-    warm = preflight.check_warm_start(opts, space)
-    if warm:
-        print(warm, flush=True)
+    _say(preflight.check_warm_start(opts, opts.out, space))
     return record.new_record(opts, space)
+
+
+def _say(line: str) -> None:
+    if line:
+        print(line, flush=True)
 
 
 def run_study(opts: StudyOptions) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class StudyOptions:
     replay_epoch_s: float = _defines(1.0)
     replay_table: str | None = _defines(None)
     # earlier studies whose trials the sampler starts from (names under --out, folders, or
-    # Optuna storage URIs), as given; the record keeps them resolved
+    # Optuna storage URIs), as given; the record keeps them so, and each reader resolves them
+    # against the study's --out (study.warmstart.resolve)
     warm_start: tuple[str, ...] = _defines(())
     given: frozenset[str] = field(default=frozenset(), compare=False)
 

@@ -66,19 +66,20 @@ def check_setup(space: SearchSpace, configs: list[Any], local: bool, gpus_per_tr
         raise StudyInputError(f"{space.path}: {err}") from None
 
 
-def check_warm_start(opts: Any, space: SearchSpace) -> str:
-    """The warm start's sources (--warm-start) are readable studies that share a parameter with
-    the space and go the same way; returns the line that says what the study starts from (empty
+def check_warm_start(settings: Any, out: str | Path, space: SearchSpace) -> str:
+    """The warm start's sources (`settings.warm_start`: the flags, or a resumed study's recorded
+    Settings) are readable studies under `out`, or elsewhere, that share a parameter with the
+    space and go the same way; returns the line that says what the study starts from (empty
     without a warm start). A one-line error otherwise, before Ray starts."""
-    if not opts.warm_start:
+    if not settings.warm_start:
         return ""
-    if opts.searcher == "optuna-stock":
+    if settings.searcher == "optuna-stock":
         raise StudyInputError("--warm-start: Ray's stock searcher cannot start from earlier trials; use optuna "
                               "or random")
     from study import warmstart
 
     directions = ["maximize" if mode == "max" else "minimize" for _, mode in space.study.objective_list()]
-    return warmstart.load(warmstart.resolve(opts.warm_start, opts.out), space, directions).line()
+    return warmstart.load(warmstart.resolve(settings.warm_start, out), space, directions).line()
 
 
 def check_replay(settings: Any, study: StudySettings) -> None:

@@ -20,6 +20,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     from study.phases import finalists
     from study.ranking import ranking as rank
     from study.results import trial_rows, trials_table
+    from study.tracking import log_best
 
     trials = {t.trial_id: t for t in analysis.trials}
     rows = trial_rows(trials_table(analysis, record.space), record.metric, list(record.space.parameters))
@@ -43,7 +44,5 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
         tested = execution.test_checkpoints(record, jobs)
     result = summary.build(record, rows, tested, values, spent, race_stop)
     summary.save(result, record.folder)
-    from study.tracking import log_best
-
     queue.put(lambda: log_best(queue.tracker, record, analysis, result))
     return result

@@ -100,3 +100,20 @@ def _source_in(tmp_path: Path, name: str, direction: str) -> str:
     folder = tmp_path / name
     folder.mkdir()
     return _source(folder, name, direction)
+
+
+def test_a_resumed_study_whose_source_went_away_is_a_one_line_error(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from study.cli import resolve
+    from study.options import parse_options
+    from study.phases.search import start
+
+    storage = _source(tmp_path)
+    flags = ["--space", "smoke", "--name", "w", "--out", str(tmp_path / "runs")]
+    start(resolve(parse_options([*flags, "--warm-start", f"{storage}#src"])))
+    assert "warm start: 15 trial(s)" in capsys.readouterr().out
+    resumed = resolve(parse_options(["--resume", *flags]))  # the source is read again, and said
+    assert resumed.settings.warm_start == (f"{storage}#src",) and "warm start: 15" in capsys.readouterr().out
+    (tmp_path / "source.db").unlink()
+    with pytest.raises(StudyInputError, match=r"--warm-start .*#src: cannot read it"):
+        resolve(parse_options(["--resume", *flags]))
