@@ -20,8 +20,8 @@ def resolve(opts: StudyOptions) -> StudyRecord:
     """The study's record: a new one from the flags, or the saved one for --resume. Light."""
     from study import preflight, record
 
-    if opts.resume:
-        resumed = record.for_resume(opts)
+    if opts.resume or opts.extend:
+        resumed = record.for_extend(opts) if opts.extend else record.for_resume(opts)
         # the sources are read again by the resumed searcher: one that went away is said here
         _say(preflight.check_warm_start(resumed.settings, resumed.folder.parent, resumed.space))
         return resumed
@@ -46,7 +46,9 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     preflight.check_storage(rec.stores.storage_path)
     preflight.check_setup(rec.space, preflight.check_space(rec.space), local=rec.resources.address is None,
                           gpus_per_trial=rec.resources.gpus_per_trial)
-    if not opts.resume:
+    if opts.extend:
+        rec = search.extend(rec)
+    elif not opts.resume:
         rec = search.start(rec)
     space = rec.space
     from study.phases.finalists import plan
@@ -54,7 +56,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     ending = plan(space.study)
     then = f"; then {ending.count} finalist(s) again with {ending.seeds} new seed(s) each ({ending.epochs} epochs" \
         + (" of the budget)" if space.study.epoch_budget is not None else ")") if ending.on else ""
-    print(f"study {rec.name}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
+    grown = f" extended {rec.extensions[-1].line()}; now" if opts.extend else ""
+    print(f"study {rec.name}{grown}: space {space.name}, {space.study.num_samples} samples + {len(space.baselines)} "
           f"baseline(s), max {space.study.max_epochs} epochs, policy {rec.settings.policy}{then}; "
           f"folder {rec.folder}", flush=True)
     from study.session import StudySession
@@ -62,7 +65,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     from study.tracking import FRONT_TAG, RANK_METRIC
 
     try:
-        with StudySession(rec, resume=opts.resume) as session:
+        with StudySession(rec, resume=opts.resume, extending=opts.extend) as session:
             searched = search.run(session)
             session.analysis = searched.analysis
             if searched.interrupted:

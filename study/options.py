@@ -33,6 +33,7 @@ class StudyOptions:
     space: str = _defines("ablation")
     name: str | None = None
     resume: bool = False
+    extend: bool = False
     dataset: str | None = _defines(None)
     data_dir: str | None = _defines(None)
     backbone: str | None = _defines(None)
@@ -145,11 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an RRA hyperparameter study: Ray Tune + Optuna + ASHA + MLflow.",
         epilog="The embedded default (no flags but --space) runs on a laptop: local Ray, CPU, synthetic data, "
                "a SQLite MLflow store under --out. A study is fixed at its start (STUDY/study.json); --resume "
-               "continues it with its own settings.",
+               "continues it with its own settings, and --extend grows a finished one to a larger --num-samples "
+               "or --epoch-budget.",
     )
     p.add_argument("--space", help=f"search space name in search_spaces/ or a YAML path ({_d('space')})")
     p.add_argument("--name", help="study name (default: SPACE-DATE-TIME; with --resume: the latest study of SPACE)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study (same --name and --out)")
+    p.add_argument("--extend", action="store_true",
+                   help="grow a finished study (same --name and --out) to a larger --num-samples or --epoch-budget: "
+                        "the searcher and the policy's rungs know every earlier trial, and the ending runs again")
     p.add_argument("--warm-start", type=sources, metavar="STUDY[,STUDY...]",
                    help="start the sampler from the trials of earlier studies (names under --out, study folders or "
                         "Optuna storage URIs): parameters matched by name and range, stopped trials as stopped")
@@ -232,5 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_options(argv: list[str] | None = None) -> StudyOptions:
     """Parses the command line (exits with code 2 on a bad flag, as argparse does)."""
-    given = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    if given.get("resume") and given.get("extend"):
+        parser.error("--resume continues an interrupted study, --extend a finished one: give one of them")
     return StudyOptions(**given, given=frozenset(given))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import StudyInputError
+from study.keys import SEARCH
 from study.options import DEFINING, StudyOptions
 from study.spaces import SearchSpace, SpaceError, load_space, space_from_raw
 
@@ -107,8 +108,31 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """One `--extend` of a finished study: when, what it added, and the Tune experiment its
+    trials run in (the study's own trials run in the experiment named as the study)."""
+
+    experiment: str  # STUDY-extN
+    when: str
+    num_samples: tuple[int, int]  # before, after
+    epoch_budget: tuple[int | None, int | None]  # before, after
+    trials: int  # sampled trials the extension runs (the larger count less the trials run before)
+    git_revision: str = "unknown"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Extension:
+        return cls(**{**data, "num_samples": tuple(data["num_samples"]), "epoch_budget": tuple(data["epoch_budget"])})
+
+    def line(self) -> str:
+        """What it added, as the summary, the report and MLflow say it."""
+        grew = [f"{name} {a} -> {b}" for name, (a, b) in (("samples", self.num_samples),
+                                                            ("epoch budget", self.epoch_budget)) if a != b]
+        return f"{self.when}: {', '.join(grew)} ({self.trials} trial(s) in Tune experiment {self.experiment})"
+
+
+@dataclass(frozen=True)
 class StudyRecord:
-    """One study, as resolved at its start."""
+    """One study, as resolved at its start (and grown by each `--extend`)."""
 
     name: str
     space: SearchSpace
@@ -119,22 +143,40 @@ class StudyRecord:
     experiment_id: str | None = None  # MLflow, once the parent run exists
     parent_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # git revision, library versions
+    extensions: tuple[Extension, ...] = ()  # each `--extend`, in order
 
     @property
     def folder(self) -> Path:
         return Path(self.stores.folder)
 
     @property
+    def experiment(self) -> str:
+        """The Tune experiment the study runs trials in now: its own, or its latest extension's."""
+        return self.extensions[-1].experiment if self.extensions else self.name
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        """Every Tune experiment of the study's searched trials, in order."""
+        return (self.name, *(e.experiment for e in self.extensions))
+
+    @property
     def tune_path(self) -> str:
-        return self.stores.tune_path(self.name)
+        """The Tune experiment the study runs trials in now (`experiment`)."""
+        return self.stores.tune_path(self.experiment)
+
+    @property
+    def tune_paths(self) -> tuple[str, ...]:
+        """Every Tune experiment of the study's searched trials (what its results read)."""
+        return tuple(self.stores.tune_path(name) for name in self.experiments)
 
     @property
     def confirm_path(self) -> str:
-        return self.stores.tune_path(f"{self.name}-confirm")
+        return self.stores.tune_path(f"{self.experiment}-confirm")
 
     @property
     def finalists_path(self) -> str:
-        return self.stores.tune_path(f"{self.name}-finalists")
+        """The ending's re-runs (an extension's ending runs its new re-runs in its own)."""
+        return self.stores.tune_path(f"{self.experiment}-finalists")
 
     @property
     def train_seed(self) -> int:
@@ -161,6 +203,10 @@ class StudyRecord:
         return self.space.study.max_epochs
 
     def expected_trials(self) -> int:
+        """The trials of the experiment the study runs now: the samples and the baselines, or
+        an extension's added samples (the baselines ran at the start)."""
+        if self.extensions:
+            return self.extensions[-1].trials
         return self.space.study.num_samples + len(self.space.baselines)
 
     def to_json(self) -> dict[str, Any]:
@@ -168,7 +214,8 @@ class StudyRecord:
                 "space": self.space.to_raw(), "settings": self.settings.to_json(),
                 "stores": dataclasses.asdict(self.stores), "resources": dataclasses.asdict(self.resources),
                 "created": self.created,
-                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id, "extra": self.extra}
+                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id, "extra": self.extra,
+                "extensions": [dataclasses.asdict(e) for e in self.extensions]}
 
     def save(self) -> None:
         """Writes the record atomically (a crash never leaves half a record)."""
@@ -193,7 +240,8 @@ def load(folder: Path) -> StudyRecord:
                            stores=Stores(**data["stores"]),
                            resources=Resources(**data["resources"]), created=data["created"],
                            experiment_id=data["experiment_id"], parent_run_id=data["parent_run_id"],
-                           extra=data.get("extra", {}))
+                           extra=data.get("extra", {}),
+                           extensions=tuple(Extension.from_json(e) for e in data.get("extensions", [])))
     except (KeyError, TypeError, ValueError, SpaceError) as err:
         if isinstance(err, StudyInputError):
             raise
@@ -318,15 +366,83 @@ def for_resume(opts: StudyOptions) -> StudyRecord:
     """The record of the study to continue, with today's resources; a flag that contradicts
     the record is a one-line error."""
     record = load(find_for_resume(opts))
+    _check_flags(opts, record, "--resume")
+    res = resources(opts, record.resources)
+    return dataclasses.replace(record, resources=res, space=with_threads(record.space, res.cpus_per_trial))
+
+
+def _check_flags(opts: StudyOptions, record: StudyRecord, verb: str, grows: frozenset[str] = frozenset()) -> None:
+    """A defining flag given (other than those in `grows`) equals the record's; else a one-line
+    error."""
     recorded = _recorded_flags(record)
-    for key in sorted(opts.given & set(DEFINING)):
+    for key in sorted((opts.given & set(DEFINING)) - grows):
         mine, theirs = _comparable(key, getattr(opts, key)), recorded.get(key)
         if mine != theirs:
             flag = "--" + key.replace("_", "-")
-            raise StudyInputError(f"--resume: {flag} {mine} contradicts study {record.name!r}, which was started with "
+            raise StudyInputError(f"{verb}: {flag} {mine} contradicts study {record.name!r}, which was started with "
                                   f"{theirs}; drop the flag (the study keeps its own settings)")
+
+
+# ---------------------------------------------------------------- extend
+
+GROWS = frozenset({"num_samples", "epoch_budget"})  # the flags `--extend` takes a larger value of
+
+
+def finished(record: StudyRecord, summary: dict[str, Any] | None) -> bool:
+    """Whether the study ran to its end in every experiment it has (`summary`: its saved
+    summary, which names the experiments it covers)."""
+    return summary is not None and list(summary.get("experiments", [record.name])) == list(record.experiments)
+
+
+def for_extend(opts: StudyOptions) -> StudyRecord:
+    """The record of a finished study grown by `--extend`: a larger `--num-samples` or
+    `--epoch-budget`, its new trials to run in a Tune experiment of their own (STUDY-extN),
+    today's resources. Light (reads the record and the summary); a one-line error when the study
+    is not finished, a flag contradicts it, or nothing would grow."""
+    from study import summary as summaries
+
+    record = load(find_for_resume(opts))
+    done = summaries.load(record.folder)
+    again = f"python -m study.run --name {record.name} --out {record.folder.parent} --resume"
+    if not finished(record, done):
+        raise StudyInputError(f"--extend: study {record.name!r} did not finish (it was interrupted); resume it "
+                              f"first: {again}")
+    assert done is not None
+    if record.settings.searcher == "optuna-stock":
+        raise StudyInputError("--extend: Ray's stock searcher cannot continue a finished study; studies of the optuna "
+                              "or random searcher can be extended")
+    _check_flags(opts, record, "--extend", GROWS)
+    study = record.space.study
+    samples = opts.num_samples if opts.num_samples is not None else study.num_samples
+    budget = opts.epoch_budget if opts.epoch_budget is not None else study.epoch_budget
+    has = f"{study.num_samples} samples" + (f" and a budget of {study.epoch_budget} epochs"
+                                             if study.epoch_budget is not None else "")
+    if samples < study.num_samples or (budget or 0) < (study.epoch_budget or 0):
+        raise StudyInputError(f"--extend adds to a study: study {record.name!r} has {has}; give a larger value")
+    if study.epoch_budget is None and budget is not None:
+        raise StudyInputError(f"--extend: study {record.name!r} was started without an epoch budget; extend it "
+                              "with --num-samples")
+    if (samples, budget) == (study.num_samples, study.epoch_budget):
+        raise StudyInputError(f"--extend needs a larger --num-samples or --epoch-budget (study {record.name!r} "
+                              f"has {has})")
+    grown = dataclasses.replace(study, num_samples=samples, epoch_budget=budget)
+    run = sum(1 for t in done["trials"] if t["kind"] == SEARCH)
+    if samples <= run:
+        raise StudyInputError(f"--extend: study {record.name!r} has run {run} sampled trials already; raise "
+                              "--num-samples above that")
+    searched = int(done["epochs_spent"]) - int(done.get("rerun_epochs") or 0)
+    left = grown.search_epochs()
+    if left is not None and left <= searched:
+        raise StudyInputError(f"--extend: the search of study {record.name!r} has spent {searched} epochs, all that "
+                              f"an epoch budget of {budget} leaves it after the finalists' re-runs; raise "
+                              "--epoch-budget")
+    extension = Extension(experiment=f"{record.name}-ext{len(record.extensions) + 1}",
+                          when=dt.datetime.now().isoformat(timespec="seconds"),
+                          num_samples=(study.num_samples, samples), epoch_budget=(study.epoch_budget, budget),
+                          trials=samples - run, git_revision=git_revision())
     res = resources(opts, record.resources)
-    return dataclasses.replace(record, resources=res, space=with_threads(record.space, res.cpus_per_trial))
+    space = with_threads(dataclasses.replace(record.space, study=grown), res.cpus_per_trial)
+    return dataclasses.replace(record, space=space, resources=res, extensions=(*record.extensions, extension))
 
 
 def _recorded_flags(record: StudyRecord) -> dict[str, Any]:

@@ -185,8 +185,8 @@ def reports(tune_path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def load_results(record: StudyRecord) -> StudyResults:
-    """Reads a study's results (Tune's experiment must be reachable)."""
-    from ray.tune import ExperimentAnalysis
+    """Reads a study's results (Tune's experiments must be reachable)."""
+    from study import experiments
 
     summary = summaries.load(record.folder) or {}
     tested = {r["trial_id"]: {k: r[k] for k in TEST_METRICS if k in r} for r in summary.get("trials", [])}
@@ -194,10 +194,10 @@ def load_results(record: StudyRecord) -> StudyResults:
 
     try:
         with trials_without_results():  # trials the budget stopped before a result: rows without epochs
-            analysis = ExperimentAnalysis(record.tune_path)
+            analysis = experiments.read(record.tune_paths)
         table = trials_table(analysis, record.space, tested)
     except (ValueError, FileNotFoundError) as err:
-        raise StudyInputError(f"cannot read Tune's results at {record.tune_path}: {err}") from None
+        raise StudyInputError(f"cannot read Tune's results at {', '.join(record.tune_paths)}: {err}") from None
     if table.empty:
         raise StudyInputError(f"study {record.name!r} has no trials yet at {record.tune_path}")
     table.insert(0, "study", record.name)

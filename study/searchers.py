@@ -449,12 +449,13 @@ def stock_optuna_search(space: SearchSpace, storage: str, study_name: str, seed:
 
 
 def _fidelity(sampler: str, space: SearchSpace, storage: str, name: str, seed: int,
-              warm: tuple[str, ...] = ()) -> FidelitySearcher:
-    return FidelitySearcher(space, storage, name, sampler, seed, warm=warm)
+              warm: tuple[str, ...] = (), baselines: bool = True) -> FidelitySearcher:
+    return FidelitySearcher(space, storage, name, sampler, seed, baselines=baselines, warm=warm)
 
 
 # name (listed in study.names.SEARCHERS) -> searcher(space, Optuna storage, study name, seed)
-# (the project's searchers also take the warm-start sources, STORAGE#STUDY, fifth)
+# (the project's searchers also take the warm-start sources, STORAGE#STUDY, and whether to run
+# the space's baselines first)
 SEARCHERS: Registry[Callable[..., Any]] = Registry("searcher", names.SEARCHERS, "study.names")
 SEARCHERS.register("optuna", functools.partial(_fidelity, "tpe"))
 SEARCHERS.register("random", functools.partial(_fidelity, "random"))
@@ -465,6 +466,8 @@ def make_searcher(record: StudyRecord) -> Any:
     """The searcher a study's record names (its sampler seeded by the record's seed)."""
     kind = record.settings.searcher
     args = (record.space, record.stores.optuna_storage, record.name, int(record.settings.seed))
-    if record.settings.warm_start:  # the project's searchers only (preflight refuses the stock one)
-        return SEARCHERS[kind](*args, warmstart.resolve(record.settings.warm_start, record.folder.parent))
+    if record.settings.warm_start or record.extensions:  # the project's searchers only (refused for the stock one)
+        # an extension continues the study's Optuna study; its baselines ran at the start
+        return SEARCHERS[kind](*args, warmstart.resolve(record.settings.warm_start, record.folder.parent),
+                               baselines=not record.extensions)
     return SEARCHERS[kind](*args)

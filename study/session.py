@@ -53,9 +53,10 @@ class StudySession:
     """
 
     def __init__(self, record: StudyRecord, resume: bool = False, services: bool = True,
-                 concurrency: int | None = _RESOURCES, wait_s: float | None = None) -> None:
+                 concurrency: int | None = _RESOURCES, wait_s: float | None = None, extending: bool = False) -> None:
         self.record = record
         self.resume = resume
+        self.extending = extending  # the run starts an extension of a finished study (--extend)
         self.services = services
         self.concurrency: int | None = execution.concurrency(record.resources) if concurrency is _RESOURCES \
             else concurrency
@@ -72,7 +73,7 @@ class StudySession:
         if self.services:
             try:
                 execution.set_ray_env()
-                self.queue = start(self.record, resume=self.resume)
+                self.queue = start(self.record, resume=self.resume, extending=self.extending)
                 self._ray = execution.init_ray(self.record.resources)  # a caller's own Ray is left running
             except BaseException:
                 self.__exit__(None, None, None)

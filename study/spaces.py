@@ -171,6 +171,13 @@ class StudySettings:
         fit = int(self.finalist_share * self.epoch_budget) // (self.finalist_seeds * self.max_epochs)
         return min(self.finalists, fit)
 
+    def search_epochs(self) -> int | None:
+        """The epochs the search itself may run: the budget less the finalists' re-runs (None
+        without a budget)."""
+        if self.epoch_budget is None:
+            return None
+        return self.epoch_budget - self.finalist_count() * self.finalist_seeds * self.max_epochs
+
 
 @dataclass(frozen=True)
 class SearchSpace:

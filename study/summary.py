@@ -41,7 +41,10 @@ def build(record: Any, rows: list[dict[str, Any]], tested: dict[str, dict[str, f
         "max_epochs": record.max_epochs, "epoch_budget": record.space.study.epoch_budget,
         "epochs_spent": sum(int(r["epochs"]) for r in rows) + rerun_epochs, "rerun_epochs": rerun_epochs,
         "folder": str(record.folder),
-        "tune_path": record.tune_path, "finalists_path": record.finalists_path if named else None,
+        "tune_path": record.tune_paths[0], "finalists_path": record.finalists_path if named else None,
+        # the Tune experiments it covers (study.record.finished reads them), and each --extend
+        "experiments": list(record.experiments), "tune_paths": list(record.tune_paths),
+        "extensions": [e.line() for e in record.extensions] or None,
         "optuna_storage": record.stores.optuna_storage, "tracking_uri": record.stores.tracking_uri,
         "counts": counts, "ranking": [r["trial_id"] for r in order], "best": best,
         "finalists": named, "seed_noise": noise, "race_stop": race_stop,
@@ -227,13 +230,16 @@ def print_summary(summary: dict[str, Any], runs_url: str | None, top: int = 5) -
         f"the scheduler or the epoch budget ({budget}; {summary['epochs_spent']} run{of_them})"
     if summary.get("warm_start"):
         print(f"Warm-started from: {', '.join(summary['warm_start'])}")
+    for line in summary.get("extensions") or []:
+        print(f"Extended {line}")
     print(f"\nTrials: {counts[COMPLETED]} ran to {summary['max_epochs']} epochs, {counts[STOPPED_EARLY]} stopped "
           f"early by {by}, {counts[ERRORED]} errored; {len(summary['baselines'])} baseline(s).")
     top_row, baselines = summary["best"], summary["baselines"]
     if top_row and baselines and top_row.get(metric) is not None and baselines[0].get(metric) is not None:
         print(f"Best {top_row['name']} against {baselines[0]['name']}: {metric} "
               f"{top_row[metric] - baselines[0][metric]:+.3f}")
-    print(f"\nStudy folder: {summary['folder']}\nTune results: {summary['tune_path']}")
+    tune = ", ".join(summary.get("tune_paths") or [summary["tune_path"]])
+    print(f"\nStudy folder: {summary['folder']}\nTune results: {tune}")
     print(f"Optuna storage: {summary['optuna_storage']}\nMLflow: {summary['tracking_uri']} "
           f"(experiment {summary['study']})")
     uri = summary["tracking_uri"]

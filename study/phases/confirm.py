@@ -71,12 +71,15 @@ def run_confirmation(record: StudyRecord, n_seeds: int) -> pd.DataFrame:
     """Runs (or continues) the confirmation of a finished study; returns its table. Seeds vary
     the training only: the validation split keeps the study's `split_seed`."""
     from study import summary
+    from study.record import finished
     from study.results import CONFIRM_FILE, save_table
     from study.session import StudySession
 
     done = summary.load(record.folder)
-    if done is None:
-        raise StudyInputError(f"study {record.name!r} has not finished (no summary): resume it first")
+    if not finished(record, done):
+        raise StudyInputError(f"study {record.name!r} has not finished (no summary of its latest part): resume it "
+                              "first")
+    assert done is not None
     best = done["best"]
     if best is None:
         raise StudyInputError(f"study {record.name!r} has no sampled trial to confirm")

@@ -27,6 +27,8 @@ from study.keys import COMPLETED, FINALIST, FINALIST_OF, SEARCH
 from study.record import StudyRecord
 from study.spaces import StudySettings
 
+EXPERIMENT = "experiment"  # finalists.parquet: the experiment of the study whose ending made the re-run
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -50,9 +52,7 @@ def plan(study: StudySettings) -> Plan:
 
 def search_budget(study: StudySettings) -> int | None:
     """The epochs the search itself may run: the budget less the finalists' reserve."""
-    if study.epoch_budget is None:
-        return None
-    return study.epoch_budget - plan(study).epochs
+    return study.search_epochs()
 
 
 def chosen(rows: list[dict[str, Any]], ranking: list[str], count: int) -> list[dict[str, Any]]:
@@ -145,25 +145,79 @@ def race(record: StudyRecord, rows: list[dict[str, Any]], ranking: list[str], ex
 
 def run_under_tune(record: StudyRecord, configs: list[dict[str, Any]], seeds: list[int], batch: int = 0,
                    ) -> pd.DataFrame:
-    """A batch of re-runs as a Tune experiment STUDY-finalists beside the study's (a race's later
-    rounds: STUDY-finalists-N), continued if it exists; returns the batch's table, and saves the
-    table of every batch so far as STUDY/finalists.parquet."""
+    """A batch of re-runs as a Tune experiment EXPERIMENT-finalists beside the study's (a race's
+    later rounds: EXPERIMENT-finalists-N), continued if it exists; returns the batch's table, and
+    saves the table of every batch so far as STUDY/finalists.parquet. In an extended study, a
+    re-run an earlier ending made (the same finalist and seed: the same run) is kept, not run
+    again."""
     from study.phases import reruns
     from study.results import FINALISTS_FILE, save_table
 
+    saved = record.folder / FINALISTS_FILE
+    archive = _archive(record)
+    earlier = archive[archive[EXPERIMENT] != record.experiment]
+    kept = _made(earlier, configs)
+    todo = [c for c in configs if (c[FINALIST_OF], c["seed"]) not in kept]
     count = len({c[FINALIST_OF] for c in configs})
     said = f"the {count} best trial(s)" if not batch else f"round {batch + 1}, {count} trial(s)"
+    again = f"; {len(configs) - len(todo)} of them made by an earlier ending, kept" if len(todo) < len(configs) else ""
     print(f"\nNoise-aware ending: {said} again with seeds {', '.join(map(str, seeds))} ({len(configs)} runs of "
-          f"{record.max_epochs} epochs); the best is named on the mean over seeds", flush=True)
-    suffix = f"-{batch}" if batch else ""
-    table, ended = reruns.run(record, f"{record.name}-finalists{suffix}", f"{record.finalists_path}{suffix}", configs,
-                              test=False)
-    if not ended:
-        raise KeyboardInterrupt
-    saved = record.folder / FINALISTS_FILE
-    before = [pd.read_parquet(saved)] if batch and saved.is_file() else []
-    save_table(pd.concat([*before, table], ignore_index=True), saved)
+          f"{record.max_epochs} epochs{again}); the best is named on the mean over seeds", flush=True)
+    made = []
+    if todo:
+        suffix = f"-{batch}" if batch else ""
+        table, ended = reruns.run(record, f"{record.experiment}-finalists{suffix}", f"{record.finalists_path}{suffix}",
+                                  todo, test=False)
+        if not ended:
+            raise KeyboardInterrupt
+        made = [table.assign(**{EXPERIMENT: record.experiment})]
+    this = archive[archive[EXPERIMENT] == record.experiment] if batch else archive.iloc[:0]
+    save_table(_concat([earlier, this, *made]), saved)
+    return _concat([earlier[earlier["trial_id"].isin(set(kept.values()))], *made])
+
+
+def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The tables one after the other (empty ones left out)."""
+    full = [t for t in tables if not t.empty]
+    return pd.concat(full, ignore_index=True) if full else tables[0]
+
+
+def _archive(record: StudyRecord) -> pd.DataFrame:
+    """Every re-run the study's endings made (STUDY/finalists.parquet), with the experiment
+    whose ending made each (a file from before extensions: the study's own)."""
+    from study.results import FINALISTS_FILE
+
+    path = record.folder / FINALISTS_FILE
+    table = pd.read_parquet(path) if path.is_file() else pd.DataFrame({"trial_id": [], "finalist_of": []})
+    if EXPERIMENT not in table.columns:
+        table[EXPERIMENT] = record.name
     return table
+
+
+def _made(table: pd.DataFrame, configs: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    """(finalist, seed) -> the re-run in `table` that trained that finalist with that seed to the
+    end, for the configs given."""
+    if table.empty:
+        return {}
+    wanted = {(c[FINALIST_OF], int(c["seed"])) for c in configs}
+    last = table.sort_values("epoch").groupby("trial_id").tail(1)
+    out = {}
+    for _, row in last.iterrows():
+        key = (str(row["finalist_of"]), int(row["config.seed"]))
+        if key in wanted and row["outcome"] == COMPLETED:
+            out[key] = str(row["trial_id"])
+    return out
+
+
+def earlier_epochs(record: StudyRecord, table: pd.DataFrame | None) -> int:
+    """The epochs of the re-runs earlier endings of an extended study made and `table` (this
+    ending's) does not hold: spent, though their finalists are no longer among the best."""
+    if not record.extensions:
+        return 0
+    archive = _archive(record)
+    held = set() if table is None or table.empty else set(table["trial_id"])
+    rest = archive[(archive[EXPERIMENT] != record.experiment) & ~archive["trial_id"].isin(held)]
+    return int(rest.groupby("trial_id")["epochs_run"].first().sum()) if not rest.empty else 0
 
 
 def values_by_seed(rows: list[dict[str, Any]], reruns_table: pd.DataFrame | None, metric: str, train_seed: int,

@@ -30,6 +30,7 @@ def finish(record: StudyRecord, analysis: Any, queue: Any) -> dict[str, Any]:
     if record.space.study.ending == "fixed":
         finalists.warn_short(values, 1 + record.space.study.finalist_seeds)
     spent = 0 if reruns is None else int(reruns.groupby("trial_id")["epochs_run"].first().sum())
+    spent += finalists.earlier_epochs(record, reruns)  # an extended study's earlier endings
     race_stop = None if reruns is None else reruns.attrs.get("race_stop")
     tested: dict[str, dict[str, float]] = {}
     if record.settings.evaluate_test:

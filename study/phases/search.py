@@ -1,5 +1,6 @@
 """The search phase: the record's policy (scheduler + searcher) under Ray Tune, every trial
-tracked in MLflow through the study's queue. Starts a study or continues it from its record."""
+tracked in MLflow through the study's queue. Starts a study, continues it from its record, or
+grows a finished one (`--extend`: the new trials in a Tune experiment of their own)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _pending(limit: int | None) -> Iterator[None]:
 class Searched:
     """What the search left: Tune's saved experiment, and whether it ended before its end."""
 
-    analysis: Any  # ray.tune.ExperimentAnalysis of the study's experiment
+    analysis: Any  # the study's Tune experiments (study.experiments), read after the search
     interrupted: bool
 
 
@@ -54,11 +55,28 @@ def start(record: StudyRecord) -> StudyRecord:
     return record
 
 
+def extend(record: StudyRecord) -> StudyRecord:
+    """Writes an extended study's record (study.record.for_extend); its confirmation, made for
+    the best before the extension, is set aside (STUDY/confirm-EXPERIMENT.parquet), so that the
+    report does not read it as this one's."""
+    from study.results import CONFIRM_FILE
+
+    confirmed = record.folder / CONFIRM_FILE
+    if confirmed.is_file():
+        before = record.experiments[-2]
+        kept = confirmed.with_name(f"confirm-{before}.parquet")
+        confirmed.rename(kept)
+        print(f"The confirmation of the study before this extension is kept as {kept}; confirm the new best with "
+              f"python -m study.report --name {record.name} --out {record.folder.parent} --confirm-seeds N", flush=True)
+    record.save()
+    return record
+
+
 def run(session: StudySession) -> Searched:
     """Runs (or continues) the study's trials; returns Tune's saved experiment."""
     from ray import tune
 
-    from study import budget, searchers
+    from study import budget, experiments, searchers
     from study.phases.finalists import search_budget
     from study.policies import load_policy
     from study.tracking import TrialRunsCallback
@@ -72,11 +90,10 @@ def run(session: StudySession) -> Searched:
     limit = session.concurrency
     own = isinstance(searcher, searchers.FidelitySearcher)
     epochs = search_budget(record.space.study)  # the budget less the finalists' re-runs
-    if epochs is not None:
-        restoring = tune.Tuner.can_restore(record.tune_path)
-        session.reached = budget.reached(tune.ExperimentAnalysis(record.tune_path)) if restoring else {}
+    if epochs is not None:  # the epochs of the study's saved trials (its earlier experiments', a resumed one's)
+        session.reached = budget.reached(experiments.read(record.tune_paths, missing_ok=True))
     tune_config, run_config = execution.tune_configs(
-        record, record.name, searcher, record.expected_trials(), None if own else limit,
+        record, record.experiment, searcher, record.expected_trials(), None if own else limit,
         # The best checkpoints by the study's metric, and always the latest (to resume from).
         tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=record.metric,
                               checkpoint_score_order=record.mode),
@@ -88,13 +105,13 @@ def run(session: StudySession) -> Searched:
     # `limit` may wait for a node at once, as with Tune's own limit (for this study only).
     with _pending(limit if own and limit is not None else None), execution.trials_without_results():
         execution.tuner(record.tune_path, fn, tune_config, run_config).fit()
-        analysis = tune.ExperimentAnalysis(record.tune_path)
+        analysis = experiments.read(record.tune_paths)
     note = execution.missing_results(analysis)
     if note:
         print(note, flush=True)
     # After Ctrl-C, Tune reports the trials it stopped as terminated but saves them as pending:
-    # the saved state says whether the study is done.
-    saved = list(analysis.trials)
+    # the saved state of the experiment it ran says whether the study is done.
+    saved = list(analysis.parts[-1].trials)
     spent = epochs is not None and sum(budget.reached(analysis).values()) >= epochs
     interrupted = not spent and (len(saved) < record.expected_trials() or any(
         t.status not in ("TERMINATED", "ERROR") for t in saved))

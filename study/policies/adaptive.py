@@ -134,7 +134,8 @@ def brackets(settings: StudySettings) -> int:
     return len([r for r in rungs(settings) if r < settings.max_epochs]) + 1
 
 
-def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None) -> BaselineExemptASHA:
+def scheduler(settings: StudySettings, searcher: StopListener | None,
+              tune_path: str | tuple[str, ...] | None) -> BaselineExemptASHA:
     """The scheduler alone (metric and mode come from TuneConfig)."""
     return asha.scheduler(settings, searcher, tune_path, AdaptiveASHA, brackets(settings))
 

@@ -65,7 +65,7 @@ class BaselineExemptASHA(FIFOScheduler):
     searcher, a trial joins a bracket fixed by its id (the same one on every run), and the rungs
     are rebuilt on resume. Metric and mode come from TuneConfig (`set_search_properties`)."""
 
-    def __init__(self, searcher: StopListener | None = None, history_from: str | None = None,
+    def __init__(self, searcher: StopListener | None = None, history_from: str | tuple[str, ...] | None = None,
                  time_attr: str = EPOCH, max_t: int = 100, grace_period: float = 1, reduction_factor: float = 4,
                  brackets: int = 1, metric: str | None = None, mode: str | None = None,
                  log: str | None = None, costs: tuple[tuple[str, str], ...] = ()) -> None:
@@ -74,7 +74,8 @@ class BaselineExemptASHA(FIFOScheduler):
                              f"reduction_factor ({reduction_factor}) > 1 and brackets ({brackets}) > 0")
         super().__init__()
         self.searcher = searcher
-        self.history_from = history_from  # the experiment's path, to rebuild the rungs on resume
+        # the study's experiments (paths), to rebuild the rungs on a resume or an extension
+        self.history_from = (history_from,) if isinstance(history_from, str) else history_from
         self.rebuilt = False
         self.time_attr = time_attr
         self.max_t = max_t
@@ -185,19 +186,19 @@ class BaselineExemptASHA(FIFOScheduler):
         return f"ASHA ({len(self.records.brackets)} bracket(s)): {stopped} trial(s) stopped early"
 
 
-def saved_history(tune_path: str, metric: str, time_attr: str = EPOCH) -> History:
-    """The metric at each epoch of every non-baseline trial a Tune experiment has recorded
+def saved_history(tune_paths: str | tuple[str, ...], metric: str, time_attr: str = EPOCH) -> History:
+    """The metric at each epoch of every non-baseline trial Tune experiments have recorded
     (empty when there is no experiment there yet)."""
-    return saved_results(tune_path, metric, [], time_attr)[0]
+    return saved_results(tune_paths, metric, [], time_attr)[0]
 
 
-def saved_results(tune_path: str, metric: str, costs: list[str],
+def saved_results(tune_paths: str | tuple[str, ...], metric: str, costs: list[str],
                   time_attr: str = EPOCH) -> tuple[History, dict[str, dict[str, float]]]:
     """As `saved_history`, and each trial's `costs` (the first value it reported of each)."""
-    from ray.tune import ExperimentAnalysis
+    from study import experiments
 
     try:
-        analysis = ExperimentAnalysis(tune_path)
+        analysis = experiments.read((tune_paths,) if isinstance(tune_paths, str) else tune_paths, missing_ok=True)
     except (ValueError, FileNotFoundError, OSError):
         return {}, {}
     frames = analysis.trial_dataframes
@@ -216,7 +217,7 @@ def saved_results(tune_path: str, metric: str, costs: list[str],
     return history, measured
 
 
-def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | None,
+def scheduler(settings: StudySettings, searcher: StopListener | None, tune_path: str | tuple[str, ...] | None,
               kind: type[BaselineExemptASHA] = BaselineExemptASHA, brackets: int = 1,
               log: str | None = None) -> BaselineExemptASHA:
     """The scheduler alone (metric and mode come from TuneConfig, named once; the costs of a
@@ -234,5 +235,5 @@ def build(record: Any, kind: type[BaselineExemptASHA] = BaselineExemptASHA,
 
     searcher = make_searcher(record)
     listener = searcher if isinstance(searcher, FidelitySearcher) else None  # Ray's stock searcher is not told
-    return searcher, scheduler(record.space.study, listener, record.tune_path, kind, brackets,
+    return searcher, scheduler(record.space.study, listener, record.tune_paths, kind, brackets,
                                str(record.folder / RUNGS_LOG))

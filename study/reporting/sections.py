@@ -201,6 +201,12 @@ def _overview(doc: Any, results: Any, tracker: Any, facts: dict[str, Any]) -> No
         doc.text(f"Warm-started: the sampler began from the trials of {', '.join(f'`{w}`' for w in warm)} "
                  "(parameters matched by name and range; those trials are not this study's and are not in its "
                  "tables).")
+    grown = results.record.extensions
+    if grown:
+        facts["extensions"] = [e.line() for e in grown]
+        doc.text(f"Extended {len(grown)} time(s) after it finished (`--extend`): "
+                 + "; ".join(e.line() for e in grown) + ". The searcher and the policy's rungs knew every earlier "
+                 "trial; the tables hold the trials of every part.")
     if tracker is None:
         return
     problems = disagreements(results, tracker)

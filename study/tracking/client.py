@@ -70,18 +70,25 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=f"study {self.experiment}", tags=tags)
         self.parent_run_id = run.info.run_id
         self.client.log_batch(self.parent_run_id, params=_params(params))
-        with tempfile.TemporaryDirectory() as folder:
-            for name, text in artifacts.items():
-                (Path(folder) / name).write_text(text)
-            self.client.log_artifacts(self.parent_run_id, folder, "study")
+        self.log_texts(artifacts, "study")
         return self.parent_run_id
 
-    def reopen(self) -> None:
-        """Continues the parent run after a resume."""
+    def log_texts(self, files: dict[str, str], under: str) -> None:
+        """Text files (name -> text) as the parent run's artifacts under `under` (replacing
+        those of the same name)."""
+        assert self.parent_run_id is not None
+        with tempfile.TemporaryDirectory() as folder:
+            for name, text in files.items():
+                (Path(folder) / name).write_text(text)
+            self.client.log_artifacts(self.parent_run_id, folder, under)
+
+    def reopen(self, counter: str = "resumes") -> None:
+        """Continues the parent run after a resume (or an extension: `counter` names the tag that
+        counts them)."""
         assert self.parent_run_id is not None
         run = self.client.get_run(self.parent_run_id)
-        resumes = int(run.data.tags.get("resumes", "0")) + 1
-        self.client.set_tag(self.parent_run_id, "resumes", str(resumes))
+        count = int(run.data.tags.get(counter, "0")) + 1
+        self.client.set_tag(self.parent_run_id, counter, str(count))
         self.client.update_run(self.parent_run_id, status="RUNNING")
 
     def child_runs(self) -> list[Any]:

@@ -35,15 +35,21 @@ def parent_payload(record: StudyRecord) -> tuple[dict[str, str], dict[str, Any],
     return tags, params, artifacts
 
 
-def start(record: StudyRecord, resume: bool) -> MlflowQueue:
+def start(record: StudyRecord, resume: bool, extending: bool = False) -> MlflowQueue:
     """The study's MLflow queue (its tracker: `queue.tracker`); the parent run is created (or
-    reopened) first in the queue, and the record saved with its ids once it exists."""
+    reopened) first in the queue, and the record saved with its ids once it exists. `extending`:
+    the reopened parent is tagged with the record's latest extension (its params keep the study's
+    start: MLflow does not change a param) and given the record as it is now."""
     tracker = Tracker.of_record(record)
-    queue = MlflowQueue(tracker, fresh=not resume)
+    queue = MlflowQueue(tracker, fresh=not resume)  # an extension's trials are new: no earlier run
 
     def parent() -> None:
-        if resume and tracker.parent_run_id is not None:
-            tracker.reopen()
+        if (resume or extending) and tracker.parent_run_id is not None:
+            tracker.reopen(counter="extensions" if extending else "resumes")
+            if extending:
+                count = len(record.extensions)
+                tracker.client.set_tag(tracker.parent_run_id, f"extension.{count}", record.extensions[-1].line())
+                tracker.log_texts({"study.json": json.dumps(record.to_json(), indent=2)}, "study")
             return
         tracker.start(*parent_payload(record))
         dataclasses.replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id).save()

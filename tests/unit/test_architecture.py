@@ -125,11 +125,11 @@ LIGHT = ("study.options", "study.keys", "study.errors", "study.spaces", "study.r
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("study", "study.options", "study.keys", "study.errors", "study.spaces", "study.names", "study.pareto",
                  "study.history", "study.ranking", "study.noise")),
-    ("record", ("study.record", "study.preflight", "study.warmstart")),
+    ("record", ("study.record", "study.preflight", "study.warmstart", "study.summary")),
     ("execution", ("study.execution", "study.tracking", "study.tracking.*", "study.session", "study.searchers",
-                   "study.policies", "study.policies.*", "study.budget")),
+                   "study.policies", "study.policies.*", "study.budget", "study.experiments")),
     ("phases", ("study.phases", "study.phases.*", "study.results", "study.reporting", "study.reporting.*",
-                "study.summary", "study.simulate")),
+                "study.simulate")),
     ("command line", ("study.cli", "study.run", "study.report")),
 ]
 

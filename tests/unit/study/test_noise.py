@@ -126,7 +126,8 @@ def _row(trial: str, value: float, epochs: int = 9, kind: str = "search") -> dic
 def _record(tmp_path: Path) -> Any:
     space = load_space(str(ROOT / "search_spaces" / "ablation.yaml"))
     return SimpleNamespace(name="s", space=space, metric="val_acc", mode="max", max_epochs=9, folder=tmp_path, train_seed=0,
-                           tune_path=str(tmp_path), finalists_path=str(tmp_path / "f"),
+                           tune_paths=(str(tmp_path),), experiments=("s",), extensions=(),
+                           finalists_path=str(tmp_path / "f"),
                            stores=SimpleNamespace(optuna_storage="o", tracking_uri="t"),
                            settings=SimpleNamespace(warm_start=()))
 
