@@ -430,12 +430,13 @@ def for_extend(opts: StudyOptions) -> StudyRecord:
     if samples <= run:
         raise StudyInputError(f"--extend: study {record.name!r} has run {run} sampled trials already; raise "
                               "--num-samples above that")
-    searched = int(done["epochs_spent"]) - int(done.get("rerun_epochs") or 0)
-    left = grown.search_epochs()
-    if left is not None and left <= searched:
-        raise StudyInputError(f"--extend: the search of study {record.name!r} has spent {searched} epochs, all that "
-                              f"an epoch budget of {budget} leaves it after the finalists' re-runs; raise "
-                              "--epoch-budget")
+    reruns = int(done.get("rerun_epochs") or 0)
+    searched = int(done["epochs_spent"]) - reruns
+    left = grown.search_epochs()  # the budget counts every epoch: the re-runs made so far too
+    if left is not None and left - reruns <= searched:
+        raise StudyInputError(f"--extend: study {record.name!r} has spent {searched + reruns} epochs ({reruns} of "
+                              f"them re-runs); an epoch budget of {budget} leaves its search nothing after the "
+                              "finalists' re-runs; raise --epoch-budget")
     extension = Extension(experiment=f"{record.name}-ext{len(record.extensions) + 1}",
                           when=dt.datetime.now().isoformat(timespec="seconds"),
                           num_samples=(study.num_samples, samples), epoch_budget=(study.epoch_budget, budget),

@@ -55,6 +55,16 @@ def search_budget(study: StudySettings) -> int | None:
     return study.search_epochs()
 
 
+def search_epochs(record: StudyRecord) -> int | None:
+    """The epochs a study's search may run: its budget less the finalists' reserve, and in an
+    extended study less the re-runs its earlier endings made (the budget counts every epoch the
+    study runs; a re-run the new ending keeps then leaves it unspent)."""
+    epochs = search_budget(record.space.study)
+    if epochs is None or not record.extensions:
+        return epochs
+    return epochs - earlier_epochs(record, None)
+
+
 def chosen(rows: list[dict[str, Any]], ranking: list[str], count: int) -> list[dict[str, Any]]:
     """The finalists: the first `count` trials of the ranking that reached max_t without error."""
     by_id = {r["trial_id"]: r for r in rows}
@@ -211,7 +221,7 @@ def _made(table: pd.DataFrame, configs: list[dict[str, Any]]) -> dict[tuple[str,
 
 def earlier_epochs(record: StudyRecord, table: pd.DataFrame | None) -> int:
     """The epochs of the re-runs earlier endings of an extended study made and `table` (this
-    ending's) does not hold: spent, though their finalists are no longer among the best."""
+    ending's; None: every one of them) does not hold."""
     if not record.extensions:
         return 0
     archive = _archive(record)

@@ -77,7 +77,7 @@ def run(session: StudySession) -> Searched:
     from ray import tune
 
     from study import budget, experiments, searchers
-    from study.phases.finalists import search_budget
+    from study.phases.finalists import search_epochs
     from study.policies import load_policy
     from study.tracking import TrialRunsCallback
 
@@ -89,7 +89,7 @@ def run(session: StudySession) -> Searched:
     # Tuner keeps the TuneConfig of the study's start); Ray's stock searcher gets Tune's limit.
     limit = session.concurrency
     own = isinstance(searcher, searchers.FidelitySearcher)
-    epochs = search_budget(record.space.study)  # the budget less the finalists' re-runs
+    epochs = search_epochs(record)  # the budget less the finalists' re-runs
     if epochs is not None:  # the epochs of the study's saved trials (its earlier experiments', a resumed one's)
         session.reached = budget.reached(experiments.read(record.tune_paths, missing_ok=True))
     tune_config, run_config = execution.tune_configs(

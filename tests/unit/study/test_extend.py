@@ -100,11 +100,13 @@ def test_an_extension_that_would_not_grow_or_contradicts_the_study_is_refused(
 
 
 def test_an_extension_needs_room_in_the_budget_and_samples_not_yet_run(tmp_path: Path) -> None:
-    # 220 epochs less 54 for the finalists leave 166 to the search: all spent
-    _finished(tmp_path, "--num-samples", "20", trials=12, epochs=166, rerun_epochs=54)
-    with pytest.raises(StudyInputError, match="has spent 166 epochs, all that an epoch budget of 220 leaves"):
-        _extend(tmp_path, "--num-samples", "30")
-    assert _extend(tmp_path, "--epoch-budget", "300").extensions[-1].trials == 8  # 20 samples, 12 run
+    # ablation: 220 epochs less 90 for 3 finalists' re-runs (2 seeds, 15 epochs) leave 130 to the
+    # search, all spent; a budget of 274 leaves it 94 once the 90 epochs of re-runs made count
+    _finished(tmp_path, "--num-samples", "20", trials=13, epochs=130, rerun_epochs=90)
+    for flags in (["--num-samples", "30"], ["--epoch-budget", "274"]):
+        with pytest.raises(StudyInputError, match=r"has spent 220 epochs \(90 of them re-runs\); an epoch budget"):
+            _extend(tmp_path, *flags)
+    assert _extend(tmp_path, "--epoch-budget", "400").extensions[-1].trials == 7  # 20 samples, 13 run
     with pytest.raises(StudyInputError, match="started without an epoch budget; extend it with --num-samples"):
         other = tmp_path / "other"
         _finished(other, "--num-samples", "4", "--space", "ablation")
