@@ -127,8 +127,9 @@ def test_a_grown_study_records_what_a_study_started_larger_records_and_an_interr
     assert final["parent"].data.tags["extensions"] == "2" and final["parent"].data.tags["resumes"] == "1"
 
 
-def test_the_embedded_default_trainable_grows(tmp_path: Path) -> None:
-    """The smoke space: the embedded default's real trainable on synthetic data, small."""
+def test_the_embedded_default_trainable_grows_and_warm_starts_another(tmp_path: Path) -> None:
+    """The smoke space: the embedded default's real trainable on synthetic data, small. A study
+    grows from 2 samples to 3; another starts its sampler from the grown one's trials."""
     first = _study(tmp_path, "--space", "smoke", "--name", "e", "--num-samples", "2", "--no-report")
     assert first.returncode == 0, first.stderr[-3000:]
     grown = _study(tmp_path, "--name", "e", "--extend", "--num-samples", "3")
@@ -137,3 +138,9 @@ def test_the_embedded_default_trainable_grows(tmp_path: Path) -> None:
     _checks(got, 3)
     assert got["summary"]["best"]["test_acc"] is not None  # the ending's test ran again over all the trials
     assert "Extended 1 time(s)" in (tmp_path / "runs" / "e" / "report" / "report.md").read_text()
+    warm = _study(tmp_path, "--space", "smoke", "--name", "w", "--num-samples", "2", "--no-report", "--warm-start", "e")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    finished = [t for t in got["optuna"] if t.state.is_finished()]
+    assert f"warm start: {len(finished)} trial(s) from sqlite:///{tmp_path / 'runs' / 'e' / 'optuna.db'}#e" \
+        in warm.stdout
+    _checks(_recorded(tmp_path / "runs", "w"), 2)
