@@ -39,8 +39,12 @@ def test_an_extension_adds_an_experiment_and_its_history_to_the_record(tmp_path:
     from study.phases.search import extend
 
     folder = _finished(tmp_path, "--num-samples", "4", "--max-epochs", "3")
+    (folder / "confirm.parquet").write_bytes(b"the confirmation of the best before")
     grown = extend(_extend(tmp_path, "--num-samples", "10", "--concurrency", "2"))
     record = load(folder)
+    # set aside: the report must not read it as the grown study's
+    assert not (folder / "confirm.parquet").exists()
+    assert (folder / "confirm-s.parquet").read_bytes() == b"the confirmation of the best before"
     assert record == grown
     assert record.space.study.num_samples == 10 and record.resources.concurrency == 2
     (step,) = record.extensions
