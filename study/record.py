@@ -127,7 +127,8 @@ class Extension:
         """What it added, as the summary, the report and MLflow say it."""
         grew = [f"{name} {a} -> {b}" for name, (a, b) in (("samples", self.num_samples),
                                                             ("epoch budget", self.epoch_budget)) if a != b]
-        return f"{self.when}: {', '.join(grew)} ({self.trials} trial(s) in Tune experiment {self.experiment})"
+        most = "" if self.epoch_budget[1] is None else "up to "  # the budget may end it before
+        return f"{self.when}: {', '.join(grew)} ({most}{self.trials} trial(s) in Tune experiment {self.experiment})"
 
 
 @dataclass(frozen=True)

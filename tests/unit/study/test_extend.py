@@ -53,7 +53,7 @@ def test_an_extension_adds_an_experiment_and_its_history_to_the_record(tmp_path:
     # the new trials run in their own experiment, and so do the ending's new re-runs; no baseline again
     assert record.tune_path == str(tmp_path / "s-ext1") and record.finalists_path == str(tmp_path / "s-ext1-finalists")
     assert record.expected_trials() == 6
-    assert "samples 4 -> 10 (6 trial(s) in Tune experiment s-ext1)" in step.line()
+    assert "samples 4 -> 10 (up to 6 trial(s) in Tune experiment s-ext1)" in step.line()  # ablation's budget
     # the summary of the study before is not this record's end: the study is unfinished until its ending
     assert not finished(record, summaries.load(folder))
     with pytest.raises(StudyInputError, match=r"did not finish .* resume it first: python -m study.run --name s"):
