@@ -46,6 +46,8 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     preflight.check_storage(rec.stores.storage_path)
     preflight.check_setup(rec.space, preflight.check_space(rec.space), local=rec.resources.address is None,
                           gpus_per_trial=rec.resources.gpus_per_trial)
+    if not opts.resume:
+        preflight.check_no_stale_experiments(rec)
     if opts.extend:
         rec = search.extend(rec)
     elif not opts.resume:

@@ -176,6 +176,39 @@ def check_storage(uri: str, timeout_s: float = 5.0) -> None:
                               "does not create buckets)")
 
 
+def check_no_stale_experiments(record: Any) -> None:
+    """The Tune experiments a new study (or an extension) is about to start are not in Tune's
+    storage already, left by an earlier study of the same name whose folder was removed: Tune
+    would restore them, with their trials and configs, as this study's. A one-line error (nothing
+    is deleted)."""
+    import re
+
+    from ray.tune import Tuner
+
+    mine = rf"{re.escape(record.experiment)}(-finalists(-\d+)?|-confirm)?"
+    later = "" if record.extensions else rf"|{re.escape(record.name)}-ext\d+(-finalists(-\d+)?|-confirm)?"
+    pattern = re.compile(mine + later)
+    names = [n for n in _listing(record.stores.storage_path) if pattern.fullmatch(n)]
+    stale = sorted(n for n in names if Tuner.can_restore(record.stores.tune_path(n)))
+    if stale:
+        raise StudyInputError(f"Tune's storage {record.stores.storage_path} holds experiment(s) {', '.join(stale)} of "
+                              f"an earlier study named {record.name!r}: Tune would restore them as this study's; move "
+                              "them away, or choose another --name")
+
+
+def _listing(storage: str) -> list[str]:
+    """The names of the entries at the top of Tune's storage (local or a URI)."""
+    import pyarrow.fs as pafs
+
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    try:
+        fs, path = pafs.FileSystem.from_uri(storage)
+        return [info.base_name for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))]
+    except (OSError, ValueError) as err:
+        raise StudyInputError(f"--storage {storage}: {_first_line(err)}") from None
+
+
 def _endpoint_from_env(scheme: str) -> str | None:
     import os
 

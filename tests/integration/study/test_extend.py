@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,14 @@ def test_a_grown_study_records_what_a_study_started_larger_records_and_an_interr
     _checks(final, 10)
     assert final["summary"]["experiments"] == ["grown", "grown-ext1", "grown-ext2"]
     assert final["parent"].data.tags["extensions"] == "2" and final["parent"].data.tags["resumes"] == "1"
+
+    # the study's folder removed and its name used again: Tune would restore the experiments left
+    # beside it as the new study's; refused in one line, before a folder is made
+    shutil.rmtree(runs / "grown")
+    again = _study(tmp_path, *common, "--name", "grown", "--num-samples", "4")
+    (line,) = again.stderr.strip().splitlines()[-1:]
+    assert again.returncode == 2 and line.startswith(f"error: Tune's storage {runs} holds experiment(s) ")
+    assert all(name in line for name in ("grown-finalists", "grown-ext1", "grown-ext2")) and not (runs / "grown").exists()
 
 
 def test_the_embedded_default_trainable_grows_and_warm_starts_another(tmp_path: Path) -> None:

@@ -208,3 +208,26 @@ def test_an_extension_s_ending_keeps_the_re_runs_an_earlier_ending_made(
     assert saved.groupby("trial_id").first()["experiment"].value_counts().to_dict() == {"s": 4, "s-ext1": 2}
     assert finalists.earlier_epochs(grown, table) == 2 * 2  # a's two re-runs of two epochs
     assert finalists.earlier_epochs(dataclasses.replace(grown, extensions=()), table) == 0  # no earlier ending
+
+
+def test_experiments_an_earlier_study_of_the_name_left_are_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study folder removed and its name used again: Tune would restore the experiments left
+    beside it (its ending's, its extensions') as the new study's."""
+    from ray.tune import Tuner
+
+    from study import preflight
+
+    # restorable: a folder with a "saved" file (Tune's own test is its saved Tuner)
+    monkeypatch.setattr(Tuner, "can_restore", classmethod(lambda cls, path, fs=None: (Path(path) / "saved").exists()))
+    for name, saved in (("s-finalists", True), ("s-ext1", True), ("s-ext1-finalists-2", True), ("s-extra", True),
+                        ("s-confirm", False)):
+        (tmp_path / name).mkdir()
+        if saved:
+            (tmp_path / name / "saved").touch()
+    new = resolve(parse_options(["--space", "ablation", "--name", "s", "--out", str(tmp_path)]))
+    with pytest.raises(StudyInputError, match=r"holds experiment\(s\) s-ext1, s-ext1-finalists-2, s-finalists of an "
+                                              r"earlier study named 's'.*move them away, or choose another --name"):
+        preflight.check_no_stale_experiments(new)
+    preflight.check_no_stale_experiments(resolve(parse_options(["--space", "ablation", "--name", "t", "--out",
+                                                                str(tmp_path)])))  # another name: nothing of its own
