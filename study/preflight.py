@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from study.errors import StudyInputError
+from study.errors import StudyInputError, first_line
 from study.spaces import SearchSpace, StudySettings
 
 
@@ -78,8 +78,7 @@ def check_warm_start(settings: Any, out: str | Path, space: SearchSpace) -> str:
                               "or random")
     from study import warmstart
 
-    directions = ["maximize" if mode == "max" else "minimize" for _, mode in space.study.objective_list()]
-    return warmstart.load(warmstart.resolve(settings.warm_start, out), space, directions).line()
+    return warmstart.load(warmstart.resolve(settings.warm_start, out), space, space.study.directions()).line()
 
 
 def check_replay(settings: Any, study: StudySettings) -> None:
@@ -170,7 +169,7 @@ def check_storage(uri: str, timeout_s: float = 5.0) -> None:
         bucket = path.split("/", 1)[0]
         info = fs.get_file_info(bucket)
     except (OSError, ValueError) as err:
-        raise StudyInputError(f"--storage {uri}: {_first_line(err)}") from None
+        raise StudyInputError(f"--storage {uri}: {first_line(err)}") from None
     if info.type == pafs.FileType.NotFound:
         raise StudyInputError(f"--storage {uri}: bucket {bucket!r} does not exist (create it first; the study "
                               "does not create buckets)")
@@ -206,7 +205,7 @@ def _listing(storage: str) -> list[str]:
         fs, path = pafs.FileSystem.from_uri(storage)
         return [info.base_name for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))]
     except (OSError, ValueError) as err:
-        raise StudyInputError(f"--storage {storage}: {_first_line(err)}") from None
+        raise StudyInputError(f"--storage {storage}: {first_line(err)}") from None
 
 
 def _endpoint_from_env(scheme: str) -> str | None:
@@ -230,8 +229,3 @@ def _reachable(endpoint: str, uri: str, timeout_s: float) -> None:
     except OSError as err:
         raise StudyInputError(f"--storage {uri}: the storage endpoint {host}:{port} is unreachable "
                               f"({err.strerror or err})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

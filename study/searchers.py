@@ -101,7 +101,7 @@ class FidelitySearcher(Searcher):
     @property
     def directions(self) -> list[Literal["maximize", "minimize"]]:
         """Optuna's direction of every objective (one for a single-objective study)."""
-        return ["maximize" if mode == "max" else "minimize" for _, mode in self.objectives]
+        return self.space.study.directions()
 
     @property
     def multi(self) -> bool:

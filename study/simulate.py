@@ -69,7 +69,6 @@ def _search(record: StudyRecord, workers: int, epoch_s: float, order: Sequence[t
             table: str) -> Simulated:
     """`simulate`'s search, in the study's session."""
     from study import searchers
-    from study.phases.finalists import search_budget
     from study.policies import load_policy
     from trainables.config import TrialConfig, settings
     from trainables.replay import replayed
@@ -77,7 +76,7 @@ def _search(record: StudyRecord, workers: int, epoch_s: float, order: Sequence[t
     policy = load_policy(str(record.settings.policy))
     searcher, scheduler = policy.build(record)
     scheduler.set_search_properties(record.metric, record.mode)  # as TuneConfig gives them (the searcher has its own)
-    max_t, budget = record.max_epochs, search_budget(record.space.study)
+    max_t, budget = record.max_epochs, record.space.study.search_epochs()
     trials: list[Trial] = []
     taken: list[tuple[int, int]] = []
     events: list[tuple[float, int, int]] = []  # (simulated time, start order, epoch)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -171,12 +171,20 @@ class StudySettings:
         fit = int(self.finalist_share * self.epoch_budget) // (self.finalist_seeds * self.max_epochs)
         return min(self.finalists, fit)
 
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """Optuna's direction of every objective ("maximize" or "minimize"), the metric first."""
+        return ["maximize" if mode == "max" else "minimize" for _, mode in self.objective_list()]
+
+    def rerun_epochs(self) -> int:
+        """The epochs the finalists' re-runs take (`finalist_seeds` full runs of each)."""
+        return self.finalist_count() * self.finalist_seeds * self.max_epochs
+
     def search_epochs(self) -> int | None:
         """The epochs the search itself may run: the budget less the finalists' re-runs (None
         without a budget)."""
         if self.epoch_budget is None:
             return None
-        return self.epoch_budget - self.finalist_count() * self.finalist_seeds * self.max_epochs
+        return self.epoch_budget - self.rerun_epochs()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.errors import StudyInputError
+from study.errors import StudyInputError, first_line
 from study.record import RECORD_FILE
 from study.spaces import SearchSpace
 
@@ -39,12 +39,6 @@ class WarmStart:
         gone = f"; {self.dropped} dropped (a value outside this space)" if self.dropped else ""
         return (f"warm start: {len(self.trials)} trial(s) from {', '.join(self.sources)}, on "
                 f"{', '.join(self.shared)}{gone}")
-
-    def summary(self) -> dict[str, Any] | None:
-        if not self.sources:
-            return None
-        return {"sources": list(self.sources), "trials": len(self.trials), "dropped": self.dropped,
-                "shared": list(self.shared)}
 
 
 def resolve(given: tuple[str, ...], out: str | Path) -> tuple[str, ...]:
@@ -75,7 +69,7 @@ def _only_study(storage: str, spec: str) -> str:
         names = optuna.study.get_all_study_names(storage=storage)
     except Exception as err:  # any storage error is the user's source being wrong
         raise StudyInputError(f"--warm-start {spec}: cannot read the Optuna storage ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+                              f"{first_line(err)[:200]})") from None
     if len(names) != 1:
         raise StudyInputError(f"--warm-start {spec}: the storage holds {len(names)} studies; name one as "
                               f"{storage}#STUDY ({', '.join(names[:5])})")
@@ -97,7 +91,7 @@ def load(sources: tuple[str, ...], space: SearchSpace, directions: Sequence[str]
             study = optuna.load_study(study_name=name, storage=storage)
         except Exception as err:  # a missing study, an unreadable storage: the user's source
             raise StudyInputError(f"--warm-start {spec}: cannot read it ({type(err).__name__}: "
-                                  f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+                                  f"{first_line(err)[:200]})") from None
         theirs = [d.name.lower() for d in study.directions]
         if theirs != [d.lower() for d in directions]:
             raise StudyInputError(f"--warm-start {spec}: its objectives go {', '.join(theirs)}, this study's "

@@ -46,20 +46,14 @@ class Plan:
 def plan(study: StudySettings) -> Plan:
     """The finalists a study's settings allow (`StudySettings.finalist_count`: with an epoch
     budget, as many as fit in its share) and the epochs their re-runs take."""
-    count = study.finalist_count()
-    return Plan(count, study.finalist_seeds, count * study.finalist_seeds * study.max_epochs)
-
-
-def search_budget(study: StudySettings) -> int | None:
-    """The epochs the search itself may run: the budget less the finalists' reserve."""
-    return study.search_epochs()
+    return Plan(study.finalist_count(), study.finalist_seeds, study.rerun_epochs())
 
 
 def search_epochs(record: StudyRecord) -> int | None:
     """The epochs a study's search may run: its budget less the finalists' reserve, and in an
     extended study less the re-runs its earlier endings made (the budget counts every epoch the
     study runs; a re-run the new ending keeps then leaves it unspent)."""
-    epochs = search_budget(record.space.study)
+    epochs = record.space.study.search_epochs()
     if epochs is None or not record.extensions:
         return epochs
     return epochs - earlier_epochs(record, None)

@@ -108,13 +108,13 @@ def test_finalists_on_different_seeds_are_compared_on_the_same_ones() -> None:
 
 def test_the_ending_fits_in_its_share_of_the_epoch_budget() -> None:
     free = StudySettings(max_epochs=9, finalists=3, finalist_seeds=2)
-    assert ending.plan(free) == ending.Plan(3, 2, 54) and ending.search_budget(free) is None
+    assert ending.plan(free) == ending.Plan(3, 2, 54) and free.search_epochs() is None
     budget = dataclasses.replace(free, epoch_budget=270, finalist_share=0.2)
-    assert ending.plan(budget).epochs == 54 and ending.search_budget(budget) == 216
+    assert ending.plan(budget).epochs == 54 and budget.search_epochs() == 216
     tight = dataclasses.replace(budget, epoch_budget=100)  # 20 epochs: one finalist of 18
-    assert ending.plan(tight) == ending.Plan(1, 2, 18) and ending.search_budget(tight) == 82
+    assert ending.plan(tight) == ending.Plan(1, 2, 18) and tight.search_epochs() == 82
     none = dataclasses.replace(budget, epoch_budget=50)
-    assert not ending.plan(none).on and ending.search_budget(none) == 50
+    assert not ending.plan(none).on and none.search_epochs() == 50
     assert not ending.plan(dataclasses.replace(free, finalists=0)).on
 
 
